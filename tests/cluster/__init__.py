@@ -1,0 +1,1 @@
+"""Test infrastructure: a real Kubernetes control plane (see controlplane.py)."""

@@ -1,0 +1,60 @@
+"""jobpulse: start a donation's background task and stream its status to the page, live.
+
+``create_app`` is the application factory: it reads and validates the
+settings, builds the runtime (hub, run store, executors), registers the
+blueprints and starts the background work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Mapping
+
+from flask import Flask
+
+from webapp.settings import PROJECT_ROOT, Settings
+
+__version__ = "0.1.0"
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app. ``test_config`` overrides environment variables (same names, same checks)."""
+    from webapp.api import donations, jobs, page, probes, streams
+    from webapp.api.errors import register_error_handlers
+    from webapp.api.ratelimit import limiter
+    from webapp.logs import configure_logging
+    from webapp.runtime import build_runtime
+
+    environ = {**os.environ, **(test_config or {})}
+    settings = Settings.from_env(environ)
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+
+    app = Flask(
+        __name__,
+        static_folder=str(PROJECT_ROOT / "static"),
+        template_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SOCK_SERVER_OPTIONS={"ping_interval": settings.ws_ping_seconds},
+        RATELIMIT_STORAGE_URI="memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
+
+    runtime = build_runtime(settings)
+    app.extensions["jobpulse"] = runtime
+
+    register_error_handlers(app)
+    page.add_security_headers(app)
+    limiter.init_app(app)
+    for blueprint in (page.bp, donations.bp, jobs.bp, streams.bp, probes.bp):
+        app.register_blueprint(blueprint)
+    streams.sock.init_app(app)
+
+    runtime.start()
+    atexit.register(runtime.stop)
+    return app

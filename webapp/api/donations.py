@@ -1,0 +1,43 @@
+"""``POST /api/donations``: a donor's form becomes the donation task."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from webapp.api import runtime
+from webapp.api.links import with_links
+from webapp.api.ratelimit import limiter
+from webapp.api.schemas import DonationSchema, idempotency_key, json_body
+from webapp.launcher import request_fingerprint
+
+bp = Blueprint("donations", __name__)
+
+
+def _donation_rate_limit() -> str:
+    return runtime().settings.rate_limit
+
+
+@bp.post("/api/donations")
+@limiter.limit(_donation_rate_limit)
+def create_donation() -> Response:
+    settings = runtime().settings
+    key = idempotency_key(request)
+    donation = DonationSchema(currencies=settings.currencies).load(json_body(request))
+    params = {
+        "amount": str(donation["amount"]),
+        "currency": donation["currency"],
+        "donor_name": donation["donor_name"],
+        "donor_email": donation["donor_email"],
+    }
+    if donation.get("message"):
+        params["message"] = donation["message"]
+    status, created = runtime().launcher.launch(
+        spec_name=settings.donation_jobspec,
+        params=params,
+        idempotency_key=key,
+        fingerprint=request_fingerprint({"donation": params}),
+    )
+    response = jsonify(with_links(status))
+    response.status_code = 202 if created else 200
+    response.headers["Location"] = with_links(status)["links"]["status"]
+    return response

@@ -1,0 +1,101 @@
+"""Jobs: the admin API (launch any jobspec, cancel, logs, recent runs) and status polling."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+from werkzeug.exceptions import BadRequest
+
+from webapp.api import runtime
+from webapp.api.auth import admin_required
+from webapp.api.links import with_links
+from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
+from webapp.errors import Conflict, InvalidRequest
+from webapp.launcher import request_fingerprint
+
+bp = Blueprint("jobs", __name__)
+
+DEFAULT_TAIL_LINES = 200
+MAX_TAIL_LINES = 10_000
+
+
+def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", fields={name: ["out of range"]})
+    return value
+
+
+@bp.post("/api/jobs")
+@admin_required
+def launch_job() -> Response:
+    key = idempotency_key(request)
+    body = JobLaunchSchema().load(json_body(request))
+    status, created = runtime().launcher.launch(
+        spec_name=body["spec"],
+        params=body["params"],
+        pipeline_run_id=body["pipeline_run_id"],
+        idempotency_key=key,
+        fingerprint=request_fingerprint(body),
+    )
+    response = jsonify(with_links(status))
+    response.status_code = 202 if created else 200
+    return response
+
+
+@bp.get("/api/task-status")
+def task_status() -> Response:
+    """Polling, answered from the hub's cache with an ETag: costs no executor call."""
+    job_name = request.args.get("job_name")
+    if not job_name:
+        raise BadRequest("the job_name query parameter is required")
+    return _status_response(job_name)
+
+
+@bp.get("/api/jobs/<job_name>")
+def get_job(job_name: str) -> Response:
+    return _status_response(job_name)
+
+
+def _status_response(job_name: str) -> Response:
+    status = runtime().launcher.status(job_name)
+    response = Response(status.json, mimetype="application/json")
+    response.set_etag(f"{status.job_name}.{status.seq}")
+    response.headers["Cache-Control"] = "no-cache"
+    return response.make_conditional(request)
+
+
+@bp.delete("/api/jobs/<job_name>")
+@admin_required
+def cancel_job(job_name: str) -> Response:
+    launcher = runtime().launcher
+    status = launcher.status(job_name)
+    if status.terminal:
+        raise Conflict(f"{job_name} already finished: {status.status.value}")
+    return jsonify(launcher.cancel(job_name).to_dict())
+
+
+@bp.get("/api/jobs/<job_name>/logs")
+@admin_required
+def job_logs(job_name: str) -> Response:
+    tail = _int_arg("tail", default=DEFAULT_TAIL_LINES, low=0, high=MAX_TAIL_LINES)
+    launcher = runtime().launcher
+    if request.args.get("follow") in ("1", "true", "yes"):
+        chunks = launcher.follow_logs(job_name, tail_lines=tail)
+        response = Response(stream_with_context(chunks), mimetype="text/plain")
+        response.headers["X-Accel-Buffering"] = "no"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+    return Response(launcher.logs(job_name, tail_lines=tail), mimetype="text/plain")
+
+
+@bp.get("/api/runs")
+@admin_required
+def recent_runs() -> Response:
+    limit = _int_arg("limit", default=50, low=1, high=500)
+    return jsonify({"runs": [status.to_dict() for status in runtime().launcher.recent(limit)]})

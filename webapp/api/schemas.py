@@ -1,0 +1,145 @@
+"""Validation at the edge: marshmallow schemas for everything a client sends.
+
+Unknown fields are refused, sizes are bounded, and a failed validation is a
+400 in the one error shape with the problems per field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import Request
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
+
+from webapp.errors import InvalidRequest
+from webapp.jobspecs import PARAM_NAME_PATTERN, SPEC_NAME_PATTERN
+from webapp.names import PIPELINE_RUN_ID_PATTERN
+
+MAX_AMOUNT = Decimal("1000000")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class Amount(fields.Field):
+    """A positive amount with at most 2 decimals: a JSON number or a decimal string."""
+
+    default_error_messages = {  # noqa: RUF012 - marshmallow's convention
+        "invalid": "must be a number or a decimal string such as \"10.50\"",
+        "positive": "must be greater than 0",
+        "too_large": "must be at most 1,000,000",
+        "places": "must have at most 2 decimal places",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            raise self.make_error("invalid")
+        try:
+            amount = Decimal(value.strip() if isinstance(value, str) else str(value))
+        except InvalidOperation as error:
+            raise self.make_error("invalid") from error
+        if not amount.is_finite():
+            raise self.make_error("invalid")
+        if amount <= 0:
+            raise self.make_error("positive")
+        if amount > MAX_AMOUNT:
+            raise self.make_error("too_large")
+        if amount != amount.quantize(Decimal("0.01")):
+            raise self.make_error("places")
+        return amount.quantize(Decimal("0.01"))
+
+
+class PlainText(fields.String):
+    """A string without control characters, stripped of surrounding spaces."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if _CONTROL_CHARS.search(text):
+            raise ValidationError("must not contain control characters")
+        return text
+
+
+class DonationSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    amount = Amount(required=True)
+    currency = fields.String(required=True)
+    donor_name = PlainText(required=True, validate=validate.Length(min=1, max=100))
+    donor_email = fields.Email(required=True, validate=validate.Length(max=254))
+    message = PlainText(load_default="", validate=validate.Length(max=500), allow_none=True)
+
+    def __init__(self, *, currencies: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.currencies = currencies
+
+    @pre_load
+    def _normalise(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("currency"), str):
+            data = {**data, "currency": data["currency"].strip().upper()}
+        return data
+
+    @validates("currency")
+    def _known_currency(self, value: str, **_: Any) -> None:
+        if value not in self.currencies:
+            raise ValidationError(f"must be one of: {', '.join(self.currencies)}")
+
+
+def _valid_params(params: dict[str, str]) -> None:
+    if len(params) > 50:
+        raise ValidationError("at most 50 parameters")
+    bad = [name for name in params if not PARAM_NAME_PATTERN.match(name)]
+    if bad:
+        raise ValidationError(f"parameter names must match {PARAM_NAME_PATTERN.pattern}: {', '.join(bad)}")
+
+
+class JobLaunchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    spec = fields.String(required=True, validate=validate.Regexp(SPEC_NAME_PATTERN))
+    params = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.Length(max=4096)),
+        load_default=dict,
+        validate=_valid_params,
+    )
+    pipeline_run_id = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            PIPELINE_RUN_ID_PATTERN, error="must be 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric"
+        ),
+    )
+
+
+def json_body(request: Request) -> Any:
+    """The request's JSON body (decimals kept exact), or 415/400 in the error shape."""
+    if not request.is_json:
+        raise _UnsupportedMediaType()
+    try:
+        return json.loads(request.get_data(cache=True) or b"null", parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequest(f"the body is not valid JSON: {error}") from error
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY_PATTERN.match(key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            fields={"Idempotency-Key": ["1-64 characters of [A-Za-z0-9_-]"]},
+        )
+    return key
+
+
+class _UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
+    http_status = 415
+
+    def __init__(self) -> None:
+        super().__init__("send the body as JSON with Content-Type: application/json")

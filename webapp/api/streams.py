@@ -1,0 +1,176 @@
+"""Live status streams: Server-Sent Events and WebSocket, thin adapters over one subscription.
+
+Both send the current status at once, then each change, and end after a
+terminal status. Neither calls an executor: they only read the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed, Server
+
+from webapp import metrics
+from webapp.api import runtime
+from webapp.api.errors import error_response
+from webapp.errors import InvalidJobName, JobNotFound
+from webapp.hub import HubClosed, Subscription
+from webapp.status import JobStatus, utcnow
+from webapp.wire import SSE_END, SSE_PING, SSE_PREAMBLE, sse_status_frame, ws_error_message, ws_status_message
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("streams", __name__)
+sock = Sock()
+
+WS_CLOSE_NORMAL = 1000
+WS_CLOSE_GOING_AWAY = 1001
+WS_CLOSE_BAD_NAME = 4400
+WS_CLOSE_UNKNOWN_JOB = 4404
+
+_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket", "eventlet.input")
+
+
+@contextmanager
+def _stream_opened(transport: str, job_name: str) -> Iterator[None]:
+    metrics.OPEN_STREAMS.labels(transport=transport).inc()
+    logger.info("stream.opened", extra={"job_name": job_name, "transport": transport})
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        metrics.OPEN_STREAMS.labels(transport=transport).dec()
+        logger.info(
+            "stream.closed",
+            extra={"job_name": job_name, "transport": transport, "seconds": round(time.monotonic() - started, 3)},
+        )
+
+
+def _delivered(transport: str, status: JobStatus) -> None:
+    metrics.STREAM_MESSAGES.labels(transport=transport).inc()
+    metrics.PROPAGATION_SECONDS.labels(transport=transport).observe(
+        max(0.0, (utcnow() - status.updated_at).total_seconds())
+    )
+
+
+def _changes(
+    subscription: Subscription, current: JobStatus, *, idle: float | None
+) -> Iterator[JobStatus | None]:
+    """Each newer status until a terminal one; ``None`` after ``idle`` seconds of silence."""
+    while not current.terminal:
+        following = subscription.get(timeout=idle)
+        if following is None:
+            yield None
+        elif following.seq > current.seq:
+            current = following
+            yield current
+
+
+# -- Server-Sent Events ----------------------------------------------------------
+
+
+@bp.get("/sse/task-status/<job_name>")
+def sse_status(job_name: str) -> Response:
+    rt = runtime()
+    first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
+    heartbeat = rt.settings.sse_heartbeat_seconds
+
+    def stream() -> Iterator[str]:
+        with rt.hub.subscribe(job_name) as subscription, _stream_opened("sse", job_name):
+            yield SSE_PREAMBLE
+            current = rt.hub.get(job_name) or first
+            yield sse_status_frame(current)
+            _delivered("sse", current)
+            try:
+                for status in _changes(subscription, current, idle=heartbeat):
+                    if status is None:
+                        yield SSE_PING
+                    else:
+                        yield sse_status_frame(status)
+                        _delivered("sse", status)
+            except HubClosed:
+                return  # shutting down: the client reconnects to another process
+            yield SSE_END
+
+    response = Response(stream(), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+# -- WebSocket -------------------------------------------------------------------
+
+
+def _origin_allowed(origin: str | None) -> bool:
+    """Same host, or listed in ``ALLOWED_ORIGINS``; a client without ``Origin`` is no browser."""
+    if origin is None:
+        return True
+    if origin in runtime().settings.allowed_origins:
+        return True
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+@bp.before_request
+def _guard_websocket() -> Response | None:
+    if request.endpoint != "streams.ws_status":
+        return None
+    if not any(key in request.environ for key in _SOCKET_KEYS):
+        return error_response(
+            501, "websocket_unsupported", "this server cannot hold WebSockets; use the SSE stream or polling"
+        )
+    if not _origin_allowed(request.headers.get("Origin")):
+        logger.warning("stream.refused", extra={"transport": "ws", "reason": "origin"})
+        return error_response(403, "forbidden", "this Origin may not open WebSockets here")
+    return None
+
+
+def _refuse(ws: Server, error: Exception, *, code: str, close_code: int) -> None:
+    ws.send(ws_error_message(code, str(error)))
+    ws.close(reason=close_code, message=code)
+
+
+@sock.route("/ws/task-status/<job_name>", bp=bp)
+def ws_status(ws: Server, job_name: str) -> None:
+    rt = runtime()
+    try:
+        first = rt.launcher.status(job_name)
+    except InvalidJobName as error:
+        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
+    except JobNotFound as error:
+        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_UNKNOWN_JOB)
+
+    with rt.hub.subscribe(job_name) as subscription, _stream_opened("ws", job_name):
+        client_left = threading.Event()
+
+        def read_until_gone() -> None:
+            """The read side: notices at once when the client leaves, and frees the subscription."""
+            try:
+                while True:
+                    ws.receive()  # clients send nothing we need; this waits for the close
+            except ConnectionClosed:
+                pass
+            client_left.set()
+            subscription.close()
+
+        threading.Thread(target=read_until_gone, name=f"ws-read-{job_name}", daemon=True).start()
+        current = rt.hub.get(job_name) or first
+        try:
+            ws.send(ws_status_message(current))
+            _delivered("ws", current)
+            for status in _changes(subscription, current, idle=None):
+                if status is not None:
+                    ws.send(ws_status_message(status))
+                    _delivered("ws", status)
+            ws.close(reason=WS_CLOSE_NORMAL, message="finished")
+        except HubClosed:
+            if not client_left.is_set():
+                ws.close(reason=WS_CLOSE_GOING_AWAY, message="server shutting down")
+        finally:
+            ws.event.set()  # wake the reader if it still waits, so it ends with us

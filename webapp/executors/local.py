@@ -1,0 +1,364 @@
+"""The legacy local runner: each run is a subprocess on this host.
+
+It honours what a Job manifest says as far as a host can: the first
+container's command (a leading ``python`` meaning this interpreter), its
+literal ``env``, ``backoffLimit`` retries, ``activeDeadlineSeconds``, and at
+most ``LEGACY_MAX_CONCURRENCY`` runs at once (the rest wait, ``Queued``, in
+order). Output goes to one file per run for the logs endpoint. Runs are
+leased in the run store, so runs a stopped process did not finish are resumed
+by the next one.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.hub import StatusHub
+from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
+from webapp.runstore import RunStore
+from webapp.settings import PROJECT_ROOT
+from webapp.status import JobStatus, Phase
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+KILL_GRACE_SECONDS = 5.0
+_PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
+
+
+def build_command(manifest: dict[str, Any]) -> list[str]:
+    """The first container's ``command`` + ``args``; ``python`` means this interpreter."""
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    command = [*container.get("command", []), *container.get("args", [])]
+    if not command:
+        raise InvalidRequest("the jobspec's first container has no command for the legacy runner")
+    if command[0] in ("python", "python3"):
+        command[0] = sys.executable
+    return command
+
+
+def build_env(manifest: dict[str, Any]) -> dict[str, str]:
+    """A clean environment: a few host basics plus the container's literal ``env``.
+
+    The app's own environment (tokens, URLs) is not passed on.
+    """
+    env = {name: os.environ[name] for name in _PASSED_THROUGH_ENV if name in os.environ}
+    env.update(PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    env.update({item["name"]: str(item["value"]) for item in container.get("env", []) if "value" in item})
+    return env
+
+
+class _LocalRun:
+    """What the runner knows of one run: its status chain, process and wake-up signals."""
+
+    def __init__(self, status: JobStatus, manifest: dict[str, Any]) -> None:
+        self.status = status
+        self.manifest = manifest
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.admitted = False
+        self.cancelled = False
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def job_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.manifest["spec"]
+        return spec
+
+
+class LocalRunner:
+    """An :class:`~webapp.executors.Executor` running tasks as local subprocesses."""
+
+    mode = "legacy"
+
+    def __init__(
+        self,
+        *,
+        hub: StatusHub,
+        store: RunStore,
+        log_dir: Path,
+        max_concurrency: int,
+        retry_backoff_seconds: float = 1.0,
+        workdir: Path = PROJECT_ROOT,
+    ) -> None:
+        self._hub = hub
+        self._store = store
+        self._log_dir = log_dir
+        self._max_concurrency = max_concurrency
+        self._retry_backoff = retry_backoff_seconds
+        self._workdir = workdir
+        self._owner = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+        self._runs: dict[str, _LocalRun] = {}
+        self._waiting: collections.deque[_LocalRun] = collections.deque()
+        self._running = 0
+        self._stopping = threading.Event()
+        self._lease_thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._resume_unfinished()
+        self._lease_thread = threading.Thread(target=self._renew_leases, name="local-runner-leases", daemon=True)
+        self._lease_thread.start()
+
+    def stop(self) -> None:
+        """Stop every process and hand the unfinished runs back to the run store."""
+        self._stopping.set()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.wake.set()
+            self._terminate(run)
+        self._store.release_runs(owner=self._owner)
+
+    def unready_reason(self) -> str | None:
+        return "the local runner is stopping" if self._stopping.is_set() else None
+
+    # -- launching -------------------------------------------------------------
+
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
+        build_command(manifest)  # refuse a spec we cannot run before anything starts
+        if self._stopping.is_set():
+            raise ExecutorUnavailable("the local runner is shutting down")
+        if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+            raise ExecutorUnavailable(f"run {status.job_name} is held by another process")
+        self._start_run(_LocalRun(status, manifest))
+        return status
+
+    def _start_run(self, run: _LocalRun) -> None:
+        with self._lock:
+            self._runs[run.status.job_name] = run
+        self._hub.publish(run.status)
+        thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run.status.job_name}", daemon=True)
+        thread.start()
+
+    def _resume_unfinished(self) -> None:
+        """Take over runs a previous process accepted but did not finish."""
+        for status in self._store.unfinished(mode=self.mode):
+            manifest = self._store.manifest(status.job_name)
+            if manifest is None:
+                continue
+            if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+                continue
+            resumed = status.evolve(
+                status=Phase.QUEUED, reason="Resumed", message="restarted after the server restarted", active=0
+            )
+            logger.info("job.resumed", extra={"job_name": status.job_name, "mode": self.mode})
+            self._start_run(_LocalRun(resumed, manifest))
+
+    def _renew_leases(self) -> None:
+        while not self._stopping.wait(LEASE_SECONDS / 3):
+            with self._lock:
+                names = list(self._runs)
+            for name in names:
+                self._store.claim_run(name, owner=self._owner, lease_seconds=LEASE_SECONDS)
+
+    # -- executing -------------------------------------------------------------
+
+    def _update(self, run: _LocalRun, **changes: Any) -> None:
+        with run.lock:
+            run.status = run.status.evolve(**changes)
+            status = run.status
+        self._hub.publish(status)
+
+    def _execute(self, run: _LocalRun) -> None:
+        job_name = run.status.job_name
+        try:
+            if self._wait_for_slot(run):
+                try:
+                    self._attempts(run)
+                finally:
+                    self._release_slot()
+        except Exception as error:  # never leave a run hanging unfinished
+            logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
+            self._update(run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__)
+        finally:
+            if run.status.terminal or not self._stopping.is_set():
+                with self._lock:
+                    self._runs.pop(job_name, None)
+
+    def _wait_for_slot(self, run: _LocalRun) -> bool:
+        with self._lock:
+            if self._running < self._max_concurrency:
+                self._running += 1
+                return True
+            self._waiting.append(run)
+            ahead = len(self._waiting) - 1
+        self._update(
+            run,
+            status=Phase.QUEUED,
+            reason="WaitingForSlot",
+            message=f"{self._max_concurrency} tasks running; {ahead} ahead in line",
+        )
+        run.wake.wait()
+        return run.admitted and not run.cancelled and not self._stopping.is_set()
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            while self._waiting:
+                following = self._waiting.popleft()
+                if not following.cancelled:
+                    following.admitted = True
+                    following.wake.set()
+                    return
+            self._running -= 1
+
+    def _attempts(self, run: _LocalRun) -> None:
+        spec = run.job_spec
+        backoff_limit = int(spec.get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
+        deadline_seconds = spec.get("activeDeadlineSeconds")
+        started = time.monotonic()
+        deadline = started + deadline_seconds if deadline_seconds is not None else None
+        failures = run.status.failed  # attempts used before a restart still count
+        log_path = self.log_path(run.status.job_name)
+        while not run.cancelled and not self._stopping.is_set():
+            self._update(run, status=Phase.PENDING, reason=None, message=None, active=1)
+            with log_path.open("ab") as output:
+                if failures:
+                    output.write(f"[jobpulse] attempt {failures + 1} of {backoff_limit + 1}\n".encode())
+                    output.flush()
+                try:
+                    run.process = subprocess.Popen(
+                        build_command(run.manifest),
+                        env=build_env(run.manifest),
+                        cwd=self._workdir,
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                except OSError as error:
+                    self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
+                    return
+            if run.cancelled:
+                self._terminate(run)
+                return
+            self._update(run, status=Phase.RUNNING, active=1)
+            timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
+            try:
+                code = run.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._terminate(run)
+                self._update(
+                    run,
+                    status=Phase.FAILED,
+                    reason="DeadlineExceeded",
+                    message=f"Job was active longer than specified deadline ({deadline_seconds}s)",
+                    active=0,
+                    failed=failures + 1,
+                )
+                return
+            if run.cancelled or self._stopping.is_set():
+                return
+            if code == 0:
+                self._update(run, status=Phase.SUCCEEDED, succeeded=1, active=0, reason=None, message=None)
+                return
+            failures += 1
+            exit_text = _describe_exit(code)
+            if failures > backoff_limit:
+                attempts = "attempt" if failures == 1 else "attempts"
+                self._update(
+                    run,
+                    status=Phase.FAILED,
+                    reason="BackoffLimitExceeded",
+                    message=f"{exit_text} ({failures} {attempts}, backoffLimit {backoff_limit})",
+                    active=0,
+                    failed=failures,
+                )
+                return
+            pause = min(self._retry_backoff * 2 ** (failures - 1), 60.0)
+            self._update(
+                run,
+                status=Phase.PENDING,
+                reason="RetryBackoff",
+                message=f"{exit_text}; retrying in {pause:g}s",
+                active=0,
+                failed=failures,
+            )
+            if run.wake.wait(pause):  # cancelled or stopping during the pause
+                return
+
+    def _terminate(self, run: _LocalRun) -> None:
+        process = run.process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        except ProcessLookupError:
+            pass
+
+    # -- cancelling and output -------------------------------------------------
+
+    def cancel(self, job_name: str) -> None:
+        with self._lock:
+            run = self._runs.get(job_name)
+        if run is None:
+            stored = self._store.get(job_name)
+            if stored is None:
+                raise JobNotFound(f"no job named {job_name}")
+            if not stored.terminal:  # accepted by a process that is gone; nothing runs it
+                self._hub.publish(
+                    stored.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
+                )
+            return
+        run.cancelled = True
+        run.wake.set()
+        self._update(run, status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator", active=0)
+        self._terminate(run)
+
+    def log_path(self, job_name: str) -> Path:
+        return self._log_dir / f"{job_name}.log"
+
+    def logs(self, job_name: str, *, tail_lines: int) -> str:
+        path = self.log_path(job_name)
+        if not path.exists():
+            return ""
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines(keepends=True)
+        return "".join(lines[-tail_lines:]) if tail_lines else ""
+
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
+        yield self.logs(job_name, tail_lines=tail_lines)
+        path = self.log_path(job_name)
+        position = path.stat().st_size if path.exists() else 0
+        while True:
+            status = self._hub.get(job_name) or self._store.get(job_name)
+            finished = status is None or status.terminal
+            if path.exists() and path.stat().st_size > position:
+                with path.open("rb") as source:
+                    source.seek(position)
+                    chunk = source.read()
+                position += len(chunk)
+                yield chunk.decode("utf-8", "replace")
+            elif finished:
+                return
+            else:
+                time.sleep(0.25)  # polling a growing file, as tail -f does
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

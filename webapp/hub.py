@@ -1,0 +1,147 @@
+"""The status hub: one per process, the heart of jobpulse.
+
+Sources (executors, the Kubernetes watch, the Redis channel) publish whole
+status objects; transports subscribe to one job each and only ever read from
+here, so a thousand browsers cost an executor nothing more than one.
+
+Written against stdlib ``threading`` and ``queue``: under the gevent worker
+(monkey-patched) they are greenlets, under a threaded WSGI host they are
+threads. Each subscription holds at most the latest status: every message is
+the whole state, so a slow subscriber gets the latest, never a backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from webapp.status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[JobStatus, JobStatus | None], None]
+"""Called with (new status, previous status) after each accepted change."""
+
+
+class HubClosed(Exception):
+    """The process is shutting down; streams should end (WebSocket close 1001)."""
+
+
+class Subscription:
+    """One transport's view of one job: a one-slot mailbox that keeps the latest status."""
+
+    def __init__(self, job_name: str) -> None:
+        self.job_name = job_name
+        self._latest: JobStatus | None = None
+        self._closed = False
+        self._ready = threading.Condition(threading.Lock())
+
+    def offer(self, status: JobStatus) -> None:
+        """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader."""
+        with self._ready:
+            if self._latest is None or status.seq >= self._latest.seq:
+                self._latest = status
+            self._ready.notify()
+
+    def close(self) -> None:
+        """Wake the reader for good: :meth:`get` raises :class:`HubClosed` from now on."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def get(self, timeout: float | None = None) -> JobStatus | None:
+        """The next status, or ``None`` after ``timeout`` seconds without one."""
+        with self._ready:
+            if self._latest is None and not self._closed:
+                self._ready.wait(timeout)
+            if self._closed:
+                raise HubClosed(self.job_name)
+            status, self._latest = self._latest, None
+            return status
+
+
+class StatusHub:
+    """Latest status per job, and the subscriptions that want to hear of changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, JobStatus] = {}
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._listeners: list[Listener] = []
+        self._closed = False
+
+    def add_listener(self, listener: Listener) -> None:
+        """Hear of every accepted change (metrics, run store, webhooks, Redis fan-out)."""
+        self._listeners.append(listener)
+
+    def get(self, job_name: str) -> JobStatus | None:
+        return self._latest.get(job_name)
+
+    def publish(self, status: JobStatus) -> bool:
+        """Take ``status`` if it is newer than what is known; tell subscribers and listeners.
+
+        Returns whether the status was accepted. Older or equal ``seq`` values
+        are ignored, so sources may repeat themselves and Redis may echo.
+        """
+        with self._lock:
+            previous = self._latest.get(status.job_name)
+            if previous is not None and (previous.terminal or status.seq <= previous.seq):
+                return False
+            self._latest[status.job_name] = status
+            subscribers = tuple(self._subscriptions.get(status.job_name, ()))
+        for subscription in subscribers:
+            subscription.offer(status)
+        for listener in self._listeners:
+            try:
+                listener(status, previous)
+            except Exception:
+                logger.exception("hub.listener_failed", extra={"job_name": status.job_name})
+        return True
+
+    def forget(self, job_name: str) -> None:
+        """Drop a finished job from memory (the run store still answers for it)."""
+        with self._lock:
+            if not self._subscriptions.get(job_name):
+                self._latest.pop(job_name, None)
+
+    def known_jobs(self) -> list[JobStatus]:
+        with self._lock:
+            return list(self._latest.values())
+
+    @contextmanager
+    def subscribe(self, job_name: str) -> Iterator[Subscription]:
+        """Subscribe to one job for the ``with`` block; always unsubscribes on the way out."""
+        subscription = Subscription(job_name)
+        with self._lock:
+            if self._closed:
+                subscription.close()
+            self._subscriptions.setdefault(job_name, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            with self._lock:
+                subscribers = self._subscriptions.get(job_name)
+                if subscribers is not None:
+                    subscribers.discard(subscription)
+                    if not subscribers:
+                        del self._subscriptions[job_name]
+
+    def subscriber_count(self, job_name: str | None = None) -> int:
+        with self._lock:
+            if job_name is not None:
+                return len(self._subscriptions.get(job_name, ()))
+            return sum(len(s) for s in self._subscriptions.values())
+
+    def close(self) -> None:
+        """End every subscription (server shutting down)."""
+        with self._lock:
+            self._closed = True
+            everyone = [s for subs in self._subscriptions.values() for s in subs]
+        for subscription in everyone:
+            subscription.close()

@@ -1,0 +1,177 @@
+"""Launching, finding and cancelling runs: what the API asks of the back end.
+
+The launcher turns a request into a run: checks the spec and the limits,
+claims the ``Idempotency-Key`` (so a retried request never makes a second
+run), renders the manifest, records the launch and hands it to the executor of
+the configured mode. Reads are answered from the hub's cache, then the run
+store — never by calling an executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from webapp import metrics
+from webapp.errors import (
+    Conflict,
+    ExecutorUnavailable,
+    InvalidJobName,
+    JobNotFound,
+    TooManyActiveJobs,
+    UnknownJobspec,
+)
+from webapp.executors import Executor
+from webapp.hub import StatusHub
+from webapp.jobspecs import Jobspec, render_job
+from webapp.names import is_valid_job_name, new_job_name, new_pipeline_run_id
+from webapp.runstore import RunStore
+from webapp.settings import Settings
+from webapp.status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+
+def request_fingerprint(body: Mapping[str, Any]) -> str:
+    """A stable digest of a request body, to tell a retry from a different request."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Launcher:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        specs: Mapping[str, Jobspec],
+        executors: Mapping[str, Executor],
+        hub: StatusHub,
+        store: RunStore,
+    ) -> None:
+        self._settings = settings
+        self._specs = specs
+        self._executors = executors
+        self._hub = hub
+        self._store = store
+
+    @property
+    def spec_names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def launch(
+        self,
+        *,
+        spec_name: str,
+        params: Mapping[str, str],
+        pipeline_run_id: str | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> tuple[JobStatus, bool]:
+        """Start a run; return its status and whether it is new (``False``: an idempotent repeat)."""
+        spec = self._specs.get(spec_name)
+        if spec is None:
+            raise UnknownJobspec(
+                f"no jobspec named {spec_name!r}", fields={"spec": [f"one of: {', '.join(self.spec_names)}"]}
+            )
+        run_id = pipeline_run_id or new_pipeline_run_id()
+        job_name = new_job_name(run_id)
+        mode = self._settings.primary_mode
+
+        if idempotency_key is not None:
+            claim = self._store.claim_idempotency_key(
+                idempotency_key, fingerprint=fingerprint or "", job_name=job_name
+            )
+            if not claim.won:
+                if claim.fingerprint != (fingerprint or ""):
+                    raise Conflict("this Idempotency-Key was already used for a different request")
+                earlier = self.wait_for_status(claim.job_name)
+                metrics.LAUNCHES.labels(mode=mode, result="repeat").inc()
+                return earlier, False
+
+        started = time.perf_counter()
+        try:
+            max_active = self._settings.max_active_jobs
+            if max_active and self._store.count_unfinished() >= max_active:
+                raise TooManyActiveJobs(f"{max_active} tasks are already unfinished; try again shortly")
+            status = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=run_id)
+            manifest = render_job(
+                spec, job_name=job_name, pipeline_run_id=run_id, params=params, task_image=self._settings.task_image
+            )
+            self._store.save(status, manifest=manifest)
+            try:
+                status = self._executors[mode].launch(status, manifest)
+            except Exception:
+                self._store.delete(job_name)
+                raise
+        except Exception as error:
+            if idempotency_key is not None:
+                self._store.release_idempotency_key(idempotency_key, job_name=job_name)
+            result = "unavailable" if isinstance(error, ExecutorUnavailable) else "refused"
+            metrics.LAUNCHES.labels(mode=mode, result=result).inc()
+            logger.warning(
+                "job.error",
+                extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "error": str(error)},
+            )
+            raise
+        metrics.LAUNCHES.labels(mode=mode, result="launched").inc()
+        metrics.LAUNCH_SECONDS.labels(mode=mode).observe(time.perf_counter() - started)
+        logger.info(
+            "job.launched", extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "spec": spec.name}
+        )
+        self._hub.publish(status)
+        return self._hub.get(job_name) or status, True
+
+    def wait_for_status(self, job_name: str, *, timeout: float = 5.0) -> JobStatus:
+        """The status of a run another request is launching right now (a double click)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._hub.get(job_name) or self._store.get(job_name)
+            if status is not None:
+                return status
+            if time.monotonic() > deadline:
+                raise Conflict("a request with this Idempotency-Key is still being processed; retry")
+            time.sleep(0.05)
+
+    def status(self, job_name: str) -> JobStatus:
+        """The current status from the hub's cache, else the run store; never from an executor."""
+        check_job_name(job_name)
+        status = self._hub.get(job_name) or self._store.get(job_name)
+        if status is None:
+            raise JobNotFound(f"no job named {job_name}")
+        return status
+
+    def cancel(self, job_name: str) -> JobStatus:
+        status = self.status(job_name)
+        if not status.terminal:
+            self._executor_for(status).cancel(job_name)
+            logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
+        return self.status(job_name)
+
+    def logs(self, job_name: str, *, tail_lines: int) -> str:
+        status = self.status(job_name)
+        return self._executor_for(status).logs(job_name, tail_lines=tail_lines)
+
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
+        status = self.status(job_name)
+        return self._executor_for(status).follow_logs(job_name, tail_lines=tail_lines)
+
+    def _executor_for(self, status: JobStatus) -> Executor:
+        executor = self._executors.get(status.mode)
+        if executor is None:
+            raise Conflict(
+                f"{status.job_name} ran in {status.mode} mode, which is not enabled "
+                f"(EXECUTION_MODE={self._settings.execution_mode})"
+            )
+        return executor
+
+    def recent(self, limit: int) -> list[JobStatus]:
+        return self._store.recent(limit)
+
+
+def check_job_name(job_name: str) -> None:
+    if not is_valid_job_name(job_name):
+        raise InvalidJobName(f"{job_name[:80]!r} is not a valid job name (a DNS-1123 label of at most 63 characters)")

@@ -1,0 +1,52 @@
+"""Prometheus metrics: what operators scrape from ``/metrics``.
+
+Labels never carry job names or anything about donors: only modes, results,
+statuses and transports, so cardinality stays small.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LAUNCHES = Counter(
+    "jobpulse_launches_total",
+    "Launch requests by execution mode and result (launched, repeat, refused, unavailable).",
+    ["mode", "result"],
+)
+LAUNCH_SECONDS = Histogram(
+    "jobpulse_launch_duration_seconds",
+    "Time from an accepted launch request to the executor having started the run.",
+    ["mode"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
+)
+TRANSITIONS = Counter(
+    "jobpulse_status_transitions_total",
+    "Status changes seen by this process, by mode and new status.",
+    ["mode", "status"],
+)
+OPEN_STREAMS = Gauge(
+    "jobpulse_open_streams",
+    "Status streams open now, by transport.",
+    ["transport"],
+)
+STREAM_MESSAGES = Counter(
+    "jobpulse_stream_messages_total",
+    "Status messages written to clients, by transport.",
+    ["transport"],
+)
+WATCH_RESTARTS = Counter(
+    "jobpulse_watch_restarts_total",
+    "Times a status source had to restart its watch, by source and reason.",
+    ["source", "reason"],
+)
+PROPAGATION_SECONDS = Histogram(
+    "jobpulse_status_propagation_seconds",
+    "Delay from a status being observed by this process to its message being written to a client.",
+    ["transport"],
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+DUAL_COMPARISONS = Counter(
+    "jobpulse_dual_comparisons_total",
+    "Dual-mode pairs compared once both runs finished, by result (match, mismatch).",
+    ["result"],
+)

@@ -1,0 +1,62 @@
+"""The run store: launches and statuses that outlive Jobs, processes and restarts.
+
+A finished Job may be deleted by its ``ttlSecondsAfterFinished`` and the
+process may restart; the run store keeps each run's last status (and, for
+runs this host executes, the rendered manifest to resume them), plus the
+idempotency keys that make a double click launch one task. SQLite by default;
+Redis when several instances share the work.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from webapp.status import JobStatus
+
+
+class IdempotencyClaim:
+    """The outcome of claiming an ``Idempotency-Key``: ours, or someone's earlier job."""
+
+    def __init__(self, *, won: bool, job_name: str, fingerprint: str) -> None:
+        self.won = won
+        self.job_name = job_name
+        self.fingerprint = fingerprint
+
+
+class RunStore(Protocol):
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None) -> None:
+        """Insert or update a run; an older ``seq`` never overwrites a newer one."""
+
+    def get(self, job_name: str) -> JobStatus | None: ...
+
+    def recent(self, limit: int) -> list[JobStatus]:
+        """Newest first."""
+
+    def unfinished(self, *, mode: str | None = None) -> list[JobStatus]: ...
+
+    def count_unfinished(self) -> int: ...
+
+    def manifest(self, job_name: str) -> dict[str, Any] | None: ...
+
+    def claim_idempotency_key(self, key: str, *, fingerprint: str, job_name: str) -> IdempotencyClaim:
+        """Atomically bind ``key`` to ``job_name`` unless it is already bound."""
+
+    def release_idempotency_key(self, key: str, *, job_name: str) -> None:
+        """Undo a claim whose launch failed (nothing half-created remains)."""
+
+    def delete(self, job_name: str) -> None: ...
+
+    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
+        """Take charge of executing a run unless another live owner holds its lease."""
+
+    def release_runs(self, *, owner: str) -> None:
+        """Give up every lease ``owner`` holds (graceful shutdown)."""
+
+    def purge(self, *, before: datetime) -> int:
+        """Forget finished runs last updated before ``before``; return how many."""
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    def close(self) -> None: ...

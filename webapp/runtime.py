@@ -1,0 +1,133 @@
+"""The running parts of one jobpulse process, built from the settings and wired together.
+
+One :class:`Runtime` per process (per app): the status hub, the run store,
+the executors of the configured mode and the launcher, plus the listeners
+that keep the run store and metrics in step with the hub, and a housekeeping
+loop that applies ``STATUS_RETENTION_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from webapp import metrics
+from webapp.executors import Executor
+from webapp.executors.local import LocalRunner
+from webapp.hub import StatusHub
+from webapp.jobspecs import Jobspec, load_jobspecs
+from webapp.launcher import Launcher
+from webapp.runstore import RunStore
+from webapp.runstore.sqlite import SQLiteRunStore
+from webapp.settings import ConfigError, Settings
+from webapp.status import JobStatus, utcnow
+
+logger = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 60.0
+FORGET_FINISHED_AFTER = timedelta(minutes=10)
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        specs: dict[str, Jobspec],
+        hub: StatusHub,
+        store: RunStore,
+        executors: dict[str, Executor],
+    ) -> None:
+        self.settings = settings
+        self.specs = specs
+        self.hub = hub
+        self.store = store
+        self.executors = executors
+        self.launcher = Launcher(settings=settings, specs=specs, executors=executors, hub=hub, store=store)
+        self._stopping = threading.Event()
+        self._started = False
+        hub.add_listener(self._record_change)
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for executor in self.executors.values():
+            executor.start()
+        threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
+
+    def stop(self) -> None:
+        """End streams (WebSocket 1001), stop executors, close the store. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.hub.close()
+        for executor in self.executors.values():
+            executor.stop()
+        self.store.close()
+
+    def unready_reasons(self) -> list[str]:
+        reasons = [
+            f"{mode}: {reason}"
+            for mode, executor in self.executors.items()
+            if (reason := executor.unready_reason()) is not None
+        ]
+        try:
+            self.store.ping()
+        except Exception as error:
+            reasons.append(f"run store: {error}")
+        return reasons
+
+    def _record_change(self, status: JobStatus, previous: JobStatus | None) -> None:
+        """Keep the run store and metrics in step with every status change."""
+        if previous is None or previous.status != status.status:
+            self.store.save(status)
+            metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
+            logger.info(
+                "job.status",
+                extra={
+                    "job_name": status.job_name,
+                    "mode": status.mode,
+                    "pipeline_run_id": status.pipeline_run_id,
+                    "status": status.status.value,
+                    "reason": status.reason,
+                },
+            )
+
+    def _housekeeping(self) -> None:
+        while not self._stopping.wait(HOUSEKEEPING_SECONDS):
+            try:
+                now = utcnow()
+                for status in self.hub.known_jobs():
+                    if status.terminal and now - status.updated_at > FORGET_FINISHED_AFTER:
+                        self.hub.forget(status.job_name)
+                purged = self.store.purge(before=now - timedelta(seconds=self.settings.status_retention_seconds))
+                if purged:
+                    logger.info("runs.purged", extra={"count": purged})
+            except Exception:
+                logger.exception("housekeeping.failed")
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Load the jobspecs and build every part the settings ask for (not started yet)."""
+    specs = load_jobspecs(settings.jobspecs_dir)
+    if settings.donation_jobspec not in specs:
+        raise ConfigError(
+            f"DONATION_JOBSPEC: no jobspec named {settings.donation_jobspec!r} in {settings.jobspecs_dir}"
+        )
+    hub = StatusHub()
+    store: RunStore = SQLiteRunStore(settings.database_path)
+    executors: dict[str, Executor] = {}
+    if settings.legacy_enabled:
+        if settings.legacy_runner != "local":
+            raise ConfigError("LEGACY_RUNNER: the http runner is not available yet")
+        executors["legacy"] = LocalRunner(
+            hub=hub,
+            store=store,
+            log_dir=settings.database_path.parent / "logs",
+            max_concurrency=settings.legacy_max_concurrency,
+        )
+    if settings.k8s_enabled:
+        raise ConfigError("EXECUTION_MODE: the k8s executor is not available yet")
+    return Runtime(settings=settings, specs=specs, hub=hub, store=store, executors=executors)

@@ -1,0 +1,264 @@
+"""One typed settings object, read from the environment once and validated once.
+
+Every knob jobpulse has is an environment variable (twelve-factor style, so the
+same image runs on a laptop, under a legacy WSGI host and in Kubernetes). They
+are parsed here with a marshmallow schema; a bad value stops start-up with the
+variable's name and the reason, instead of failing later on a donor's request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from limits import parse_many
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates,
+    validates_schema,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+EXECUTION_MODES = ("legacy", "k8s", "dual")
+LEGACY_RUNNERS = ("local", "http")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything jobpulse can be told, after validation."""
+
+    execution_mode: str = "legacy"
+    """Who runs tasks: ``legacy`` (the legacy runner), ``k8s`` (Kubernetes Jobs) or ``dual`` (both)."""
+
+    dual_primary: str = "legacy"
+    """In dual mode, the run the donor follows; the other one is its shadow."""
+
+    jobspecs_dir: Path = PROJECT_ROOT / "jobspecs"
+    """Folder of ``*.yaml`` Job manifests; each file name is a spec name."""
+
+    donation_jobspec: str = "donation-receipt"
+    """The spec a donation starts."""
+
+    k8s_namespace: str | None = None
+    """Namespace for Jobs; unset means the in-cluster namespace, the kubeconfig context's, or ``default``."""
+
+    task_image: str | None = None
+    """Overrides every container image of a rendered Job when set."""
+
+    legacy_runner: str = "local"
+    """``local`` runs tasks as subprocesses here; ``http`` calls an existing task-runner service."""
+
+    legacy_runner_url: str | None = None
+    """Base URL of the legacy task-runner service (``LEGACY_RUNNER=http``)."""
+
+    legacy_max_concurrency: int = 4
+    """How many local runs at once; the rest wait as ``Queued``."""
+
+    redis_url: str | None = None
+    """Redis for several instances (run store, idempotency, rate limits, status fan-out)."""
+
+    database_path: Path = PROJECT_ROOT / "var" / "jobpulse.sqlite3"
+    """SQLite run store when no Redis is configured; task output is kept beside it."""
+
+    admin_token: str | None = None
+    """Bearer token for the admin API; unset means the admin API answers 403."""
+
+    allowed_origins: tuple[str, ...] = ()
+    """Extra origins (``scheme://host[:port]``) allowed to open WebSockets besides the same host."""
+
+    currencies: tuple[str, ...] = ("USD", "EUR", "GBP")
+    """ISO 4217 codes a donation may use; the first is the page's default."""
+
+    status_retention_seconds: int = 86400
+    """How long finished runs stay in the run store."""
+
+    sse_heartbeat_seconds: float = 15.0
+    """Seconds between ``: ping`` comments on idle SSE streams."""
+
+    ws_ping_seconds: float = 25.0
+    """Seconds between WebSocket pings."""
+
+    rate_limit: str = "10/minute"
+    """Donations allowed per client address, in the ``limits`` notation (``10/minute;100/day``)."""
+
+    max_active_jobs: int = 100
+    """Launches are refused (429) while this many runs are unfinished; 0 means no limit."""
+
+    completion_webhook_url: str | None = None
+    """URL that receives the status object of every finished run."""
+
+    webhook_secret: str | None = None
+    """Key of the HMAC-SHA256 signature sent with each webhook."""
+
+    log_level: str = "INFO"
+    """Python logging level name."""
+
+    log_format: str = "json"
+    """``json`` (one object per line) or ``text``."""
+
+    @property
+    def legacy_enabled(self) -> bool:
+        return self.execution_mode in ("legacy", "dual")
+
+    @property
+    def k8s_enabled(self) -> bool:
+        return self.execution_mode in ("k8s", "dual")
+
+    @property
+    def primary_mode(self) -> str:
+        """The mode of the run a donor follows."""
+        return self.dual_primary if self.execution_mode == "dual" else self.execution_mode
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate the settings; raise :class:`ConfigError` naming the variable."""
+        raw = {
+            name: value.strip()
+            for name in _SettingsSchema().fields
+            if (value := environ.get(name)) is not None and value.strip() != ""
+        }
+        try:
+            loaded: Settings = _SettingsSchema().load(raw)
+        except ValidationError as error:
+            raise ConfigError(_describe(error.messages)) from error
+        return loaded
+
+
+def _describe(messages: Any) -> str:
+    if isinstance(messages, dict):
+        parts = []
+        for name, problems in sorted(messages.items()):
+            text = "; ".join(problems) if isinstance(problems, list) else str(problems)
+            parts.append(f"{name}: {text}" if name != "_schema" else text)
+        return ", ".join(parts)
+    return str(messages)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+class _SettingsSchema(Schema):
+    """Environment variable names on the left, exactly as operators write them."""
+
+    class Meta:
+        unknown = RAISE
+
+    EXECUTION_MODE = fields.String(validate=validate.OneOf(EXECUTION_MODES))
+    USE_K8S_JOBS = fields.Boolean()
+    DUAL_PRIMARY = fields.String(validate=validate.OneOf(("legacy", "k8s")))
+    JOBSPECS_DIR = fields.String()
+    DONATION_JOBSPEC = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))
+    K8S_NAMESPACE = fields.String(
+        validate=validate.Regexp(
+            r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", error="must be a DNS-1123 label"
+        )
+    )
+    TASK_IMAGE = fields.String()
+    LEGACY_RUNNER = fields.String(validate=validate.OneOf(LEGACY_RUNNERS))
+    LEGACY_RUNNER_URL = fields.Url(require_tld=False, schemes={"http", "https"})
+    LEGACY_MAX_CONCURRENCY = fields.Integer(validate=validate.Range(min=1, max=1000))
+    REDIS_URL = fields.Url(require_tld=False, schemes={"redis", "rediss", "unix"})
+    DATABASE_PATH = fields.String()
+    ADMIN_TOKEN = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
+    ALLOWED_ORIGINS = fields.String()
+    CURRENCIES = fields.String()
+    STATUS_RETENTION_SECONDS = fields.Integer(validate=validate.Range(min=60))
+    SSE_HEARTBEAT_SECONDS = fields.Float(validate=validate.Range(min=0.05, max=3600))
+    WS_PING_SECONDS = fields.Float(validate=validate.Range(min=0.05, max=3600))
+    RATE_LIMIT = fields.String()
+    MAX_ACTIVE_JOBS = fields.Integer(validate=validate.Range(min=0))
+    COMPLETION_WEBHOOK_URL = fields.Url(require_tld=False, schemes={"http", "https"})
+    WEBHOOK_SECRET = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
+    LOG_LEVEL = fields.String(
+        validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    )
+    LOG_FORMAT = fields.String(validate=validate.OneOf(("json", "text")))
+
+    @validates("CURRENCIES")
+    def _check_currencies(self, value: str, **_: Any) -> None:
+        codes = _csv(value)
+        if not codes:
+            raise ValidationError("list at least one ISO 4217 code")
+        bad = [code for code in codes if not _CURRENCY.match(code)]
+        if bad:
+            raise ValidationError(f"not ISO 4217 codes: {', '.join(bad)}")
+
+    @validates("ALLOWED_ORIGINS")
+    def _check_origins(self, value: str, **_: Any) -> None:
+        bad = [o for o in _csv(value) if not re.match(r"^https?://[^/\s]+$", o)]
+        if bad:
+            raise ValidationError(f"origins are scheme://host[:port]: {', '.join(bad)}")
+
+    @validates("RATE_LIMIT")
+    def _check_rate_limit(self, value: str, **_: Any) -> None:
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValidationError(f"not a rate limit such as 10/minute ({error})") from error
+
+    @validates_schema
+    def _check_combinations(self, data: dict[str, Any], **_: Any) -> None:
+        mode, use_k8s = data.get("EXECUTION_MODE"), data.get("USE_K8S_JOBS")
+        if mode is not None and use_k8s is not None and use_k8s != (mode in ("k8s", "dual")):
+            raise ValidationError(
+                f"EXECUTION_MODE={mode} conflicts with USE_K8S_JOBS={str(use_k8s).lower()}; "
+                "set only EXECUTION_MODE",
+                "EXECUTION_MODE",
+            )
+        if data.get("LEGACY_RUNNER") == "http" and not data.get("LEGACY_RUNNER_URL"):
+            raise ValidationError("required when LEGACY_RUNNER=http", "LEGACY_RUNNER_URL")
+        if data.get("WEBHOOK_SECRET") and not data.get("COMPLETION_WEBHOOK_URL"):
+            raise ValidationError("set COMPLETION_WEBHOOK_URL too", "WEBHOOK_SECRET")
+        if data.get("COMPLETION_WEBHOOK_URL") and not data.get("WEBHOOK_SECRET"):
+            raise ValidationError("required to sign webhooks", "WEBHOOK_SECRET")
+
+    @post_load
+    def _to_settings(self, data: dict[str, Any], **_: Any) -> Settings:
+        mode = data.get("EXECUTION_MODE") or ("k8s" if data.get("USE_K8S_JOBS") else "legacy")
+        defaults = Settings()
+        return Settings(
+            execution_mode=mode,
+            dual_primary=data.get("DUAL_PRIMARY", defaults.dual_primary),
+            jobspecs_dir=_path(data.get("JOBSPECS_DIR"), defaults.jobspecs_dir),
+            donation_jobspec=data.get("DONATION_JOBSPEC", defaults.donation_jobspec),
+            k8s_namespace=data.get("K8S_NAMESPACE"),
+            task_image=data.get("TASK_IMAGE"),
+            legacy_runner=data.get("LEGACY_RUNNER", defaults.legacy_runner),
+            legacy_runner_url=(data.get("LEGACY_RUNNER_URL") or "").rstrip("/") or None,
+            legacy_max_concurrency=data.get("LEGACY_MAX_CONCURRENCY", defaults.legacy_max_concurrency),
+            redis_url=data.get("REDIS_URL"),
+            database_path=_path(data.get("DATABASE_PATH"), defaults.database_path),
+            admin_token=data.get("ADMIN_TOKEN"),
+            allowed_origins=_csv(data.get("ALLOWED_ORIGINS", "")),
+            currencies=_csv(data["CURRENCIES"]) if "CURRENCIES" in data else defaults.currencies,
+            status_retention_seconds=data.get(
+                "STATUS_RETENTION_SECONDS", defaults.status_retention_seconds
+            ),
+            sse_heartbeat_seconds=data.get("SSE_HEARTBEAT_SECONDS", defaults.sse_heartbeat_seconds),
+            ws_ping_seconds=data.get("WS_PING_SECONDS", defaults.ws_ping_seconds),
+            rate_limit=data.get("RATE_LIMIT", defaults.rate_limit),
+            max_active_jobs=data.get("MAX_ACTIVE_JOBS", defaults.max_active_jobs),
+            completion_webhook_url=data.get("COMPLETION_WEBHOOK_URL"),
+            webhook_secret=data.get("WEBHOOK_SECRET"),
+            log_level=data.get("LOG_LEVEL", defaults.log_level),
+            log_format=data.get("LOG_FORMAT", defaults.log_format),
+        )
+
+
+def _path(value: str | None, default: Path) -> Path:
+    return Path(value).expanduser().resolve() if value else default

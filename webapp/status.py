@@ -1,0 +1,195 @@
+"""The status object: the one JSON shape every transport carries.
+
+A stream carries state, not a log: each message is the whole current status,
+so clients apply messages idempotently and a reconnect loses nothing. This
+module is pure (no I/O): it defines the shape, the status values, and how a
+status moves on (``JobStatus.evolve``), including ``seq`` and ``history``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+
+class Phase(enum.StrEnum):
+    """The status values of DESIGN.md, in the order a run usually meets them."""
+
+    QUEUED = "Queued"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T21:01:42.123Z``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    status: Phase
+    at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    """The whole current state of one run, as clients see it."""
+
+    job_name: str
+    status: Phase
+    mode: str
+    spec: str
+    pipeline_run_id: str
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None = None
+    message: str | None = None
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seq: int = 1
+    history: tuple[Transition, ...] = ()
+    shadow_job_name: str | None = None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        job_name: str,
+        mode: str,
+        spec: str,
+        pipeline_run_id: str,
+        status: Phase = Phase.QUEUED,
+        at: datetime | None = None,
+    ) -> JobStatus:
+        """The first status of a run that has just been accepted."""
+        moment = at or utcnow()
+        return cls(
+            job_name=job_name,
+            status=status,
+            mode=mode,
+            spec=spec,
+            pipeline_run_id=pipeline_run_id,
+            created_at=moment,
+            updated_at=moment,
+            history=(Transition(status, moment),),
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def evolve(self, *, at: datetime | None = None, **changes: Any) -> JobStatus:
+        """The next status with ``changes`` applied, or ``self`` if nothing changed.
+
+        ``seq`` grows by one per change; a change of ``status`` is appended to
+        ``history`` and sets ``started_at`` / ``finished_at`` the first time.
+        A terminal status is final: later observations cannot move it.
+        """
+        if self.terminal:
+            return self
+        if "status" in changes:
+            changes["status"] = Phase(changes["status"])
+        if all(getattr(self, name) == value for name, value in changes.items()):
+            return self
+        moment = at or utcnow()
+        new_status: Phase = changes.get("status", self.status)
+        if new_status != self.status:
+            changes["history"] = (*self.history, Transition(new_status, moment))
+            if new_status == Phase.RUNNING and self.started_at is None:
+                changes.setdefault("started_at", moment)
+            if new_status.terminal:
+                changes.setdefault("finished_at", moment)
+                changes.setdefault("active", 0)
+        return dataclasses.replace(self, seq=self.seq + 1, updated_at=moment, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "job_name": self.job_name,
+            "status": self.status.value,
+            "terminal": self.terminal,
+            "mode": self.mode,
+            "spec": self.spec,
+            "pipeline_run_id": self.pipeline_run_id,
+            "reason": self.reason,
+            "message": self.message,
+            "active": self.active,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "created_at": format_time(self.created_at),
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "updated_at": format_time(self.updated_at),
+            "seq": self.seq,
+            "history": [{"status": t.status.value, "at": format_time(t.at)} for t in self.history],
+        }
+        if self.shadow_job_name is not None:
+            body["shadow_job_name"] = self.shadow_job_name
+        return body
+
+    @cached_property
+    def json(self) -> str:
+        """The status as one line of JSON, serialised once however many clients read it."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> JobStatus:
+        """Inverse of :meth:`to_dict` (for the run store and the Redis channel)."""
+        created = parse_time(body["created_at"])
+        updated = parse_time(body["updated_at"])
+        assert created is not None and updated is not None
+        return cls(
+            job_name=body["job_name"],
+            status=Phase(body["status"]),
+            mode=body["mode"],
+            spec=body["spec"],
+            pipeline_run_id=body["pipeline_run_id"],
+            created_at=created,
+            updated_at=updated,
+            reason=body.get("reason"),
+            message=body.get("message"),
+            active=body.get("active", 0),
+            succeeded=body.get("succeeded", 0),
+            failed=body.get("failed", 0),
+            started_at=parse_time(body.get("started_at")),
+            finished_at=parse_time(body.get("finished_at")),
+            seq=body.get("seq", 1),
+            history=tuple(
+                Transition(Phase(h["status"]), parse_time(h["at"]) or created)
+                for h in body.get("history", ())
+            ),
+            shadow_job_name=body.get("shadow_job_name"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobStatus:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,1 @@
+"""Programs that run as tasks, in a Job's container or under the legacy runner."""
