@@ -20,20 +20,30 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def post_worker_init(worker):
-    """End open streams (WebSocket close 1001) and park runs as soon as a worker is told to stop.
+    """Stop the app's runtime first whenever the worker is told to stop.
 
-    gunicorn waits up to ``graceful_timeout`` for open requests; without this,
-    every open stream would hold the shutdown for that long.
+    That ends open streams at once (WebSocket close 1001; SSE clients
+    reconnect) instead of holding the shutdown for ``graceful_timeout``, and
+    hands unfinished local runs back to the run store for the next process.
     """
     import signal
+    import threading
 
-    previous = signal.getsignal(signal.SIGTERM)
+    runtime = getattr(worker.wsgi, "extensions", {}).get("jobpulse")
+    if runtime is None:
+        return
 
-    def stop_runtime_then_exit(signum, frame):
-        runtime = worker.wsgi.extensions.get("jobpulse") if hasattr(worker.wsgi, "extensions") else None
-        if runtime is not None:
+    def chain(signum, previous):
+        def stop_then_continue(frame):
             runtime.stop()
-        if callable(previous):
-            previous(signum, frame)
+            if callable(previous):
+                previous(signum, frame)
 
-    signal.signal(signal.SIGTERM, stop_runtime_then_exit)
+        def handler(_signum, frame):
+            # never block in a signal handler: under gevent this thread is a greenlet
+            threading.Thread(target=stop_then_continue, args=(frame,), daemon=True).start()
+
+        return handler
+
+    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+        signal.signal(signum, chain(signum, signal.getsignal(signum)))

@@ -41,7 +41,6 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SOCK_SERVER_OPTIONS={"ping_interval": settings.ws_ping_seconds},
         RATELIMIT_STORAGE_URI="memory://",
-        RATELIMIT_HEADERS_ENABLED=True,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 

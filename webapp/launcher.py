@@ -82,9 +82,7 @@ class Launcher:
         mode = self._settings.primary_mode
 
         if idempotency_key is not None:
-            claim = self._store.claim_idempotency_key(
-                idempotency_key, fingerprint=fingerprint or "", job_name=job_name
-            )
+            claim = self._store.claim_idempotency_key(idempotency_key, fingerprint=fingerprint or "", job_name=job_name)
             if not claim.won:
                 if claim.fingerprint != (fingerprint or ""):
                     raise Conflict("this Idempotency-Key was already used for a different request")

@@ -58,14 +58,13 @@ class Runtime:
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
 
     def stop(self) -> None:
-        """End streams (WebSocket 1001), stop executors, close the store. Idempotent."""
+        """End streams (WebSocket 1001) and stop executors. Idempotent."""
         if self._stopping.is_set():
             return
         self._stopping.set()
         self.hub.close()
         for executor in self.executors.values():
             executor.stop()
-        self.store.close()
 
     def unready_reasons(self) -> list[str]:
         reasons = [

@@ -164,9 +164,7 @@ class _SettingsSchema(Schema):
     JOBSPECS_DIR = fields.String()
     DONATION_JOBSPEC = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))
     K8S_NAMESPACE = fields.String(
-        validate=validate.Regexp(
-            r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", error="must be a DNS-1123 label"
-        )
+        validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", error="must be a DNS-1123 label")
     )
     TASK_IMAGE = fields.String()
     LEGACY_RUNNER = fields.String(validate=validate.OneOf(LEGACY_RUNNERS))
@@ -184,9 +182,7 @@ class _SettingsSchema(Schema):
     MAX_ACTIVE_JOBS = fields.Integer(validate=validate.Range(min=0))
     COMPLETION_WEBHOOK_URL = fields.Url(require_tld=False, schemes={"http", "https"})
     WEBHOOK_SECRET = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
-    LOG_LEVEL = fields.String(
-        validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-    )
+    LOG_LEVEL = fields.String(validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")))
     LOG_FORMAT = fields.String(validate=validate.OneOf(("json", "text")))
 
     @validates("CURRENCIES")
@@ -216,8 +212,7 @@ class _SettingsSchema(Schema):
         mode, use_k8s = data.get("EXECUTION_MODE"), data.get("USE_K8S_JOBS")
         if mode is not None and use_k8s is not None and use_k8s != (mode in ("k8s", "dual")):
             raise ValidationError(
-                f"EXECUTION_MODE={mode} conflicts with USE_K8S_JOBS={str(use_k8s).lower()}; "
-                "set only EXECUTION_MODE",
+                f"EXECUTION_MODE={mode} conflicts with USE_K8S_JOBS={str(use_k8s).lower()}; set only EXECUTION_MODE",
                 "EXECUTION_MODE",
             )
         if data.get("LEGACY_RUNNER") == "http" and not data.get("LEGACY_RUNNER_URL"):
@@ -246,9 +241,7 @@ class _SettingsSchema(Schema):
             admin_token=data.get("ADMIN_TOKEN"),
             allowed_origins=_csv(data.get("ALLOWED_ORIGINS", "")),
             currencies=_csv(data["CURRENCIES"]) if "CURRENCIES" in data else defaults.currencies,
-            status_retention_seconds=data.get(
-                "STATUS_RETENTION_SECONDS", defaults.status_retention_seconds
-            ),
+            status_retention_seconds=data.get("STATUS_RETENTION_SECONDS", defaults.status_retention_seconds),
             sse_heartbeat_seconds=data.get("SSE_HEARTBEAT_SECONDS", defaults.sse_heartbeat_seconds),
             ws_ping_seconds=data.get("WS_PING_SECONDS", defaults.ws_ping_seconds),
             rate_limit=data.get("RATE_LIMIT", defaults.rate_limit),

@@ -184,8 +184,7 @@ class JobStatus:
             finished_at=parse_time(body.get("finished_at")),
             seq=body.get("seq", 1),
             history=tuple(
-                Transition(Phase(h["status"]), parse_time(h["at"]) or created)
-                for h in body.get("history", ())
+                Transition(Phase(h["status"]), parse_time(h["at"]) or created) for h in body.get("history", ())
             ),
             shadow_job_name=body.get("shadow_job_name"),
         )

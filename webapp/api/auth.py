@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import request
+from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from webapp.api import runtime
@@ -27,7 +28,7 @@ def admin_required(view: View) -> View:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
             raise Unauthorized(
                 "a valid admin token is required (Authorization: Bearer ...)",
-                www_authenticate='Bearer realm="jobpulse"',
+                www_authenticate=WWWAuthenticate("bearer", {"realm": "jobpulse"}),
             )
         return view(*args, **kwargs)
 

@@ -11,8 +11,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException, TooManyRequests
+from flask_limiter.errors import RateLimitExceeded
+from werkzeug.exceptions import HTTPException
 
+from webapp.api.ratelimit import seconds_until_allowed
 from webapp.errors import JobpulseError, TooManyActiveJobs
 
 logger = logging.getLogger(__name__)
@@ -30,9 +32,7 @@ _HTTP_CODES = {
 }
 
 
-def error_response(
-    http_status: int, code: str, message: str, *, fields: dict[str, Any] | None = None
-) -> Response:
+def error_response(http_status: int, code: str, message: str, *, fields: dict[str, Any] | None = None) -> Response:
     body: dict[str, Any] = {"error": code, "message": message}
     if fields is not None:
         body["fields"] = fields
@@ -59,9 +59,10 @@ def register_error_handlers(app: Flask) -> None:
         status = error.code or 500
         code = _HTTP_CODES.get(status, "http_error")
         message = error.description or error.name
-        if isinstance(error, TooManyRequests):
-            message = f"too many requests: {error.description}"
         response = error_response(status, code, message)
+        if isinstance(error, RateLimitExceeded):
+            response = error_response(status, code, f"too many donations from this address: {error.description}")
+            response.headers["Retry-After"] = str(seconds_until_allowed())
         carried = dict(error.get_headers())
         for name in ("Retry-After", "WWW-Authenticate", "Allow"):
             if name in carried:

@@ -67,7 +67,8 @@ def _status_response(job_name: str) -> Response:
     response = Response(status.json, mimetype="application/json")
     response.set_etag(f"{status.job_name}.{status.seq}")
     response.headers["Cache-Control"] = "no-cache"
-    return response.make_conditional(request)
+    response.make_conditional(request)
+    return response
 
 
 @bp.delete("/api/jobs/<job_name>")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True, default_limits=[])
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def seconds_until_allowed() -> int:
+    """For ``Retry-After`` on a 429: when the breached limit's window resets."""
+    current = limiter.current_limit
+    if current is None:
+        return 1
+    return max(1, math.ceil(current.reset_at - time.time()))

@@ -23,11 +23,11 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class Amount(fields.Field):
+class Amount(fields.Field[Decimal]):
     """A positive amount with at most 2 decimals: a JSON number or a decimal string."""
 
     default_error_messages = {  # noqa: RUF012 - marshmallow's convention
-        "invalid": "must be a number or a decimal string such as \"10.50\"",
+        "invalid": 'must be a number or a decimal string such as "10.50"',
         "positive": "must be greater than 0",
         "too_large": "must be at most 1,000,000",
         "places": "must have at most 2 decimal places",
@@ -110,7 +110,8 @@ class JobLaunchSchema(Schema):
         load_default=None,
         allow_none=True,
         validate=validate.Regexp(
-            PIPELINE_RUN_ID_PATTERN, error="must be 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric"
+            PIPELINE_RUN_ID_PATTERN,
+            error="must be 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric",
         ),
     )
 

@@ -60,9 +60,7 @@ def _delivered(transport: str, status: JobStatus) -> None:
     )
 
 
-def _changes(
-    subscription: Subscription, current: JobStatus, *, idle: float | None
-) -> Iterator[JobStatus | None]:
+def _changes(subscription: Subscription, current: JobStatus, *, idle: float | None) -> Iterator[JobStatus | None]:
     """Each newer status until a terminal one; ``None`` after ``idle`` seconds of silence."""
     while not current.terminal:
         following = subscription.get(timeout=idle)
@@ -136,7 +134,7 @@ def _refuse(ws: Server, error: Exception, *, code: str, close_code: int) -> None
     ws.close(reason=close_code, message=code)
 
 
-@sock.route("/ws/task-status/<job_name>", bp=bp)
+@sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
     rt = runtime()
     try:

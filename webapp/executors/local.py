@@ -148,8 +148,11 @@ class LocalRunner:
         thread.start()
 
     def _resume_unfinished(self) -> None:
-        """Take over runs a previous process accepted but did not finish."""
+        """Take over runs that a stopped process accepted but did not finish."""
         for status in self._store.unfinished(mode=self.mode):
+            with self._lock:
+                if status.job_name in self._runs:
+                    continue
             manifest = self._store.manifest(status.job_name)
             if manifest is None:
                 continue
@@ -162,11 +165,16 @@ class LocalRunner:
             self._start_run(_LocalRun(resumed, manifest))
 
     def _renew_leases(self) -> None:
+        """Keep our runs' leases fresh; adopt runs whose process died without handing them back."""
         while not self._stopping.wait(LEASE_SECONDS / 3):
-            with self._lock:
-                names = list(self._runs)
-            for name in names:
-                self._store.claim_run(name, owner=self._owner, lease_seconds=LEASE_SECONDS)
+            try:
+                with self._lock:
+                    names = list(self._runs)
+                for name in names:
+                    self._store.claim_run(name, owner=self._owner, lease_seconds=LEASE_SECONDS)
+                self._resume_unfinished()
+            except Exception:
+                logger.exception("lease.renewal_failed")
 
     # -- executing -------------------------------------------------------------
 

@@ -47,9 +47,7 @@ class SQLiteRunStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(path), timeout=10, isolation_level=None, check_same_thread=False
-        )
+        self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -90,9 +88,7 @@ class SQLiteRunStore:
         return JobStatus.from_json(row[0]) if row else None
 
     def recent(self, limit: int) -> list[JobStatus]:
-        rows = self._run(
-            "SELECT body FROM runs ORDER BY created_at DESC, job_name LIMIT ?", (limit,)
-        ).fetchall()
+        rows = self._run("SELECT body FROM runs ORDER BY created_at DESC, job_name LIMIT ?", (limit,)).fetchall()
         return [JobStatus.from_json(body) for (body,) in rows]
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
@@ -149,9 +145,7 @@ class SQLiteRunStore:
         cutoff = before.timestamp()
         with self._lock:
             self._db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
-            return self._db.execute(
-                "DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)
-            ).rowcount
+            return self._db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
 
     def ping(self) -> None:
         self._run("SELECT 1").fetchone()

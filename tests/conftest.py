@@ -1,0 +1,71 @@
+"""Fixtures shared by every test: apps on temporary state, clients, the live server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from webapp import create_app
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEST_JOBSPECS = Path(__file__).resolve().parent / "jobspecs"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture
+def jobspecs_dir(tmp_path: Path) -> Path:
+    """The project's jobspecs plus the test ones (quick, fail, retry, slow, deadline)."""
+    folder = tmp_path / "jobspecs"
+    folder.mkdir()
+    for source in [*(PROJECT_ROOT / "jobspecs").glob("*.yaml"), *TEST_JOBSPECS.glob("*.yaml")]:
+        shutil.copy(source, folder / source.name)
+    return folder
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, jobspecs_dir: Path) -> dict[str, str]:
+    """Environment variables for an app whose state lives in this test's temp folder."""
+    return {
+        "DATABASE_PATH": str(tmp_path / "state" / "jobpulse.sqlite3"),
+        "JOBSPECS_DIR": str(jobspecs_dir),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT": "1000/minute",
+        "SSE_HEARTBEAT_SECONDS": "0.5",
+    }
+
+
+@pytest.fixture
+def make_app(app_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
+    """Build apps with extra settings; every runtime built is stopped afterwards."""
+    built: list[Flask] = []
+
+    def build(**overrides: str) -> Flask:
+        app = create_app({**app_env, **overrides})
+        app.config["TESTING"] = True
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        app.extensions["jobpulse"].stop()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -1,0 +1,44 @@
+"""Small test helpers: waiting on conditions with deadlines, reading SSE frames."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    """Split an SSE byte stream into frames: ``{"event", "id", "data", "retry", "comment"}``."""
+    frames = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        if not block.strip():
+            continue
+        frame: dict[str, Any] = {}
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                frame["comment"] = line[1:].strip()
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            frame[field] = json.loads(value) if field == "data" else value
+        frames.append(frame)
+    return frames
+
+
+def statuses(frames: Iterable[dict[str, Any]]) -> list[str]:
+    return [f["data"]["status"] for f in frames if f.get("event") == "status"]

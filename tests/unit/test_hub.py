@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from webapp.hub import HubClosed, StatusHub
+from webapp.status import JobStatus, Phase
+
+
+def status(name: str = "task-runner-a-00000000") -> JobStatus:
+    return JobStatus.new(job_name=name, mode="legacy", spec="quick", pipeline_run_id="a")
+
+
+def test_publish_keeps_the_latest_and_ignores_older_seq() -> None:
+    hub = StatusHub()
+    first = status()
+    second = first.evolve(status="Running")
+    assert hub.publish(second)
+    assert not hub.publish(first)
+    assert hub.get(first.job_name) == second
+
+
+def test_a_terminal_status_is_never_replaced() -> None:
+    hub = StatusHub()
+    done = status().evolve(status="Succeeded")
+    hub.publish(done)
+    later = JobStatus.new(job_name=done.job_name, mode="legacy", spec="quick", pipeline_run_id="a")
+    later = later.evolve(status="Running").evolve(status="Pending").evolve(status="Running")
+    assert later.seq > done.seq
+    assert not hub.publish(later)
+    assert hub.get(done.job_name) == done
+
+
+def test_a_slow_subscriber_gets_the_latest_not_a_backlog() -> None:
+    hub = StatusHub()
+    current = status()
+    with hub.subscribe(current.job_name) as subscription:
+        for phase in ("Pending", "Running", "Succeeded"):
+            current = current.evolve(status=phase)
+            hub.publish(current)
+        assert subscription.get(timeout=0) == current
+        assert subscription.get(timeout=0.01) is None
+
+
+def test_subscribers_hear_only_their_job() -> None:
+    hub = StatusHub()
+    mine, other = status("task-runner-a-00000001"), status("task-runner-b-00000002")
+    with hub.subscribe(mine.job_name) as subscription:
+        hub.publish(other)
+        assert subscription.get(timeout=0.01) is None
+        hub.publish(mine)
+        assert subscription.get(timeout=1) == mine
+
+
+def test_leaving_the_block_unsubscribes() -> None:
+    hub = StatusHub()
+    with hub.subscribe("task-runner-a-00000000"):
+        assert hub.subscriber_count("task-runner-a-00000000") == 1
+    assert hub.subscriber_count() == 0
+
+
+def test_a_waiting_reader_is_woken_from_another_thread() -> None:
+    hub = StatusHub()
+    first = status()
+    got: list[JobStatus | None] = []
+    with hub.subscribe(first.job_name) as subscription:
+        reader = threading.Thread(target=lambda: got.append(subscription.get(timeout=10)))
+        reader.start()
+        hub.publish(first)
+        reader.join(timeout=10)
+    assert got == [first]
+
+
+def test_close_ends_every_subscription() -> None:
+    hub = StatusHub()
+    with hub.subscribe("task-runner-a-00000000") as subscription:
+        hub.close()
+        with pytest.raises(HubClosed):
+            subscription.get(timeout=10)
+    with hub.subscribe("task-runner-a-00000000") as late, pytest.raises(HubClosed):
+        late.get(timeout=0)
+
+
+def test_listeners_hear_accepted_changes_with_the_previous_status() -> None:
+    hub = StatusHub()
+    heard: list[tuple[Phase, Phase | None]] = []
+    hub.add_listener(lambda new, old: heard.append((new.status, old.status if old else None)))
+    first = status()
+    hub.publish(first)
+    hub.publish(first)  # a repeat is not a change
+    hub.publish(first.evolve(status="Running"))
+    assert heard == [(Phase.QUEUED, None), (Phase.RUNNING, Phase.QUEUED)]

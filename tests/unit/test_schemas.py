@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from marshmallow import ValidationError
+
+from webapp.api.schemas import DonationSchema, JobLaunchSchema
+
+GOOD: dict[str, Any] = {"amount": "10.50", "currency": "EUR", "donor_name": "Ann", "donor_email": "ann@example.org"}
+
+
+def load(body: dict[str, Any]) -> dict[str, Any]:
+    return DonationSchema(currencies=("USD", "EUR", "GBP")).load(body)
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [("10.50", "10.50"), (10, "10.00"), (Decimal("0.01"), "0.01"), ("1000000", "1000000.00"), (" 5 ", "5.00"), ("7.5", "7.50")],
+)
+def test_amounts_accepted(amount: Any, expected: str) -> None:
+    assert str(load({**GOOD, "amount": amount})["amount"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "text"),
+    [
+        ({"amount": "0"}, "amount", "greater than 0"),
+        ({"amount": -5}, "amount", "greater than 0"),
+        ({"amount": "1000000.01"}, "amount", "at most 1,000,000"),
+        ({"amount": "10.505"}, "amount", "2 decimal places"),
+        ({"amount": "ten"}, "amount", "number"),
+        ({"amount": "NaN"}, "amount", "number"),
+        ({"amount": "Infinity"}, "amount", "number"),
+        ({"amount": True}, "amount", "number"),
+        ({"amount": None}, "amount", "null"),
+        ({"amount": [1]}, "amount", "number"),
+        ({"currency": "JPY"}, "currency", "one of: USD, EUR, GBP"),
+        ({"currency": 978}, "currency", "string"),
+        ({"donor_name": ""}, "donor_name", "Length must be between 1 and 100"),
+        ({"donor_name": "   "}, "donor_name", "Length must be between 1 and 100"),
+        ({"donor_name": "x" * 101}, "donor_name", "Length"),
+        ({"donor_name": "bad\x00name"}, "donor_name", "control characters"),
+        ({"donor_email": "not-an-email"}, "donor_email", "email"),
+        ({"donor_email": "a@" + "b" * 260 + ".org"}, "donor_email", ""),
+        ({"message": "x" * 501}, "message", "Length"),
+        ({"surprise": 1}, "surprise", "Unknown field"),
+    ],
+)
+def test_bad_donations_name_the_field(changes: dict[str, Any], field: str, text: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        load({**GOOD, **changes})
+    assert field in caught.value.messages
+    assert text.lower() in " ".join(caught.value.messages[field]).lower()
+
+
+@pytest.mark.parametrize("missing", ["amount", "currency", "donor_name", "donor_email"])
+def test_required_fields(missing: str) -> None:
+    body = {k: v for k, v in GOOD.items() if k != missing}
+    with pytest.raises(ValidationError) as caught:
+        load(body)
+    assert caught.value.messages == {missing: ["Missing data for required field."]}
+
+
+def test_currency_is_normalised_and_message_optional() -> None:
+    loaded = load({**GOOD, "currency": " gbp "})
+    assert loaded["currency"] == "GBP"
+    assert loaded["message"] == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "spec"),
+        ({"spec": "../etc"}, "spec"),
+        ({"spec": "quick", "params": {"bad-name": "x"}}, "params"),
+        ({"spec": "quick", "params": {"n": 5}}, "params"),
+        ({"spec": "quick", "params": {"n": "x" * 4097}}, "params"),
+        ({"spec": "quick", "params": {f"p{i}": "x" for i in range(51)}}, "params"),
+        ({"spec": "quick", "pipeline_run_id": "-bad"}, "pipeline_run_id"),
+        ({"spec": "quick", "pipeline_run_id": "x" * 64}, "pipeline_run_id"),
+        ({"spec": "quick", "extra": 1}, "extra"),
+    ],
+)
+def test_bad_job_launches(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobLaunchSchema().load(body)
+    assert field in caught.value.messages

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+
+from webapp.settings import ConfigError, Settings
+
+
+def test_defaults_are_the_embedded_default() -> None:
+    settings = Settings.from_env({})
+    assert settings.execution_mode == "legacy"
+    assert settings.legacy_runner == "local"
+    assert settings.currencies == ("USD", "EUR", "GBP")
+    assert settings.legacy_max_concurrency == 4
+    assert settings.sse_heartbeat_seconds == 15
+    assert settings.ws_ping_seconds == 25
+    assert settings.status_retention_seconds == 86400
+    assert settings.redis_url is None
+    assert settings.admin_token is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "mode"),
+    [
+        ({"USE_K8S_JOBS": "true"}, "k8s"),
+        ({"USE_K8S_JOBS": "false"}, "legacy"),
+        ({"EXECUTION_MODE": "dual"}, "dual"),
+        ({"EXECUTION_MODE": "dual", "USE_K8S_JOBS": "true"}, "dual"),
+        ({"EXECUTION_MODE": "k8s", "USE_K8S_JOBS": "1"}, "k8s"),
+        ({"EXECUTION_MODE": "legacy", "USE_K8S_JOBS": "false"}, "legacy"),
+        ({"EXECUTION_MODE": " ", "USE_K8S_JOBS": "true"}, "k8s"),
+    ],
+)
+def test_execution_mode_and_the_seed_flag(environ: dict[str, str], mode: str) -> None:
+    assert Settings.from_env(environ).execution_mode == mode
+
+
+@pytest.mark.parametrize(
+    ("environ", "named", "why"),
+    [
+        ({"EXECUTION_MODE": "kubernetes"}, "EXECUTION_MODE", "Must be one of"),
+        ({"EXECUTION_MODE": "legacy", "USE_K8S_JOBS": "true"}, "EXECUTION_MODE", "conflicts with USE_K8S_JOBS"),
+        ({"EXECUTION_MODE": "k8s", "USE_K8S_JOBS": "false"}, "EXECUTION_MODE", "conflicts"),
+        ({"USE_K8S_JOBS": "maybe"}, "USE_K8S_JOBS", "boolean"),
+        ({"DUAL_PRIMARY": "both"}, "DUAL_PRIMARY", "Must be one of"),
+        ({"LEGACY_MAX_CONCURRENCY": "0"}, "LEGACY_MAX_CONCURRENCY", "greater than or equal to 1"),
+        ({"LEGACY_MAX_CONCURRENCY": "four"}, "LEGACY_MAX_CONCURRENCY", "integer"),
+        ({"LEGACY_RUNNER": "http"}, "LEGACY_RUNNER_URL", "required when LEGACY_RUNNER=http"),
+        ({"LEGACY_RUNNER": "ssh"}, "LEGACY_RUNNER", "Must be one of"),
+        ({"LEGACY_RUNNER_URL": "not a url"}, "LEGACY_RUNNER_URL", "URL"),
+        ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL", "URL"),
+        ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN", "at least 16"),
+        ({"CURRENCIES": "USD,euro"}, "CURRENCIES", "euro"),
+        ({"CURRENCIES": ","}, "CURRENCIES", "at least one"),
+        ({"ALLOWED_ORIGINS": "example.org"}, "ALLOWED_ORIGINS", "scheme://host"),
+        ({"SSE_HEARTBEAT_SECONDS": "-1"}, "SSE_HEARTBEAT_SECONDS", "greater than or equal"),
+        ({"WS_PING_SECONDS": "soon"}, "WS_PING_SECONDS", "number"),
+        ({"RATE_LIMIT": "lots"}, "RATE_LIMIT", "rate limit"),
+        ({"MAX_ACTIVE_JOBS": "-3"}, "MAX_ACTIVE_JOBS", "greater than or equal to 0"),
+        ({"K8S_NAMESPACE": "Not_Valid"}, "K8S_NAMESPACE", "DNS-1123"),
+        ({"STATUS_RETENTION_SECONDS": "5"}, "STATUS_RETENTION_SECONDS", "greater than or equal to 60"),
+        ({"COMPLETION_WEBHOOK_URL": "https://hooks.example.org/x"}, "WEBHOOK_SECRET", "required"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "Must be one of"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "Must be one of"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_why(environ: dict[str, str], named: str, why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    assert named in str(caught.value)
+    assert why in str(caught.value)
+
+
+def test_lists_and_paths_are_parsed(tmp_path: object) -> None:
+    settings = Settings.from_env(
+        {
+            "CURRENCIES": "EUR, USD",
+            "ALLOWED_ORIGINS": "https://donate.example.org, http://localhost:3000",
+            "DATABASE_PATH": "/tmp/jobpulse-x/runs.db",
+            "LEGACY_RUNNER": "http",
+            "LEGACY_RUNNER_URL": "http://runner.internal:8080/",
+        }
+    )
+    assert settings.currencies == ("EUR", "USD")
+    assert settings.allowed_origins == ("https://donate.example.org", "http://localhost:3000")
+    assert str(settings.database_path) == "/tmp/jobpulse-x/runs.db"
+    assert settings.legacy_runner_url == "http://runner.internal:8080"
+
+
+def test_primary_mode_follows_dual_primary() -> None:
+    assert Settings.from_env({"EXECUTION_MODE": "dual", "DUAL_PRIMARY": "k8s"}).primary_mode == "k8s"
+    assert Settings.from_env({"EXECUTION_MODE": "dual"}).primary_mode == "legacy"
+    assert Settings.from_env({"EXECUTION_MODE": "k8s", "DUAL_PRIMARY": "legacy"}).primary_mode == "k8s"

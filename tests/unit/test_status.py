@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from webapp.status import JobStatus, Phase
+from webapp.wire import SSE_END, sse_status_frame, ws_error_message, ws_status_message
+
+T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+
+def queued() -> JobStatus:
+    return JobStatus.new(job_name="task-runner-x-0badcafe", mode="legacy", spec="quick", pipeline_run_id="x", at=T0)
+
+
+def test_a_new_status_is_queued_with_one_history_entry() -> None:
+    status = queued()
+    assert status.status == Phase.QUEUED
+    assert status.seq == 1
+    assert not status.terminal
+    body = status.to_dict()
+    assert body["history"] == [{"status": "Queued", "at": "2026-11-28T12:00:00.000Z"}]
+    assert body["created_at"] == "2026-11-28T12:00:00.000Z"
+    assert "shadow_job_name" not in body
+
+
+def test_evolve_grows_seq_and_history_and_sets_times() -> None:
+    running = queued().evolve(status="Running", active=1, at=T0 + timedelta(seconds=1))
+    done = running.evolve(status=Phase.SUCCEEDED, succeeded=1, at=T0 + timedelta(seconds=3))
+    assert [running.seq, done.seq] == [2, 3]
+    assert [t.status for t in done.history] == [Phase.QUEUED, Phase.RUNNING, Phase.SUCCEEDED]
+    assert done.started_at == T0 + timedelta(seconds=1)
+    assert done.finished_at == T0 + timedelta(seconds=3)
+    assert done.active == 0
+    assert done.terminal
+
+
+def test_evolve_without_change_returns_the_same_status() -> None:
+    status = queued()
+    assert status.evolve(status="Queued", reason=None) is status
+
+
+def test_a_counter_change_is_a_change_without_a_history_entry() -> None:
+    pending = queued().evolve(status="Pending")
+    again = pending.evolve(failed=1, reason="RetryBackoff")
+    assert again.seq == pending.seq + 1
+    assert len(again.history) == len(pending.history)
+
+
+@pytest.mark.parametrize("final", [Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED])
+def test_terminal_statuses_are_final(final: Phase) -> None:
+    done = queued().evolve(status=final)
+    assert done.terminal
+    assert done.evolve(status="Running") is done
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_terminal_is_exactly_succeeded_failed_cancelled(phase: Phase) -> None:
+    assert phase.terminal == (phase.value in ("Succeeded", "Failed", "Cancelled"))
+
+
+def test_round_trip_through_json() -> None:
+    status = queued().evolve(status="Running", active=1, reason="r", message="m")
+    status = JobStatus.from_json(status.json)
+    assert JobStatus.from_json(status.json) == status
+    assert json.loads(status.json) == status.to_dict()
+
+
+def test_wire_formats_carry_the_same_object() -> None:
+    status = queued().evolve(status="Running")
+    frame = sse_status_frame(status)
+    assert frame.startswith(f"id: {status.seq}\nevent: status\ndata: ")
+    assert frame.endswith("\n\n")
+    assert "\n" not in frame.split("data: ", 1)[1].rstrip("\n")
+    assert json.loads(frame.split("data: ", 1)[1]) == status.to_dict()
+    assert json.loads(ws_status_message(status)) == {"type": "status", **status.to_dict()}
+    assert json.loads(ws_error_message("not_found", "no")) == {"type": "error", "error": "not_found", "message": "no"}
+    assert SSE_END == "event: end\ndata: {}\n\n"
