@@ -27,7 +27,6 @@ def post_worker_init(worker):
     hands unfinished local runs back to the run store for the next process.
     """
     import signal
-    import threading
 
     runtime = getattr(worker.wsgi, "extensions", {}).get("jobpulse")
     if runtime is None:
@@ -40,10 +39,18 @@ def post_worker_init(worker):
                 previous(signum, frame)
 
         def handler(_signum, frame):
-            # never block in a signal handler: under gevent this thread is a greenlet
-            threading.Thread(target=stop_then_continue, args=(frame,), daemon=True).start()
+            # never block in a signal handler (under gevent it runs in the event loop)
+            spawn(stop_then_continue, frame)
 
         return handler
+
+    if "gevent" in type(worker).__module__:
+        from gevent import spawn
+    else:
+        import threading
+
+        def spawn(target, *args):
+            threading.Thread(target=target, args=args, daemon=True).start()
 
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(signum, chain(signum, signal.getsignal(signum)))
