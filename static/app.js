@@ -231,6 +231,7 @@
     const slot = $('form-error');
     slot.textContent = text;
     slot.hidden = false;
+    slot.scrollIntoView({ block: 'nearest' });
   }
 
   function clearErrors() {
@@ -274,6 +275,8 @@
     return true;
   }
 
+  let shownStatusClass = null; // e.g. status-running, on #status-panel
+
   function renderStatus(status) {
     const panel = $('status-panel');
     const name = String(status.status || 'Unknown');
@@ -281,10 +284,10 @@
 
     panel.hidden = false;
     panel.dataset.status = name;
-    for (const cls of Array.from(panel.classList)) {
-      if (cls.startsWith('status-')) panel.classList.remove(cls);
-    }
-    panel.classList.add(`status-${name.toLowerCase()}`);
+    const statusClass = `status-${name.toLowerCase()}`;
+    if (shownStatusClass && shownStatusClass !== statusClass) panel.classList.remove(shownStatusClass);
+    panel.classList.add(statusClass);
+    shownStatusClass = statusClass;
     panel.classList.toggle('is-terminal', terminal);
 
     $('job-name').textContent = status.job_name;
