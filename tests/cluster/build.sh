@@ -50,8 +50,8 @@ mkdir -p "$bin"
 
 # One builder at a time (e.g. two test sessions starting together).
 exec 9>"$cache_root/$key/.build.lock"
-if command -v flock >/dev/null; then
-  echo "build.sh: waiting for the build lock..." >&2
+if command -v flock >/dev/null && ! flock -n 9; then
+  echo "build.sh: another build is running; waiting for its lock..." >&2
   flock 9
 fi
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ctypes
 import datetime as _dt
 import json
@@ -42,7 +43,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES_FILE = os.path.join(HERE, "kwok-stages.yaml")
@@ -83,7 +84,8 @@ class ApiError(ControlPlaneError):
 # Finding the binaries
 # --------------------------------------------------------------------------
 
-def _has_all(d: Optional[str]) -> bool:
+
+def _has_all(d: str | None) -> bool:
     return bool(d) and all(os.access(os.path.join(d, b), os.X_OK) for b in BINARIES)
 
 
@@ -106,11 +108,12 @@ def cache_bin_dir() -> str:
         _go_mod_version("kwok", "sigs.k8s.io/kwok"),
     )
     root = os.environ.get("JOBPULSE_CLUSTER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jobpulse", "cluster")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jobpulse", "cluster"
+    )
     return os.path.join(root, key, "bin")
 
 
-def find_bin_dir() -> Optional[str]:
+def find_bin_dir() -> str | None:
     """Where the control-plane binaries are, or None.
 
     In order: ``$KUBEBUILDER_ASSETS`` if it holds all of :data:`BINARIES`;
@@ -141,10 +144,19 @@ def build_bin_dir() -> str:
 # Small helpers
 # --------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while picking)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -186,6 +198,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 # PKI
 # --------------------------------------------------------------------------
 
+
 def _make_pki(pki: str) -> None:
     import ipaddress
 
@@ -195,22 +208,24 @@ def _make_pki(pki: str) -> None:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     os.makedirs(pki, exist_ok=True)
-    now = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5)
+    now = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5)
     later = now + _dt.timedelta(days=365)
 
     def write_key(name: str, key: Any) -> None:
         path = os.path.join(pki, name)
         with open(path, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
         os.chmod(path, 0o600)
 
     def write_cert(name: str, cert: Any) -> None:
         with open(os.path.join(pki, name), "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))
 
-    def subject(cn: str, org: Optional[str] = None) -> Any:
+    def subject(cn: str, org: str | None = None) -> Any:
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
         if org:
             attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
@@ -220,51 +235,81 @@ def _make_pki(pki: str) -> None:
     ca_name = subject("jobpulse-test-ca")
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(later)
+        .not_valid_before(now)
+        .not_valid_after(later)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     write_key("ca.key", ca_key)
     write_cert("ca.crt", ca_cert)
 
-    def leaf(name: str, cn: str, org: Optional[str], server: bool) -> None:
+    def leaf(name: str, cn: str, org: str | None, server: bool) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         b = (
             x509.CertificateBuilder()
-            .subject_name(subject(cn, org)).issuer_name(ca_name)
+            .subject_name(subject(cn, org))
+            .issuer_name(ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(later)
+            .not_valid_before(now)
+            .not_valid_after(later)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
-                                         key_cert_sign=False, crl_sign=False,
-                                         content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_encipherment=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    content_commitment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if server:
-            b = b.add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.96.0.1")),  # first IP of SERVICE_CIDR
-                x509.DNSName("localhost"),
-                x509.DNSName("kubernetes"),
-                x509.DNSName("kubernetes.default"),
-                x509.DNSName("kubernetes.default.svc"),
-                x509.DNSName("kubernetes.default.svc.cluster.local"),
-            ]), critical=False)
+            b = b.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("10.96.0.1")),  # first IP of SERVICE_CIDR
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes"),
+                        x509.DNSName("kubernetes.default"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.DNSName("kubernetes.default.svc.cluster.local"),
+                    ]
+                ),
+                critical=False,
+            )
         write_key(name + ".key", key)
         write_cert(name + ".crt", b.sign(ca_key, hashes.SHA256()))
 
@@ -273,13 +318,17 @@ def _make_pki(pki: str) -> None:
     leaf("kube-controller-manager", "system:kube-controller-manager", None, server=False)
     leaf("kube-scheduler", "system:kube-scheduler", None, server=False)
     leaf("kwok", "kwok-controller", "system:masters", server=False)
+    leaf("kwok-serving", "kwok-kubelet", None, server=True)
     leaf("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters", server=False)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write_key("sa.key", sa_key)
     with open(os.path.join(pki, "sa.pub"), "wb") as f:
-        f.write(sa_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+        f.write(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
 
 
 def _b64file(path: str) -> str:
@@ -287,23 +336,31 @@ def _b64file(path: str) -> str:
         return base64.b64encode(f.read()).decode()
 
 
-def _kubeconfig(server: str, ca_path: str, user: str, *, cert: Optional[str] = None,
-                key: Optional[str] = None, token: Optional[str] = None,
-                namespace: Optional[str] = None) -> Dict[str, Any]:
-    u: Dict[str, Any] = {}
+def _kubeconfig(
+    server: str,
+    ca_path: str,
+    user: str,
+    *,
+    cert: str | None = None,
+    key: str | None = None,
+    token: str | None = None,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    u: dict[str, Any] = {}
     if cert and key:
         u["client-certificate-data"] = _b64file(cert)
         u["client-key-data"] = _b64file(key)
     if token:
         u["token"] = token
-    ctx: Dict[str, Any] = {"cluster": "jobpulse-test", "user": user}
+    ctx: dict[str, Any] = {"cluster": "jobpulse-test", "user": user}
     if namespace:
         ctx["namespace"] = namespace
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "jobpulse-test", "cluster": {
-            "server": server, "certificate-authority-data": _b64file(ca_path)}}],
+        "clusters": [
+            {"name": "jobpulse-test", "cluster": {"server": server, "certificate-authority-data": _b64file(ca_path)}}
+        ],
         "users": [{"name": user, "user": u}],
         "contexts": [{"name": "jobpulse-test", "context": ctx}],
         "current-context": "jobpulse-test",
@@ -323,6 +380,7 @@ def _write_json(path: str, obj: Any, mode: int = 0o600) -> None:
 # The control plane
 # --------------------------------------------------------------------------
 
+
 class ControlPlane:
     """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok.
 
@@ -334,20 +392,40 @@ class ControlPlane:
     ``die_with_parent``: the processes get SIGKILL when the thread that
     started them ends (Linux PR_SET_PDEATHSIG), so a killed test run leaves no
     orphans; the CLI ``up`` turns this off.
+    ``extra_args``: more flags per process, e.g.
+    ``{"kube-apiserver": ["--watch-cache=false"]}``.
     """
 
     STATE_FILE = "state.json"
-    _OWNED = ("pki", "etcd-data", "logs", "run", "kwok-home", "kwok.yaml", "kubeconfig",
-              "kubeconfigs", "pids", STATE_FILE)
+    _OWNED = (
+        "pki",
+        "etcd-data",
+        "logs",
+        "run",
+        "kwok-home",
+        "kwok.yaml",
+        "kubeconfig",
+        "kubeconfigs",
+        "pids",
+        STATE_FILE,
+    )
 
-    def __init__(self, *, bin_dir: Optional[str] = None, workdir: Optional[str] = None,
-                 keep_workdir: bool = False, die_with_parent: bool = True,
-                 start_timeout: float = 180.0):
+    def __init__(
+        self,
+        *,
+        bin_dir: str | None = None,
+        workdir: str | None = None,
+        keep_workdir: bool = False,
+        die_with_parent: bool = True,
+        start_timeout: float = 180.0,
+        extra_args: dict[str, list[str]] | None = None,
+    ):
         self.bin_dir = os.path.abspath(bin_dir) if bin_dir else find_bin_dir()
         if not self.bin_dir or not _has_all(self.bin_dir):
             raise ControlPlaneError(
                 f"control-plane binaries {BINARIES} not found (bin_dir={bin_dir!r}); "
-                f"build them with: bash {BUILD_SCRIPT}")
+                f"build them with: bash {BUILD_SCRIPT}"
+            )
         if workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="jobpulse-cluster-")
             self._owns_workdir = True
@@ -358,11 +436,15 @@ class ControlPlane:
         self.keep_workdir = keep_workdir
         self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
-        self.ports: Dict[str, int] = {}
-        self.procs: Dict[str, Dict[str, Any]] = {}  # name -> {pid, args, env, log}
-        self._popen: Dict[str, subprocess.Popen] = {}
+        self.extra_args = {k: list(v) for k, v in (extra_args or {}).items()}
+        unknown = set(self.extra_args) - set(BINARIES)
+        if unknown:
+            raise ValueError(f"extra_args for unknown processes {sorted(unknown)}; known: {BINARIES}")
+        self.ports: dict[str, int] = {}
+        self.procs: dict[str, dict[str, Any]] = {}  # name -> {pid, args, env, log}
+        self._popen: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
-        self._ssl: Optional[ssl.SSLContext] = None
+        self._ssl: ssl.SSLContext | None = None
         self._started = False
 
     # ----------------------------------------------------------- paths
@@ -393,11 +475,11 @@ class ControlPlane:
         return os.path.join(self.workdir, "logs")
 
     @property
-    def log_paths(self) -> Dict[str, str]:
+    def log_paths(self) -> dict[str, str]:
         """``{process name: log file}`` for every process of the plane."""
         return {n: os.path.join(self.log_dir, n + ".log") for n in BINARIES}
 
-    def tail_logs(self, lines: int = 30, names: Optional[List[str]] = None) -> str:
+    def tail_logs(self, lines: int = 30, names: list[str] | None = None) -> str:
         """The last ``lines`` lines of each process log, for a failing test's report."""
         out = []
         for name, path in self.log_paths.items():
@@ -414,14 +496,14 @@ class ControlPlane:
         return "\n".join(out)
 
     # ----------------------------------------------------------- lifecycle
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         """Start everything, each step waited on; on failure stop and raise."""
         with self._lock:
             if self._started:
@@ -445,120 +527,189 @@ class ControlPlane:
 
     def _start(self) -> None:
         w = self.workdir
+
+        def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+            self._spawn(name, args + list(self.extra_args.get(name, ())), env)
+
         for d in ("logs", "run", "kwok-home", "kubeconfigs"):
             os.makedirs(os.path.join(w, d), exist_ok=True)
         _make_pki(self.pki_dir)
         pki = self.pki_dir
-        for name in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok"):
-            self.ports[name] = _free_port()
+        names = ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")
+        self.ports.update(zip(names, _free_ports(len(names)), strict=True))
 
         # kubeconfigs: admin (the public one) and one per component
-        _write_json(self.kubeconfig_path, _kubeconfig(
-            self.server_url, self.ca_path, "admin",
-            cert=os.path.join(pki, "admin.crt"), key=os.path.join(pki, "admin.key")))
+        _write_json(
+            self.kubeconfig_path,
+            _kubeconfig(
+                self.server_url,
+                self.ca_path,
+                "admin",
+                cert=os.path.join(pki, "admin.crt"),
+                key=os.path.join(pki, "admin.key"),
+            ),
+        )
         kc = {}
-        for comp, cert in (("kube-controller-manager", "kube-controller-manager"),
-                           ("kube-scheduler", "kube-scheduler"), ("kwok", "kwok")):
+        for comp, cert in (
+            ("kube-controller-manager", "kube-controller-manager"),
+            ("kube-scheduler", "kube-scheduler"),
+            ("kwok", "kwok"),
+        ):
             kc[comp] = os.path.join(w, "kubeconfigs", comp + ".kubeconfig")
-            _write_json(kc[comp], _kubeconfig(
-                self.server_url, self.ca_path, comp,
-                cert=os.path.join(pki, cert + ".crt"), key=os.path.join(pki, cert + ".key")))
-        shutil.copyfile(STAGES_FILE, os.path.join(w, "kwok.yaml"))
+            _write_json(
+                kc[comp],
+                _kubeconfig(
+                    self.server_url,
+                    self.ca_path,
+                    comp,
+                    cert=os.path.join(pki, cert + ".crt"),
+                    key=os.path.join(pki, cert + ".key"),
+                ),
+            )
+        # kwok: the Stages, and the fake container log every pod shows
+        # (read by kwok at each request: set_pod_log() changes it)
+        self.set_pod_log(["jobpulse-test: fake container output"])
+        with open(STAGES_FILE) as f:
+            kwok_conf = f.read()
+        kwok_conf += (
+            "\n---\n"
+            + json.dumps(
+                {
+                    "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                    "kind": "ClusterLogs",
+                    "metadata": {"name": "jobpulse-test-logs"},
+                    "spec": {"selector": {}, "logs": [{"logsFile": self.pod_log_file, "follow": False}]},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        with open(os.path.join(w, "kwok.yaml"), "w") as f:
+            f.write(kwok_conf)
         deadline = time.monotonic() + self.start_timeout
         b = self.bin_dir
 
         # 1. etcd
         p, pp = self.ports["etcd"], self.ports["etcd_peer"]
-        self._spawn("etcd", [
-            os.path.join(b, "etcd"),
-            "--name=jobpulse",
-            f"--data-dir={os.path.join(w, 'etcd-data')}",
-            f"--listen-client-urls=http://127.0.0.1:{p}",
-            f"--advertise-client-urls=http://127.0.0.1:{p}",
-            f"--listen-peer-urls=http://127.0.0.1:{pp}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{pp}",
-            f"--initial-cluster=jobpulse=http://127.0.0.1:{pp}",
-            "--initial-cluster-state=new",
-            "--unsafe-no-fsync",
-            "--quota-backend-bytes=2147483648",
-            "--log-level=warn",
-        ])
-        self._wait("etcd /health", lambda: json.loads(
-            self._http("GET", self.etcd_url + "/health", tls=False)).get("health") == "true",
-            deadline, ["etcd"])
+        spawn(
+            "etcd",
+            [
+                os.path.join(b, "etcd"),
+                "--name=jobpulse",
+                f"--data-dir={os.path.join(w, 'etcd-data')}",
+                f"--listen-client-urls=http://127.0.0.1:{p}",
+                f"--advertise-client-urls=http://127.0.0.1:{p}",
+                f"--listen-peer-urls=http://127.0.0.1:{pp}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{pp}",
+                f"--initial-cluster=jobpulse=http://127.0.0.1:{pp}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=2147483648",
+                "--log-level=warn",
+            ],
+        )
+        self._wait(
+            "etcd /health",
+            lambda: json.loads(self._http("GET", self.etcd_url + "/health", tls=False)).get("health") == "true",
+            deadline,
+            ["etcd"],
+        )
 
         # 2. kube-apiserver
-        self._spawn("kube-apiserver", self._apiserver_args())
+        spawn("kube-apiserver", self._apiserver_args())
         self._wait_apiserver(deadline)
 
         # 3. kube-controller-manager, 4. kube-scheduler
-        self._spawn("kube-controller-manager", [
-            os.path.join(b, "kube-controller-manager"),
-            f"--kubeconfig={kc['kube-controller-manager']}",
-            f"--authentication-kubeconfig={kc['kube-controller-manager']}",
-            f"--authorization-kubeconfig={kc['kube-controller-manager']}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports['kcm']}",
-            f"--cert-dir={os.path.join(w, 'run', 'kcm')}",
-            "--leader-elect=false",
-            "--controllers=*",
-            "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={os.path.join(pki, 'sa.key')}",
-            f"--root-ca-file={self.ca_path}",
-            f"--cluster-signing-cert-file={self.ca_path}",
-            f"--cluster-signing-key-file={os.path.join(pki, 'ca.key')}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-        ])
-        self._spawn("kube-scheduler", [
-            os.path.join(b, "kube-scheduler"),
-            f"--kubeconfig={kc['kube-scheduler']}",
-            f"--authentication-kubeconfig={kc['kube-scheduler']}",
-            f"--authorization-kubeconfig={kc['kube-scheduler']}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports['scheduler']}",
-            f"--cert-dir={os.path.join(w, 'run', 'scheduler')}",
-            "--leader-elect=false",
-        ])
+        spawn(
+            "kube-controller-manager",
+            [
+                os.path.join(b, "kube-controller-manager"),
+                f"--kubeconfig={kc['kube-controller-manager']}",
+                f"--authentication-kubeconfig={kc['kube-controller-manager']}",
+                f"--authorization-kubeconfig={kc['kube-controller-manager']}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['kcm']}",
+                f"--cert-dir={os.path.join(w, 'run', 'kcm')}",
+                "--leader-elect=false",
+                "--controllers=*",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={os.path.join(pki, 'sa.key')}",
+                f"--root-ca-file={self.ca_path}",
+                f"--cluster-signing-cert-file={self.ca_path}",
+                f"--cluster-signing-key-file={os.path.join(pki, 'ca.key')}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+            ],
+        )
+        spawn(
+            "kube-scheduler",
+            [
+                os.path.join(b, "kube-scheduler"),
+                f"--kubeconfig={kc['kube-scheduler']}",
+                f"--authentication-kubeconfig={kc['kube-scheduler']}",
+                f"--authorization-kubeconfig={kc['kube-scheduler']}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['scheduler']}",
+                f"--cert-dir={os.path.join(w, 'run', 'scheduler')}",
+                "--leader-elect=false",
+            ],
+        )
         for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
             url = f"https://127.0.0.1:{self.ports[port]}/healthz"
-            self._wait(f"{name} /healthz", lambda u=url: self._http("GET", u, verify=False) == "ok",
-                       deadline, [name])
+            self._wait(f"{name} /healthz", lambda u=url: self._http("GET", u, verify=False) == "ok", deadline, [name])
 
         # 5. kwok
-        self._spawn("kwok", [
-            os.path.join(b, "kwok"),
-            f"--kubeconfig={kc['kwok']}",
-            f"--config={os.path.join(w, 'kwok.yaml')}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--node-lease-duration-seconds=40",
-            f"--server-address=127.0.0.1:{self.ports['kwok']}",
-        ], env={"HOME": os.path.join(w, "kwok-home")})
-        kwok_health = f"http://127.0.0.1:{self.ports['kwok']}/healthz"
-        self._wait("kwok /healthz", lambda: self._http("GET", kwok_health, tls=False) is not None,
-                   deadline, ["kwok"])
+        spawn(
+            "kwok",
+            [
+                os.path.join(b, "kwok"),
+                f"--kubeconfig={kc['kwok']}",
+                f"--config={os.path.join(w, 'kwok.yaml')}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-lease-duration-seconds=40",
+                # the fake kubelet endpoint (pod logs) is the Node's InternalIP:port
+                "--node-ip=127.0.0.1",
+                f"--node-port={self.ports['kwok']}",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                f"--tls-cert-file={os.path.join(pki, 'kwok-serving.crt')}",
+                f"--tls-private-key-file={os.path.join(pki, 'kwok-serving.key')}",
+            ],
+            env={"HOME": os.path.join(w, "kwok-home")},
+        )
+        kwok_health = f"https://127.0.0.1:{self.ports['kwok']}/healthz"
+        self._wait(
+            "kwok /healthz", lambda: self._http("GET", kwok_health, verify=False) is not None, deadline, ["kwok"]
+        )
         self._write_state()
 
         # 6. the Node, Ready and untainted; service accounts work
         node = {
-            "apiVersion": "v1", "kind": "Node",
+            "apiVersion": "v1",
+            "kind": "Node",
             "metadata": {
                 "name": NODE_NAME,
-                "annotations": {"kwok.x-k8s.io/node": "fake",
-                                "node.alpha.kubernetes.io/ttl": "0"},
-                "labels": {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
-                           "kubernetes.io/hostname": NODE_NAME, "type": "kwok"},
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "type": "kwok",
+                },
             },
             "spec": {},
         }
         self.request("POST", "/api/v1/nodes", node, ok_conflict=True)
         self._wait("node Ready and untainted", self._node_ready, deadline, list(BINARIES))
-        self._wait("serviceaccount default/default",
-                   lambda: self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default",
-                                        missing_ok=True) is not None,
-                   deadline, list(BINARIES))
+        self._wait(
+            "serviceaccount default/default",
+            lambda: (
+                self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default", missing_ok=True) is not None
+            ),
+            deadline,
+            list(BINARIES),
+        )
 
-    def _apiserver_args(self) -> List[str]:
+    def _apiserver_args(self) -> list[str]:
         pki, w = self.pki_dir, self.workdir
         return [
             os.path.join(self.bin_dir, "kube-apiserver"),
@@ -573,6 +724,7 @@ class ControlPlane:
             f"--client-ca-file={self.ca_path}",
             f"--kubelet-client-certificate={os.path.join(pki, 'apiserver-kubelet-client.crt')}",
             f"--kubelet-client-key={os.path.join(pki, 'apiserver-kubelet-client.key')}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer={SA_ISSUER}",
             f"--api-audiences={SA_ISSUER}",
             f"--service-account-key-file={os.path.join(pki, 'sa.pub')}",
@@ -591,9 +743,12 @@ class ControlPlane:
         return conds.get("Ready") == "True" and not n.get("spec", {}).get("taints")
 
     def _wait_apiserver(self, deadline: float) -> None:
-        self._wait("kube-apiserver /readyz",
-                   lambda: self.request("GET", "/readyz", raw=True).strip() == "ok",
-                   deadline, ["kube-apiserver"])
+        self._wait(
+            "kube-apiserver /readyz",
+            lambda: self.request("GET", "/readyz", raw=True).strip() == "ok",
+            deadline,
+            ["kube-apiserver"],
+        )
 
     def stop(self) -> None:
         """Kill the processes (reverse order, by process group); remove the workdir."""
@@ -604,11 +759,30 @@ class ControlPlane:
             self._started = False
 
     # ----------------------------------------------------------- helpers for tests
-    def restart_apiserver(self, timeout: float = 90.0) -> None:
-        """Stop kube-apiserver and start it again on the same port; wait for /readyz."""
+    @property
+    def pod_log_file(self) -> str:
+        """The file (CRI log format) kwok serves as every container's log."""
+        return os.path.join(self.workdir, "run", "pod.log")
+
+    def set_pod_log(self, lines: list[str], stream: str = "stdout") -> None:
+        """Set what ``kubectl logs`` / read_namespaced_pod_log shows for any pod."""
+        ts = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        tmp = self.pod_log_file + ".tmp"
+        with open(tmp, "w") as f:
+            for line in lines:
+                f.write(f"{ts} {stream} F {line}\n")
+        os.replace(tmp, self.pod_log_file)
+
+    def restart_apiserver(self, *, grace: float = 1.0, timeout: float = 90.0) -> None:
+        """Stop kube-apiserver and start it again on the same port; wait for /readyz.
+
+        It gets SIGTERM, then SIGKILL after ``grace`` seconds (a graceful
+        kube-apiserver shutdown waits up to 60 s for open watches): clients
+        see their connections, watches included, cut.
+        """
         with self._lock:
             info = self.procs["kube-apiserver"]
-            self._kill("kube-apiserver")
+            self._kill("kube-apiserver", grace=grace)
             self._spawn("kube-apiserver", info["args"])
             self._write_state()
             self._wait_apiserver(time.monotonic() + timeout)
@@ -619,77 +793,111 @@ class ControlPlane:
 
     def etcd_revision(self) -> int:
         """etcd's current revision (what resourceVersions are made of)."""
-        r = json.loads(self._http("POST", self.etcd_url + "/v3/kv/range", tls=False,
-                                  body={"key": base64.b64encode(b"/").decode(), "limit": 1,
-                                        "keys_only": True}))
+        r = json.loads(
+            self._http(
+                "POST",
+                self.etcd_url + "/v3/kv/range",
+                tls=False,
+                body={"key": base64.b64encode(b"/").decode(), "limit": 1, "keys_only": True},
+            )
+        )
         return int(r["header"]["revision"])
 
-    def compact_etcd(self) -> int:
+    def compact_etcd(self, *, restart_apiserver: bool = True) -> int:
         """Compact etcd at its current revision (physically); return that revision.
 
-        A watch or list with an older resourceVersion that is not served from
-        the API server's watch cache then gets 410 Gone (``Expired``); call
-        :meth:`restart_apiserver` afterwards to also drop the watch cache.
+        Then a watch (or list) from an older resourceVersion gets 410 Gone
+        (``Expired`` / "too old resource version"). The API server's watch
+        cache would still serve recent old resourceVersions, so by default the
+        API server is restarted too (:meth:`restart_apiserver`: open watches
+        are cut and must be re-established, from a now-compacted version).
+        With ``restart_apiserver=False`` only etcd is compacted: 410 then
+        reaches only requests that bypass the watch cache (or every request
+        if the plane runs with ``--watch-cache=false``).
         """
         rev = self.etcd_revision()
-        self._http("POST", self.etcd_url + "/v3/kv/compaction", tls=False,
-                   body={"revision": str(rev), "physical": True})
+        self._http(
+            "POST", self.etcd_url + "/v3/kv/compaction", tls=False, body={"revision": str(rev), "physical": True}
+        )
+        if restart_apiserver:
+            self.restart_apiserver()
         return rev
 
-    def create_namespace(self, name: str, *, labels: Optional[Dict[str, str]] = None,
-                         timeout: float = 60.0) -> None:
+    def create_namespace(self, name: str, *, labels: dict[str, str] | None = None, timeout: float = 60.0) -> None:
         """Create namespace ``name`` (fine if it exists); wait for its default ServiceAccount."""
-        ns: Dict[str, Any] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        ns: dict[str, Any] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         if labels:
             ns["metadata"]["labels"] = dict(labels)
         self.request("POST", "/api/v1/namespaces", ns, ok_conflict=True)
-        self._wait(f"serviceaccount {name}/default",
-                   lambda: self.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default",
-                                        missing_ok=True) is not None,
-                   time.monotonic() + timeout, [])
+        self._wait(
+            f"serviceaccount {name}/default",
+            lambda: (
+                self.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default", missing_ok=True) is not None
+            ),
+            time.monotonic() + timeout,
+            [],
+        )
 
     def delete_namespace(self, name: str) -> None:
         """Delete namespace ``name`` (background; fine if it is gone)."""
         self.request("DELETE", f"/api/v1/namespaces/{name}", missing_ok=True)
 
-    def service_account_token(self, namespace: str, name: str, *, create: bool = True,
-                              expiration_seconds: int = 3600) -> str:
+    def service_account_token(
+        self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 3600
+    ) -> str:
         """A token for ServiceAccount ``namespace/name`` via the TokenRequest API."""
         if create:
-            self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                         {"apiVersion": "v1", "kind": "ServiceAccount",
-                          "metadata": {"name": name, "namespace": namespace}}, ok_conflict=True)
-        tr = self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-                          {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                           "spec": {"expirationSeconds": expiration_seconds}})
+            self.request(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+                ok_conflict=True,
+            )
+        tr = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )
         return tr["status"]["token"]
 
-    def service_account_kubeconfig(self, namespace: str, name: str, path: Optional[str] = None,
-                                   **token_kw: Any) -> str:
+    def service_account_kubeconfig(self, namespace: str, name: str, path: str | None = None, **token_kw: Any) -> str:
         """Write a kubeconfig authenticating as ServiceAccount ``namespace/name``; return its path."""
         token = self.service_account_token(namespace, name, **token_kw)
         path = path or os.path.join(self.workdir, "kubeconfigs", f"sa-{namespace}-{name}.kubeconfig")
-        _write_json(path, _kubeconfig(self.server_url, self.ca_path, f"{namespace}-{name}",
-                                      token=token, namespace=namespace))
+        _write_json(
+            path, _kubeconfig(self.server_url, self.ca_path, f"{namespace}-{name}", token=token, namespace=namespace)
+        )
         return path
 
-    def api_client(self, kubeconfig: Optional[str] = None) -> Any:
+    def api_client(self, kubeconfig: str | None = None) -> Any:
         """A ``kubernetes.client.ApiClient`` for the admin (or the given) kubeconfig."""
         from kubernetes import config as k8s_config
 
         return k8s_config.new_client_from_config(config_file=kubeconfig or self.kubeconfig_path)
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bool = False,
-                missing_ok: bool = False, ok_conflict: bool = False,
-                content_type: str = "application/json", timeout: float = 30.0) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bool = False,
+        missing_ok: bool = False,
+        ok_conflict: bool = False,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> Any:
         """One call to the API server as admin. JSON in and out (``raw``: text out).
 
         ``missing_ok``: 404 gives None; ``ok_conflict``: 409 gives None.
         Other non-2xx answers raise :class:`ApiError`.
         """
         try:
-            text = self._http(method, self.server_url + path, body=body, timeout=timeout,
-                              content_type=content_type)
+            text = self._http(method, self.server_url + path, body=body, timeout=timeout, content_type=content_type)
         except ApiError as e:
             if (missing_ok and e.status == 404) or (ok_conflict and e.status == 409):
                 return None
@@ -699,9 +907,11 @@ class ControlPlane:
     def healthy(self) -> bool:
         """All processes alive and the API server ready."""
         try:
-            return (all(_pid_alive(p["pid"]) for p in self.procs.values())
-                    and len(self.procs) == len(BINARIES)
-                    and self.request("GET", "/readyz", raw=True, timeout=5).strip() == "ok")
+            return (
+                all(_pid_alive(p["pid"]) for p in self.procs.values())
+                and len(self.procs) == len(BINARIES)
+                and self.request("GET", "/readyz", raw=True, timeout=5).strip() == "ok"
+            )
         except (OSError, ControlPlaneError, ValueError):
             return False
 
@@ -709,14 +919,21 @@ class ControlPlane:
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             ctx = ssl.create_default_context(cafile=self.ca_path)
-            ctx.load_cert_chain(os.path.join(self.pki_dir, "admin.crt"),
-                                os.path.join(self.pki_dir, "admin.key"))
+            ctx.load_cert_chain(os.path.join(self.pki_dir, "admin.crt"), os.path.join(self.pki_dir, "admin.key"))
             self._ssl = ctx
         return self._ssl
 
-    def _http(self, method: str, url: str, *, body: Any = None, tls: bool = True,
-              verify: bool = True, timeout: float = 10.0,
-              content_type: str = "application/json") -> str:
+    def _http(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        tls: bool = True,
+        verify: bool = True,
+        timeout: float = 10.0,
+        content_type: str = "application/json",
+    ) -> str:
         data = None
         headers = {"Accept": "application/json, */*"}
         if body is not None:
@@ -724,7 +941,7 @@ class ControlPlane:
             data = data.encode() if isinstance(data, str) else data
             headers["Content-Type"] = content_type
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        handlers: List[Any] = list(_NO_PROXY_OPENER_HANDLERS)
+        handlers: list[Any] = list(_NO_PROXY_OPENER_HANDLERS)
         if tls:
             ctx = self._ssl_context() if verify else ssl._create_unverified_context()
             handlers.append(urllib.request.HTTPSHandler(context=ctx))
@@ -735,19 +952,24 @@ class ControlPlane:
         except urllib.error.HTTPError as e:
             raise ApiError(e.code, e.read().decode(errors="replace"), method, url) from None
 
-    def _spawn(self, name: str, args: List[str], env: Optional[Dict[str, str]] = None) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env.pop("KUBECONFIG", None)
         full_env["NO_PROXY"] = full_env["no_proxy"] = "127.0.0.1,localhost"
         full_env.update(env or {})
         with open(self.log_paths[name], "ab") as log:
-            log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
-                      f"{' '.join(args)}\n".encode())
+            log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(args)}\n".encode())
             log.flush()
             p = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.workdir, env=full_env, start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None)
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=full_env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
+            )
         self._popen[name] = p
         self.procs[name] = {"pid": p.pid, "args": args, "env": env or {}, "log": self.log_paths[name]}
 
@@ -756,18 +978,17 @@ class ControlPlane:
         if p is not None:
             return p.poll() is None
         info = self.procs.get(name)
-        return bool(info) and _pid_alive(info["pid"]) and \
-            _pid_cmd(info["pid"]) == info["args"][0]
+        return bool(info) and _pid_alive(info["pid"]) and _pid_cmd(info["pid"]) == info["args"][0]
 
-    def _wait(self, what: str, check: Any, deadline: float, watch: List[str]) -> None:
-        last: Optional[BaseException] = None
+    def _wait(self, what: str, check: Any, deadline: float, watch: list[str]) -> None:
+        last: BaseException | None = None
         while True:
             for name in watch:
                 if name in self.procs and not self._alive(name):
                     code = self._popen[name].returncode if name in self._popen else "?"
                     raise ControlPlaneError(
-                        f"{name} exited (code {code}) while waiting for {what}; "
-                        f"log: {self.log_paths[name]}")
+                        f"{name} exited (code {code}) while waiting for {what}; log: {self.log_paths[name]}"
+                    )
             try:
                 if check():
                     return
@@ -777,7 +998,7 @@ class ControlPlane:
                 raise ControlPlaneError(f"timed out waiting for {what} (last error: {last})")
             time.sleep(0.25)
 
-    def _kill(self, name: str, grace: float = 10.0) -> None:
+    def _kill(self, name: str, grace: float = 3.0) -> None:
         info = self.procs.pop(name, None)
         popen = self._popen.pop(name, None)
         if not info:
@@ -803,10 +1024,8 @@ class ControlPlane:
             end = time.monotonic() + wait
             while alive() and time.monotonic() < end:
                 time.sleep(0.05)
-        try:  # whatever else is left in its process group
+        with contextlib.suppress(OSError):  # whatever else is left in its process group
             os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
     def _kill_all(self) -> None:
         for name in reversed(BINARIES):
@@ -827,9 +1046,13 @@ class ControlPlane:
 
     def _write_state(self) -> None:
         state = {
-            "bin_dir": self.bin_dir, "workdir": self.workdir, "owns_workdir": self._owns_workdir,
-            "ports": self.ports, "server_url": self.server_url,
-            "kubeconfig": self.kubeconfig_path, "processes": self.procs,
+            "bin_dir": self.bin_dir,
+            "workdir": self.workdir,
+            "owns_workdir": self._owns_workdir,
+            "ports": self.ports,
+            "server_url": self.server_url,
+            "kubeconfig": self.kubeconfig_path,
+            "processes": self.procs,
         }
         _write_json(os.path.join(self.workdir, self.STATE_FILE), state)
         with open(os.path.join(self.workdir, "pids"), "w") as f:
@@ -838,7 +1061,7 @@ class ControlPlane:
                     f.write(f"{name} {self.procs[name]['pid']}\n")
 
     @classmethod
-    def attach(cls, workdir: str) -> "ControlPlane":
+    def attach(cls, workdir: str) -> ControlPlane:
         """A ControlPlane object for a plane started elsewhere (e.g. by ``up``)."""
         workdir = os.path.abspath(workdir)
         with open(os.path.join(workdir, cls.STATE_FILE)) as f:
@@ -850,6 +1073,7 @@ class ControlPlane:
         self.keep_workdir = False
         self.die_with_parent = False
         self.start_timeout = 180.0
+        self.extra_args = {}
         self.ports = {k: int(v) for k, v in st["ports"].items()}
         self.procs = st["processes"]
         self._popen = {}
@@ -863,18 +1087,23 @@ class ControlPlane:
 # Command line
 # --------------------------------------------------------------------------
 
-def main(argv: Optional[List[str]] = None) -> int:
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="controlplane", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, help_ in (("up", "start the control plane in the background"),
-                        ("down", "stop it and remove its directory"),
-                        ("status", "say whether it is up")):
+    for name, help_ in (
+        ("up", "start the control plane in the background"),
+        ("down", "stop it and remove its directory"),
+        ("status", "say whether it is up"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--dir", default=".cluster", help="state directory (default .cluster)")
         if name == "up":
-            p.add_argument("--bin-dir", default=None,
-                           help="binaries (default: KUBEBUILDER_ASSETS, build cache, PATH; "
-                                "else build.sh is run)")
+            p.add_argument(
+                "--bin-dir",
+                default=None,
+                help="binaries (default: KUBEBUILDER_ASSETS, build cache, PATH; else build.sh is run)",
+            )
     a = ap.parse_args(argv)
     state = os.path.join(a.dir, ControlPlane.STATE_FILE)
     old = None

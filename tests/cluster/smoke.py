@@ -18,26 +18,26 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from controlplane import ControlPlane, build_bin_dir, find_bin_dir  # noqa: E402
-
-from kubernetes import client, watch  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
+from controlplane import ControlPlane, build_bin_dir, find_bin_dir
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
 
 NS = "smoke"
 
 
 def job_manifest(name, *, pod_labels=None, pod_annotations=None):
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
+        "apiVersion": "batch/v1",
+        "kind": "Job",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
             "backoffLimit": 0,
             "template": {
-                "metadata": {"labels": dict(pod_labels or {}),
-                             "annotations": dict(pod_annotations or {})},
-                "spec": {"restartPolicy": "Never",
-                         "containers": [{"name": "main", "image": "busybox",
-                                         "command": ["true"]}]},
+                "metadata": {"labels": dict(pod_labels or {}), "annotations": dict(pod_annotations or {})},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox", "command": ["true"]}],
+                },
             },
         },
     }
@@ -86,15 +86,16 @@ def main():
 
     t = time.monotonic()
     with ControlPlane(bin_dir=bin_dir) as cp:
-        print(f"control plane up in {time.monotonic() - t:.1f}s at {cp.server_url} "
-              f"(workdir {cp.workdir})", flush=True)
+        print(f"control plane up in {time.monotonic() - t:.1f}s at {cp.server_url} (workdir {cp.workdir})", flush=True)
         api = cp.api_client()
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
         try:
+
             def version():
                 v = cp.request("GET", "/version")
                 assert v["gitVersion"] == "v1.37.2", v
                 print("  /version:", v["gitVersion"], v["goVersion"])
+
             check("version", version)
             check("namespace", lambda: cp.create_namespace(NS))
 
@@ -102,6 +103,7 @@ def main():
                 c, seen = run_job(batch, core, "ok")
                 print("  ok:", seen)
                 assert c.type == "Complete", seen
+
             check("job completes", job_ok)
 
             def job_fail():
@@ -112,32 +114,53 @@ def main():
                 if pod:  # may already be gone
                     st = pod[0].status.container_statuses[0].state.terminated
                     assert st.exit_code == 3, st
+
             check("job fails (exit 3, BackoffLimitExceeded)", job_fail)
 
             def job_slow():
-                c, seen = run_job(batch, core, "slow",
-                                  pod_annotations={"jobpulse-test/run-for": "10s"})
+                c, seen = run_job(batch, core, "slow", pod_annotations={"jobpulse-test/run-for": "10s"})
                 print("  slow:", seen)
                 running = next(t for t, w in seen if w == "pod Running")
                 done = next(t for t, w in seen if w.startswith("job Complete"))
                 assert c.type == "Complete" and 9.0 <= done - running <= 16, seen
+
             check("job runs 10s then completes", job_slow)
 
             def sa_token():
-                cp.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles", {
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                    "metadata": {"name": "jobpulse"},
-                    "rules": [{"apiGroups": ["batch"], "resources": ["jobs"],
-                               "verbs": ["create", "get", "list", "watch", "delete"]},
-                              {"apiGroups": [""], "resources": ["pods", "pods/log", "events"],
-                               "verbs": ["get", "list", "watch"]}]}, ok_conflict=True)
-                cp.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings", {
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": {"name": "jobpulse"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                "name": "jobpulse"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "jobpulse",
-                                  "namespace": NS}]}, ok_conflict=True)
+                cp.request(
+                    "POST",
+                    f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles",
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "Role",
+                        "metadata": {"name": "jobpulse"},
+                        "rules": [
+                            {
+                                "apiGroups": ["batch"],
+                                "resources": ["jobs"],
+                                "verbs": ["create", "get", "list", "watch", "delete"],
+                            },
+                            {
+                                "apiGroups": [""],
+                                "resources": ["pods", "pods/log", "events"],
+                                "verbs": ["get", "list", "watch"],
+                            },
+                        ],
+                    },
+                    ok_conflict=True,
+                )
+                cp.request(
+                    "POST",
+                    f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings",
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": "jobpulse"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "jobpulse"},
+                        "subjects": [{"kind": "ServiceAccount", "name": "jobpulse", "namespace": NS}],
+                    },
+                    ok_conflict=True,
+                )
                 kc = cp.service_account_kubeconfig(NS, "jobpulse")
                 sa_api = cp.api_client(kc)
                 sa_batch = client.BatchV1Api(sa_api)
@@ -149,11 +172,13 @@ def main():
                     raise AssertionError("SA could list kube-system pods")
                 except ApiException as e:
                     assert e.status == 403, e
-                who = cp.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                                 {"apiVersion": "authentication.k8s.io/v1",
-                                  "kind": "SelfSubjectReview"})
-                print("  admin is:", who["status"]["userInfo"]["username"],
-                      "; SA kubeconfig:", kc)
+                who = cp.request(
+                    "POST",
+                    "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                    {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                )
+                print("  admin is:", who["status"]["userInfo"]["username"], "; SA kubeconfig:", kc)
+
             check("service account token + Role", sa_token)
 
             def restart():
@@ -164,6 +189,7 @@ def main():
                 assert batch.list_namespaced_job(NS).metadata.resource_version >= rv
                 c, _ = run_job(batch, core, "after-restart")
                 assert c.type == "Complete"
+
             check("restart_apiserver", restart)
 
             def compaction():
@@ -176,9 +202,13 @@ def main():
                 def watch_from_old():
                     w = watch.Watch()
                     try:
-                        for ev in w.stream(batch.list_namespaced_job, NS,
-                                           resource_version=old_rv, timeout_seconds=3,
-                                           allow_watch_bookmarks=False):
+                        for ev in w.stream(
+                            batch.list_namespaced_job,
+                            NS,
+                            resource_version=old_rv,
+                            timeout_seconds=3,
+                            allow_watch_bookmarks=False,
+                        ):
                             if ev["type"] == "ERROR":
                                 return ev["raw_object"].get("code")
                     except ApiException as e:
@@ -186,22 +216,42 @@ def main():
                     return None
 
                 code = watch_from_old()
-                print(f"  watch from old RV right after compaction -> {code}")
-                if code != 410:
-                    cp.restart_apiserver()
-                    code = watch_from_old()
-                    print(f"  ... after restart_apiserver -> {code}")
+                print(f"  watch from old RV after compact_etcd() -> {code}")
                 assert code == 410, code
+                c, _ = run_job(batch, core, "after-compaction")
+                assert c.type == "Complete"
+
             check("compact_etcd -> 410 Gone", compaction)
+
+            def pod_logs():
+                pod = core.list_namespaced_pod(NS, label_selector="job-name=ok").items[0]
+                text = core.read_namespaced_pod_log(pod.metadata.name, NS)
+                assert text == "jobpulse-test: fake container output\n", repr(text)
+                cp.set_pod_log(["line 1", "line 2"])
+                text = core.read_namespaced_pod_log(pod.metadata.name, NS, tail_lines=1)
+                assert text == "line 2\n", repr(text)
+
+            check("pod logs (kwok fake kubelet)", pod_logs)
 
             def metrics():
                 m = cp.apiserver_metrics()
                 assert "apiserver_request_total" in m, m[:200]
+
             check("apiserver_metrics", metrics)
         finally:
             api.close()
             if not all(ok for _, ok in results):
                 print(cp.tail_logs(20))
+            pids = [p["pid"] for p in cp.procs.values()]
+            t_stop = time.monotonic()
+    print(f"stopped in {time.monotonic() - t_stop:.1f}s")
+
+    def all_gone():
+        assert not os.path.exists(cp.workdir), cp.workdir
+        alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        assert not alive, alive
+
+    check("stop() leaves no process and no workdir", all_gone)
     passed = sum(ok for _, ok in results)
     print(f"{passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
