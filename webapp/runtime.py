@@ -128,5 +128,8 @@ def build_runtime(settings: Settings) -> Runtime:
             max_concurrency=settings.legacy_max_concurrency,
         )
     if settings.k8s_enabled:
-        raise ConfigError("EXECUTION_MODE: the k8s executor is not available yet")
+        from webapp.executors.k8s import KubernetesExecutor, connect  # the client is heavy: only when used
+
+        api, namespace = connect(settings)
+        executors["k8s"] = KubernetesExecutor(hub=hub, store=store, api=api, namespace=namespace)
     return Runtime(settings=settings, specs=specs, hub=hub, store=store, executors=executors)

@@ -10,8 +10,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from marshmallow import ValidationError
 from flask_limiter.errors import RateLimitExceeded
+from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from webapp.api.ratelimit import seconds_until_allowed

@@ -1,0 +1,39 @@
+# jobpulse — the two commands: `make run` (the app on its embedded default) and `make test` (everything).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: run test deps app-deps system-deps cluster cluster-up cluster-down lint format
+
+run: app-deps  ## Serve the app at http://127.0.0.1:8000 (gunicorn gevent worker, local runner, SQLite)
+	$(PYTHON) -m gunicorn wsgi:app
+
+test: deps system-deps cluster lint  ## Install what the tests need, lint, and run every test
+	$(PYTHON) -m pytest
+
+app-deps:
+	$(PIP) install -q -e .
+
+deps:
+	$(PIP) install -q -e '.[test,dev,redis]'
+
+system-deps:  ## Debian packages the tests drive for real (curl, ...)
+	bash tests/system-deps.sh
+
+cluster:  ## Build (or reuse) the cached Kubernetes control plane binaries
+	bash tests/cluster/build.sh
+
+cluster-up: cluster  ## Start a local control plane in the background; kubeconfig in .cluster/kubeconfig
+	$(PYTHON) tests/cluster/controlplane.py up --dir .cluster
+
+cluster-down:
+	$(PYTHON) tests/cluster/controlplane.py down --dir .cluster
+
+lint:
+	ruff check .
+	ruff format --check .
+	mypy
+	lint-imports
+
+format:
+	ruff check --fix .
+	ruff format .

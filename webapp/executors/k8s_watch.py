@@ -1,0 +1,261 @@
+"""The status feed from Kubernetes: one list+watch of our Jobs per process.
+
+The client-go reflector pattern: list the Jobs carrying our ``managed-by``
+label, then watch from the list's ``resourceVersion`` with bookmarks, a
+server timeout of 5-10 minutes (random, so instances do not reconnect in
+step) and a client read timeout; reconnect from the last resourceVersion when
+a watch ends; on ``410 Gone`` relist and diff (Jobs that vanished unfinished
+become ``Cancelled``); on errors back off 0.8 s → 30 s with jitter. The outer
+loop never dies. Not ready until the first list is in.
+
+While a Job waits with an active pod that is not ready, its pods are looked
+at (one list per probe for all such Jobs, never per client) to say why:
+``Unschedulable``, ``ImagePullBackOff``, ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from webapp import metrics
+from webapp.backoff import Backoff
+from webapp.hub import StatusHub
+from webapp.jobspecs import MANAGED_SELECTOR
+from webapp.k8s_status import job_fields, new_status_for, pod_waiting
+from webapp.runstore import RunStore
+from webapp.status import Phase
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+WATCH_TIMEOUT_RANGE = (300, 600)
+"""Server-side watch timeout, seconds, picked at random per watch."""
+READ_TIMEOUT = 120.0
+"""Client read timeout: a watch silent this long (not even a bookmark) is reopened."""
+POD_PROBE_SECONDS = 2.0
+
+
+def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a read/list API without the client's model classes: the JSON as the server sent it."""
+    response: Any = call(*args, _preload_content=False, **kwargs)
+    try:
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+    finally:
+        response.release_conn()
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old (410 Gone): relist."""
+
+
+class JobWatcher:
+    def __init__(self, *, hub: StatusHub, store: RunStore, api: client.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self._hub = hub
+        self._store = store
+        self._batch = client.BatchV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._stopping = threading.Event()
+        self._synced = threading.Event()
+        self._waiting_jobs: dict[str, dict[str, Any]] = {}
+        """Unfinished Jobs whose pod is not ready yet, by name: their last seen object."""
+        self._pod_reasons: dict[str, tuple[str, str | None]] = {}
+        self._probe_now = threading.Event()
+        self._lock = threading.Lock()
+        self._last_error: str | None = None
+        self.lists = 0
+        """How many times the Jobs were listed (first sync and every relist)."""
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="k8s-job-watch", daemon=True).start()
+        threading.Thread(target=self._probe_pods, name="k8s-pod-probe", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._probe_now.set()
+
+    def unready_reason(self) -> str | None:
+        if self._synced.is_set():
+            return None
+        return f"the Job watch is not synced: {self._last_error or 'the first list is not in yet'}"
+
+    # -- the reflector loop ----------------------------------------------------
+
+    def run(self, *, max_iterations: int | None = None) -> None:
+        """List, then watch until stopped; ``max_iterations`` only for tests."""
+        backoff = Backoff()
+        iterations = 0
+        resource_version: str | None = None
+        while not self._stopping.is_set():
+            if max_iterations is not None and iterations >= max_iterations:
+                return
+            iterations += 1
+            try:
+                if resource_version is None:
+                    resource_version = self._list()
+                    self._synced.set()
+                    self._last_error = None
+                resource_version = self._watch(resource_version)
+                backoff.reset()
+            except _Gone:
+                self._restarted("gone", "resourceVersion too old; relisting")
+                resource_version = None
+            except urllib3.exceptions.ReadTimeoutError:
+                self._restarted("silence", f"no event for {READ_TIMEOUT:g}s; reopening the watch")
+            except Exception as error:  # the loop never dies
+                self._synced.clear()
+                self._last_error = str(error) or type(error).__name__
+                delay = backoff.next_delay()
+                self._restarted("error", f"{self._last_error}; retrying in {delay:.1f}s")
+                self._stopping.wait(delay)
+
+    def _restarted(self, reason: str, detail: str) -> None:
+        metrics.WATCH_RESTARTS.labels(source="k8s", reason=reason).inc()
+        logger.warning("watch.restarted", extra={"source": "k8s", "reason": reason, "detail": detail})
+
+    def _list(self) -> str:
+        """List our Jobs, publish each, and cancel what vanished unfinished; return the resourceVersion."""
+        listing = raw_json(
+            self._batch.list_namespaced_job, self.namespace, label_selector=MANAGED_SELECTOR, _request_timeout=(5, 60)
+        )
+        self.lists += 1
+        seen = set()
+        for job in listing.get("items") or ():
+            seen.add(job["metadata"]["name"])
+            self.observe(job)
+        for status in self._store.unfinished(mode="k8s"):
+            if status.job_name not in seen:
+                current = self._hub.get(status.job_name) or status
+                if not current.terminal:
+                    self._hub.publish(
+                        current.evolve(
+                            status=Phase.CANCELLED, reason="Deleted", message="the Job was deleted before it finished"
+                        )
+                    )
+        version: str = listing["metadata"]["resourceVersion"]
+        logger.info("watch.listed", extra={"source": "k8s", "jobs": len(seen), "resource_version": version})
+        return version
+
+    def _watch(self, resource_version: str) -> str:
+        """Follow changes from ``resource_version`` until the server ends the watch; return where it got to."""
+        timeout = random.randint(*WATCH_TIMEOUT_RANGE)
+        response: Any = self._batch.list_namespaced_job(
+            self.namespace,
+            label_selector=MANAGED_SELECTOR,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout,
+            _preload_content=False,
+            _request_timeout=(5, READ_TIMEOUT),
+        )
+        try:
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if self._stopping.is_set():
+                    break
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, job = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if job.get("code") == 410:
+                        raise _Gone(job.get("message"))
+                    raise ApiException(status=job.get("code"), reason=job.get("message"))
+                resource_version = (job.get("metadata") or {}).get("resourceVersion") or resource_version
+                if kind in ("ADDED", "MODIFIED"):
+                    self.observe(job)
+                elif kind == "DELETED":
+                    self.observe(job, deleted=True)
+        except ApiException as error:
+            if error.status == 410:
+                raise _Gone(str(error)) from error
+            raise
+        finally:
+            response.close()
+            response.release_conn()
+        return resource_version
+
+    # -- from Job objects to statuses -----------------------------------------------
+
+    def observe(self, job: dict[str, Any], *, deleted: bool = False) -> None:
+        """Publish what a Job object says about its run."""
+        name = job["metadata"]["name"]
+        previous = self._hub.get(name) or self._store.get(name) or new_status_for(job)
+        if previous.mode != "k8s" or previous.terminal:
+            return
+        with self._lock:
+            waiting = self._pod_reasons.get(name)
+        current = previous.evolve(**job_fields(job, deleted=deleted, pod_waiting=waiting))
+        if current is not previous:
+            self._hub.publish(current)
+        with self._lock:
+            if current.status == Phase.PENDING and current.active and not current.terminal:
+                first_time = name not in self._waiting_jobs
+                self._waiting_jobs[name] = job
+                if first_time:
+                    self._probe_now.set()
+            else:
+                self._waiting_jobs.pop(name, None)
+                self._pod_reasons.pop(name, None)
+
+    def mark_cancelled(self, job_name: str) -> None:
+        """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
+        current = self._hub.get(job_name) or self._store.get(job_name)
+        if current is not None and not current.terminal:
+            self._hub.publish(
+                current.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
+            )
+
+    def _probe_pods(self) -> None:
+        """Say why waiting Jobs wait: one pod list for all of them, while there are any."""
+        while not self._stopping.is_set():
+            self._probe_now.wait(POD_PROBE_SECONDS)
+            self._probe_now.clear()
+            with self._lock:
+                waiting = dict(self._waiting_jobs)
+            if not waiting or self._stopping.is_set():
+                continue
+            try:
+                pods = (
+                    raw_json(
+                        self._core.list_namespaced_pod,
+                        self.namespace,
+                        label_selector=MANAGED_SELECTOR,
+                        _request_timeout=(5, 30),
+                    ).get("items")
+                    or ()
+                )
+            except Exception as error:
+                logger.warning("watch.pod_probe_failed", extra={"source": "k8s", "detail": str(error)})
+                continue
+            newest: dict[str, dict[str, Any]] = {}
+            for pod in pods:
+                owner = ((pod.get("metadata") or {}).get("labels") or {}).get(JOB_NAME_LABEL)
+                if owner in waiting and (
+                    owner not in newest
+                    or pod["metadata"]["creationTimestamp"] > newest[owner]["metadata"]["creationTimestamp"]
+                ):
+                    newest[owner] = pod
+            for name, job in waiting.items():
+                reason = pod_waiting(newest[name]) if name in newest else None
+                with self._lock:
+                    changed = self._pod_reasons.get(name) != reason
+                    if reason is None:
+                        self._pod_reasons.pop(name, None)
+                    else:
+                        self._pod_reasons[name] = reason
+                if changed:
+                    self.observe(job)
