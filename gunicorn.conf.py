@@ -11,6 +11,7 @@ worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 preload_app = False
+control_socket_disable = True  # gunicorn >= 25 would share $HOME/.gunicorn/gunicorn.ctl between instances
 timeout = 30
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
 keepalive = 5

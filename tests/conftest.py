@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.live.server import LiveServer
 from webapp import create_app
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +70,25 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def make_live_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start real gunicorn servers with extra settings; all are stopped afterwards."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides: str) -> LiveServer:
+        env = {**app_env, "LOG_LEVEL": "INFO", **overrides}
+        server = LiveServer(env=env, log_path=tmp_path / f"gunicorn-{len(servers)}.log")
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(make_live_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_live_server()

@@ -56,6 +56,9 @@ class Settings:
     k8s_namespace: str | None = None
     """Namespace for Jobs; unset means the in-cluster namespace, the kubeconfig context's, or ``default``."""
 
+    kubeconfig: Path | None = None
+    """Kubeconfig file when not running in a cluster; unset means the client's default (``~/.kube/config``)."""
+
     task_image: str | None = None
     """Overrides every container image of a rendered Job when set."""
 
@@ -166,6 +169,7 @@ class _SettingsSchema(Schema):
     K8S_NAMESPACE = fields.String(
         validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", error="must be a DNS-1123 label")
     )
+    KUBECONFIG = fields.String()
     TASK_IMAGE = fields.String()
     LEGACY_RUNNER = fields.String(validate=validate.OneOf(LEGACY_RUNNERS))
     LEGACY_RUNNER_URL = fields.Url(require_tld=False, schemes={"http", "https"})
@@ -232,6 +236,7 @@ class _SettingsSchema(Schema):
             jobspecs_dir=_path(data.get("JOBSPECS_DIR"), defaults.jobspecs_dir),
             donation_jobspec=data.get("DONATION_JOBSPEC", defaults.donation_jobspec),
             k8s_namespace=data.get("K8S_NAMESPACE"),
+            kubeconfig=_path(data.get("KUBECONFIG"), None),
             task_image=data.get("TASK_IMAGE"),
             legacy_runner=data.get("LEGACY_RUNNER", defaults.legacy_runner),
             legacy_runner_url=(data.get("LEGACY_RUNNER_URL") or "").rstrip("/") or None,
@@ -253,5 +258,5 @@ class _SettingsSchema(Schema):
         )
 
 
-def _path(value: str | None, default: Path) -> Path:
+def _path(value: str | None, default: Path | None) -> Any:
     return Path(value).expanduser().resolve() if value else default

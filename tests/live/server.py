@@ -11,8 +11,10 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import PROJECT_ROOT
 from tests.helpers import wait_for
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def free_port() -> int:

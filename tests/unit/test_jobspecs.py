@@ -21,7 +21,7 @@ def test_the_project_jobspecs_load() -> None:
 
 
 def test_the_test_jobspecs_load() -> None:
-    assert set(load_jobspecs(TEST_JOBSPECS)) == {"quick", "fail", "retry", "slow", "deadline"}
+    assert set(load_jobspecs(TEST_JOBSPECS)) == {"quick", "fail", "retry", "slow", "medium", "deadline", "unschedulable"}
 
 
 GOOD = yaml.safe_load((TEST_JOBSPECS / "quick.yaml").read_text())

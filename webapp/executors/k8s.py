@@ -42,7 +42,10 @@ def connect(settings: Settings) -> tuple[client.ApiClient, str]:
     except ConfigException:
         in_cluster = False
         try:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
+                client_configuration=configuration,
+            )
         except (ConfigException, OSError) as error:
             raise ConfigError(f"KUBECONFIG: no usable Kubernetes configuration ({error})") from error
     configuration.connection_pool_maxsize = 32
@@ -50,7 +53,9 @@ def connect(settings: Settings) -> tuple[client.ApiClient, str]:
     if namespace is None and in_cluster and IN_CLUSTER_NAMESPACE_FILE.exists():
         namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
     if namespace is None and not in_cluster:
-        _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        _, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig) if settings.kubeconfig else None
+        )
         namespace = (active or {}).get("context", {}).get("namespace")
     return client.ApiClient(configuration), namespace or "default"
 

@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import urllib3
@@ -33,7 +34,7 @@ from webapp.hub import StatusHub
 from webapp.jobspecs import MANAGED_SELECTOR
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
 from webapp.runstore import RunStore
-from webapp.status import Phase
+from webapp.status import Phase, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ WATCH_TIMEOUT_RANGE = (300, 600)
 READ_TIMEOUT = 120.0
 """Client read timeout: a watch silent this long (not even a bookmark) is reopened."""
 POD_PROBE_SECONDS = 2.0
+LAUNCH_GRACE = timedelta(seconds=60)
+"""A run younger than this may be missing from a list because its Job is still being created."""
 
 
 def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -74,6 +77,7 @@ class JobWatcher:
         self._probe_now = threading.Event()
         self._lock = threading.Lock()
         self._last_error: str | None = None
+        self._response: Any = None
         self.lists = 0
         """How many times the Jobs were listed (first sync and every relist)."""
 
@@ -86,6 +90,9 @@ class JobWatcher:
     def stop(self) -> None:
         self._stopping.set()
         self._probe_now.set()
+        response = self._response
+        if response is not None:
+            response.close()  # unblock the watch's read at once
 
     def unready_reason(self) -> str | None:
         if self._synced.is_set():
@@ -128,6 +135,7 @@ class JobWatcher:
 
     def _list(self) -> str:
         """List our Jobs, publish each, and cancel what vanished unfinished; return the resourceVersion."""
+        listed_at = utcnow()
         listing = raw_json(
             self._batch.list_namespaced_job, self.namespace, label_selector=MANAGED_SELECTOR, _request_timeout=(5, 60)
         )
@@ -136,8 +144,9 @@ class JobWatcher:
         for job in listing.get("items") or ():
             seen.add(job["metadata"]["name"])
             self.observe(job)
+        settled = listed_at - LAUNCH_GRACE
         for status in self._store.unfinished(mode="k8s"):
-            if status.job_name not in seen:
+            if status.job_name not in seen and status.created_at < settled and self._is_gone(status.job_name):
                 current = self._hub.get(status.job_name) or status
                 if not current.terminal:
                     self._hub.publish(
@@ -148,6 +157,16 @@ class JobWatcher:
         version: str = listing["metadata"]["resourceVersion"]
         logger.info("watch.listed", extra={"source": "k8s", "jobs": len(seen), "resource_version": version})
         return version
+
+    def _is_gone(self, job_name: str) -> bool:
+        """Whether a run missing from a list is really gone (it may have been created after the list)."""
+        try:
+            self._batch.read_namespaced_job(job_name, self.namespace, _preload_content=False, _request_timeout=(5, 30))
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return False
 
     def _watch(self, resource_version: str) -> str:
         """Follow changes from ``resource_version`` until the server ends the watch; return where it got to."""
@@ -162,6 +181,7 @@ class JobWatcher:
             _preload_content=False,
             _request_timeout=(5, READ_TIMEOUT),
         )
+        self._response = response
         try:
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if self._stopping.is_set():
@@ -184,6 +204,7 @@ class JobWatcher:
                 raise _Gone(str(error)) from error
             raise
         finally:
+            self._response = None
             response.close()
             response.release_conn()
         return resource_version

@@ -1,0 +1,111 @@
+"""A real Kubernetes control plane for the session, a fresh namespace per module, the app as its ServiceAccount.
+
+The namespace gets the ServiceAccount, Role and RoleBinding from ``deploy/``,
+and the app authenticates with that ServiceAccount's token: every test here
+also proves the Role grants enough. A missing control plane fails the run;
+it is never skipped.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flask import Flask
+
+from tests.cluster.controlplane import ControlPlane, find_bin_dir
+from tests.conftest import PROJECT_ROOT
+from tests.live.server import LiveServer
+
+_RBAC_PATHS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+}
+APP_SERVICE_ACCOUNT = "jobpulse"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.fail("no Kubernetes control plane binaries: run `make cluster` (or set KUBEBUILDER_ASSETS)")
+    plane = ControlPlane(bin_dir=bin_dir, workdir=str(tmp_path_factory.mktemp("cluster")))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def apply_app_identity(cluster: ControlPlane, namespace: str) -> None:
+    """Create the app's ServiceAccount, Role and RoleBinding from deploy/ in ``namespace``."""
+    for path in ("deploy/serviceaccount.yaml", "deploy/rbac.yaml"):
+        for document in yaml.safe_load_all((PROJECT_ROOT / path).read_text()):
+            if not document or document.get("kind") not in _RBAC_PATHS:
+                continue
+            document["metadata"]["namespace"] = namespace
+            for subject in document.get("subjects") or ():
+                if subject.get("kind") == "ServiceAccount":
+                    subject["namespace"] = namespace
+            cluster.request("POST", _RBAC_PATHS[document["kind"]].format(ns=namespace), document, ok_conflict=True)
+
+
+@pytest.fixture(scope="module")
+def k8s_namespace(cluster: ControlPlane) -> Iterator[str]:
+    namespace = f"jp-{secrets.token_hex(4)}"
+    cluster.create_namespace(namespace)
+    apply_app_identity(cluster, namespace)
+    yield namespace
+    cluster.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
+def app_kubeconfig(cluster: ControlPlane, k8s_namespace: str) -> str:
+    """A kubeconfig that authenticates as the app's ServiceAccount (not as an admin)."""
+    return cluster.service_account_kubeconfig(k8s_namespace, APP_SERVICE_ACCOUNT, create=False)
+
+
+@pytest.fixture
+def k8s_env(app_kubeconfig: str, k8s_namespace: str) -> dict[str, str]:
+    return {"EXECUTION_MODE": "k8s", "KUBECONFIG": app_kubeconfig, "K8S_NAMESPACE": k8s_namespace}
+
+
+@pytest.fixture
+def k8s_app(make_app: Callable[..., Flask], k8s_env: dict[str, str]) -> Flask:
+    return make_app(**k8s_env)
+
+
+@pytest.fixture
+def k8s_live_server(make_live_server: Callable[..., LiveServer], k8s_env: dict[str, str]) -> LiveServer:
+    return make_live_server(**k8s_env)
+
+
+@pytest.fixture(scope="module")
+def kube(cluster: ControlPlane) -> Any:
+    """The admin's view of the API server (for checks and for changes made outside the app)."""
+    from kubernetes import client
+
+    api = cluster.api_client()
+    yield client.BatchV1Api(api)
+    api.close()
+
+
+def jobs_in(cluster: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+    return items
+
+
+def write_kubeconfig_to_nowhere(source: str, target: Path) -> str:
+    """A copy of ``source`` whose server is a closed loopback port: an unreachable API server."""
+    from tests.live.server import free_port
+
+    config = yaml.safe_load(Path(source).read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
+    target.write_text(yaml.safe_dump(config))
+    return str(target)
