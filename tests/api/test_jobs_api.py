@@ -103,9 +103,9 @@ def test_logs_tail(client: FlaskClient, admin: dict[str, str], app: Flask) -> No
 
 
 def test_follow_streams_logs_until_the_end(client: FlaskClient, admin: dict[str, str]) -> None:
-    name = client.post(
-        "/api/jobs", json={"spec": "slow", "params": {"seconds": "1"}}, headers=admin
-    ).get_json()["job_name"]
+    name = client.post("/api/jobs", json={"spec": "slow", "params": {"seconds": "1"}}, headers=admin).get_json()[
+        "job_name"
+    ]
     response = client.get(f"/api/jobs/{name}/logs?follow=1", headers=admin)
     assert response.headers["X-Accel-Buffering"] == "no"
     assert response.get_data(as_text=True) == "started\nfinished\n"

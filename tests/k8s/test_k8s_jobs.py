@@ -44,7 +44,9 @@ def test_every_jobspec_passes_server_side_dry_run(path: Path, cluster: ControlPl
     )
 
 
-def test_a_donation_becomes_a_job_with_name_labels_and_env(k8s_app: Flask, cluster: ControlPlane, k8s_namespace: str) -> None:
+def test_a_donation_becomes_a_job_with_name_labels_and_env(
+    k8s_app: Flask, cluster: ControlPlane, k8s_namespace: str
+) -> None:
     client = k8s_app.test_client()
     wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30, what="the first list")
     response = client.post("/api/donations", json=DONATION)
@@ -64,7 +66,7 @@ def test_a_donation_becomes_a_job_with_name_labels_and_env(k8s_app: Flask, clust
     done = until(client, name, "Succeeded")
     assert done["succeeded"] == 1
     assert done["history"][0]["status"] == "Queued"
-    assert "Succeeded" == done["history"][-1]["status"]
+    assert done["history"][-1]["status"] == "Succeeded"
 
 
 def test_a_failing_pod_fails_the_job_with_the_controllers_reason(k8s_app: Flask) -> None:
@@ -101,8 +103,9 @@ def test_cancel_deletes_the_job(k8s_app: Flask, cluster: ControlPlane, k8s_names
     assert cancelled.status_code == 200
     assert (cancelled.get_json()["status"], cancelled.get_json()["reason"]) == ("Cancelled", "Cancelled")
     wait_for(
-        lambda: cluster.request("GET", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", missing_ok=True)
-        is None,
+        lambda: (
+            cluster.request("GET", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", missing_ok=True) is None
+        ),
         what="the Job to be gone",
     )
 
@@ -145,7 +148,11 @@ def test_the_same_idempotency_key_never_creates_a_second_job(
     assert (first.status_code, second.status_code) == (202, 200)
     name = first.get_json()["job_name"]
     assert second.get_json()["job_name"] == name
-    same_run = [j for j in jobs_in(cluster, k8s_namespace) if j["metadata"]["labels"].get("jobpulse/pipeline-run-id") == first.get_json()["pipeline_run_id"]]
+    same_run = [
+        j
+        for j in jobs_in(cluster, k8s_namespace)
+        if j["metadata"]["labels"].get("jobpulse/pipeline-run-id") == first.get_json()["pipeline_run_id"]
+    ]
     assert [j["metadata"]["name"] for j in same_run] == [name]
 
 

@@ -29,9 +29,13 @@ def job_reads(cluster: ControlPlane) -> float:
     """Requests the API server has answered that read Jobs one by one or as lists (not watches)."""
     total = 0.0
     for line in cluster.apiserver_metrics().splitlines():
-        if line.startswith("apiserver_request_total{") and 'resource="jobs"' in line:
-            if re.search(r'verb="(GET|LIST)"', line) and 'subresource=""' in line:
-                total += float(line.rsplit(" ", 1)[1])
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="jobs"' in line
+            and 'subresource=""' in line
+            and re.search(r'verb="(GET|LIST)"', line)
+        ):
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
@@ -39,7 +43,7 @@ def test_sse_and_websocket_follow_a_real_job(k8s_live_server: LiveServer) -> Non
     name = launch(k8s_live_server, "slow")
     ws = ws_connect(k8s_live_server, name)
     ws_result: dict[str, Any] = {}
-    reader = threading.Thread(target=lambda: ws_result.update(zip(("messages", "code"), ws_collect(ws))))
+    reader = threading.Thread(target=lambda: ws_result.update(zip(("messages", "code"), ws_collect(ws), strict=True)))
     reader.start()
     code, frames, raw = curl_sse(k8s_live_server, name)
     reader.join(timeout=60)
@@ -64,6 +68,7 @@ def test_many_streams_and_polls_cost_no_job_reads(k8s_live_server: LiveServer, c
     name = launch(k8s_live_server, "medium")
     wait_for_status(k8s_live_server, name, "Running")
     before = job_reads(cluster)
+    assert before > 0, "the metric filter sees the app's own list of Jobs"
     curls = [start_curl_sse(k8s_live_server, name) for _ in range(20)]
     sockets = [ws_connect(k8s_live_server, name) for _ in range(20)]
     for _ in range(100):
@@ -109,10 +114,13 @@ def test_a_finished_job_deleted_still_answers_also_after_a_restart(
 ) -> None:
     name = launch(k8s_live_server, "quick")
     done = wait_for_status(k8s_live_server, name, "Succeeded")
-    cluster.request("DELETE", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", {"propagationPolicy": "Background"})
+    cluster.request(
+        "DELETE", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", {"propagationPolicy": "Background"}
+    )
     wait_for(
-        lambda: cluster.request("GET", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", missing_ok=True)
-        is None,
+        lambda: (
+            cluster.request("GET", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", missing_ok=True) is None
+        ),
         what="the Job to be gone, as its TTL would make it",
     )
     assert status(k8s_live_server, name) == done

@@ -13,7 +13,6 @@ import requests
 
 from tests.helpers import wait_for
 
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 

@@ -21,7 +21,15 @@ def test_the_project_jobspecs_load() -> None:
 
 
 def test_the_test_jobspecs_load() -> None:
-    assert set(load_jobspecs(TEST_JOBSPECS)) == {"quick", "fail", "retry", "slow", "medium", "deadline", "unschedulable"}
+    assert set(load_jobspecs(TEST_JOBSPECS)) == {
+        "quick",
+        "fail",
+        "retry",
+        "slow",
+        "medium",
+        "deadline",
+        "unschedulable",
+    }
 
 
 GOOD = yaml.safe_load((TEST_JOBSPECS / "quick.yaml").read_text())
@@ -121,7 +129,9 @@ def test_render_sets_name_labels_env_and_leaves_the_spec_untouched() -> None:
 def test_render_overrides_the_image_and_reaches_every_container() -> None:
     spec = load_jobspecs(TEST_JOBSPECS)["quick"]
     spec.manifest["spec"]["template"]["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
-    job = render_job(spec, job_name="task-runner-x-00000000", pipeline_run_id="x", params={"who": "me"}, task_image="reg/app:2")
+    job = render_job(
+        spec, job_name="task-runner-x-00000000", pipeline_run_id="x", params={"who": "me"}, task_image="reg/app:2"
+    )
     pod = job["spec"]["template"]["spec"]
     for container in [*pod["initContainers"], *pod["containers"]]:
         assert container["image"] == "reg/app:2"

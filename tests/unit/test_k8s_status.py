@@ -13,7 +13,13 @@ def job(status: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]
 
 
 def cond(kind: str, reason: str | None = None, status: str = "True", message: str | None = None) -> dict[str, Any]:
-    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": "2026-11-28T12:00:05Z"}
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-11-28T12:00:05Z",
+    }
 
 
 @pytest.mark.parametrize(
@@ -23,13 +29,50 @@ def cond(kind: str, reason: str | None = None, status: str = "True", message: st
         ({"active": 1}, Phase.PENDING, None),
         ({"active": 1, "ready": 0}, Phase.PENDING, None),
         ({"active": 1, "ready": 1}, Phase.RUNNING, None),
-        ({"succeeded": 1, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached")]}, Phase.RUNNING, "CompletionsReached"),
-        ({"succeeded": 1, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")]}, Phase.SUCCEEDED, "CompletionsReached"),
-        ({"failed": 1, "conditions": [cond("FailureTarget", "BackoffLimitExceeded")]}, Phase.RUNNING, "BackoffLimitExceeded"),
-        ({"failed": 1, "conditions": [cond("FailureTarget", "BackoffLimitExceeded"), cond("Failed", "BackoffLimitExceeded")]}, Phase.FAILED, "BackoffLimitExceeded"),
-        ({"conditions": [cond("Failed", "DeadlineExceeded", message="Job was active longer than specified deadline")]}, Phase.FAILED, "DeadlineExceeded"),
+        (
+            {"succeeded": 1, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached")]},
+            Phase.RUNNING,
+            "CompletionsReached",
+        ),
+        (
+            {
+                "succeeded": 1,
+                "conditions": [
+                    cond("SuccessCriteriaMet", "CompletionsReached"),
+                    cond("Complete", "CompletionsReached"),
+                ],
+            },
+            Phase.SUCCEEDED,
+            "CompletionsReached",
+        ),
+        (
+            {"failed": 1, "conditions": [cond("FailureTarget", "BackoffLimitExceeded")]},
+            Phase.RUNNING,
+            "BackoffLimitExceeded",
+        ),
+        (
+            {
+                "failed": 1,
+                "conditions": [cond("FailureTarget", "BackoffLimitExceeded"), cond("Failed", "BackoffLimitExceeded")],
+            },
+            Phase.FAILED,
+            "BackoffLimitExceeded",
+        ),
+        (
+            {
+                "conditions": [
+                    cond("Failed", "DeadlineExceeded", message="Job was active longer than specified deadline")
+                ]
+            },
+            Phase.FAILED,
+            "DeadlineExceeded",
+        ),
         ({"conditions": [cond("Suspended", "JobSuspended")]}, Phase.SUSPENDED, "JobSuspended"),
-        ({"conditions": [cond("Suspended", "JobResumed", status="False")], "active": 1, "ready": 1}, Phase.RUNNING, None),
+        (
+            {"conditions": [cond("Suspended", "JobResumed", status="False")], "active": 1, "ready": 1},
+            Phase.RUNNING,
+            None,
+        ),
         ({"failed": 1, "active": 0}, Phase.PENDING, "BackOff"),
         ({"conditions": [cond("Complete", status="False")], "active": 1}, Phase.PENDING, None),
     ],
@@ -47,7 +90,13 @@ def test_counters_are_pod_counts() -> None:
 
 def test_times_come_from_the_job() -> None:
     fields = job_fields(
-        job({"startTime": "2026-11-28T12:00:00Z", "completionTime": "2026-11-28T12:00:09Z", "conditions": [cond("Complete")]})
+        job(
+            {
+                "startTime": "2026-11-28T12:00:00Z",
+                "completionTime": "2026-11-28T12:00:09Z",
+                "conditions": [cond("Complete")],
+            }
+        )
     )
     assert fields["started_at"].isoformat() == "2026-11-28T12:00:00+00:00"
     assert fields["finished_at"].isoformat() == "2026-11-28T12:00:09+00:00"
@@ -80,11 +129,24 @@ def test_the_pods_waiting_reason_explains_pending() -> None:
     ("pod_status", "expected"),
     [
         ({}, None),
-        ({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}]}, ("Unschedulable", "0/1 nodes")),
+        (
+            {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}
+                ]
+            },
+            ("Unschedulable", "0/1 nodes"),
+        ),
         ({"conditions": [{"type": "PodScheduled", "status": "True"}]}, None),
         ({"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}, None),
-        ({"containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]}, ("ErrImagePull", "not found")),
-        ({"initContainerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}, ("CrashLoopBackOff", None)),
+        (
+            {"containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]},
+            ("ErrImagePull", "not found"),
+        ),
+        (
+            {"initContainerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
+            ("CrashLoopBackOff", None),
+        ),
     ],
 )
 def test_pod_waiting(pod_status: dict[str, Any], expected: tuple[str, str | None] | None) -> None:

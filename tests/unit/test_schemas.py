@@ -17,7 +17,14 @@ def load(body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("amount", "expected"),
-    [("10.50", "10.50"), (10, "10.00"), (Decimal("0.01"), "0.01"), ("1000000", "1000000.00"), (" 5 ", "5.00"), ("7.5", "7.50")],
+    [
+        ("10.50", "10.50"),
+        (10, "10.00"),
+        (Decimal("0.01"), "0.01"),
+        ("1000000", "1000000.00"),
+        (" 5 ", "5.00"),
+        ("7.5", "7.50"),
+    ],
 )
 def test_amounts_accepted(amount: Any, expected: str) -> None:
     assert str(load({**GOOD, "amount": amount})["amount"]) == expected
