@@ -12,7 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from webapp.comparison import Comparison
 from webapp.status import JobStatus
+
+
+class PendingWebhook:
+    """A completion webhook waiting to be delivered (the outbox row)."""
+
+    def __init__(self, *, job_name: str, body: str, attempts: int) -> None:
+        self.job_name = job_name
+        self.body = body
+        self.attempts = attempts
 
 
 class IdempotencyClaim:
@@ -55,6 +65,24 @@ class RunStore(Protocol):
 
     def purge(self, *, before: datetime) -> int:
         """Forget finished runs last updated before ``before``; return how many."""
+
+    def record_comparison(self, comparison: Comparison) -> bool:
+        """Record a dual-mode comparison once per pipeline run; ``False`` if one was already recorded."""
+
+    def comparisons(self) -> list[Comparison]:
+        """Every comparison still within retention."""
+
+    def enqueue_webhook(self, job_name: str, body: str) -> bool:
+        """Put a run's completion webhook in the outbox once; ``False`` if it is already there."""
+
+    def claim_webhooks(self, *, owner: str, lease_seconds: float, limit: int) -> list[PendingWebhook]:
+        """Due webhooks that no other live sender holds, leased to ``owner``."""
+
+    def complete_webhook(self, job_name: str) -> None:
+        """Delivered (or given up): take it out of the outbox."""
+
+    def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
+        """Delivery failed: try again after ``delay`` seconds."""
 
     def ping(self) -> None:
         """Raise if the store cannot be reached."""

@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from webapp.runstore import IdempotencyClaim
+from webapp.comparison import Comparison
+from webapp.runstore import IdempotencyClaim, PendingWebhook
 from webapp.status import JobStatus
 
 _SCHEMA = """
@@ -31,6 +32,20 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_terminal ON runs (terminal, mode);
+CREATE TABLE IF NOT EXISTS comparisons (
+    pipeline_run_id TEXT PRIMARY KEY,
+    compared_at     REAL NOT NULL,
+    body            TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    job_name        TEXT PRIMARY KEY,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    owner           TEXT,
+    lease_until     REAL NOT NULL DEFAULT 0,
+    last_error      TEXT
+);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key         TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -145,7 +160,68 @@ class SQLiteRunStore:
         cutoff = before.timestamp()
         with self._lock:
             self._db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
+            self._db.execute("DELETE FROM comparisons WHERE compared_at < ?", (cutoff,))
             return self._db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
+
+    def record_comparison(self, comparison: Comparison) -> bool:
+        return bool(
+            self._run(
+                "INSERT OR IGNORE INTO comparisons VALUES (?, ?, ?)",
+                (
+                    comparison.pipeline_run_id,
+                    comparison.compared_at.timestamp(),
+                    json.dumps(comparison.to_dict()),
+                ),
+            ).rowcount
+        )
+
+    def comparisons(self) -> list[Comparison]:
+        rows = self._run("SELECT body FROM comparisons ORDER BY compared_at DESC").fetchall()
+        return [Comparison.from_dict(json.loads(body)) for (body,) in rows]
+
+    def enqueue_webhook(self, job_name: str, body: str) -> bool:
+        return bool(
+            self._run(
+                "INSERT OR IGNORE INTO webhook_outbox (job_name, body, next_attempt_at) VALUES (?, ?, ?)",
+                (job_name, body, time.time()),
+            ).rowcount
+        )
+
+    def claim_webhooks(self, *, owner: str, lease_seconds: float, limit: int) -> list[PendingWebhook]:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    """
+                    SELECT job_name, body, attempts FROM webhook_outbox
+                    WHERE next_attempt_at <= ? AND (owner IS NULL OR owner = ? OR lease_until < ?)
+                    ORDER BY next_attempt_at LIMIT ?
+                    """,
+                    (now, owner, now, limit),
+                ).fetchall()
+                self._db.executemany(
+                    "UPDATE webhook_outbox SET owner = ?, lease_until = ? WHERE job_name = ?",
+                    [(owner, now + lease_seconds, name) for name, _, _ in rows],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [PendingWebhook(job_name=name, body=body, attempts=attempts) for name, body, attempts in rows]
+
+    def complete_webhook(self, job_name: str) -> None:
+        self._run("DELETE FROM webhook_outbox WHERE job_name = ?", (job_name,))
+
+    def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
+        self._run(
+            """
+            UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?, owner = NULL,
+                lease_until = 0, last_error = ?
+            WHERE job_name = ?
+            """,
+            (time.time() + delay, error[:500], job_name),
+        )
 
     def ping(self) -> None:
         self._run("SELECT 1").fetchone()
