@@ -40,7 +40,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SOCK_SERVER_OPTIONS={"ping_interval": settings.ws_ping_seconds},
-        RATELIMIT_STORAGE_URI="memory://",
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 

@@ -9,6 +9,7 @@ store — never by calling an executor.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from webapp import metrics
+from webapp.comparison import migration_report, shadow_launch_failed
+from webapp.dual import record as record_comparison
 from webapp.errors import (
     Conflict,
     ExecutorUnavailable,
@@ -91,20 +94,15 @@ class Launcher:
                 return earlier, False
 
         started = time.perf_counter()
+        shadow_mode = self._shadow_mode()
+        shadow_name = new_job_name(run_id) if shadow_mode else None
         try:
             max_active = self._settings.max_active_jobs
             if max_active and self._store.count_unfinished() >= max_active:
                 raise TooManyActiveJobs(f"{max_active} tasks are already unfinished; try again shortly")
             status = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=run_id)
-            manifest = render_job(
-                spec, job_name=job_name, pipeline_run_id=run_id, params=params, task_image=self._settings.task_image
-            )
-            self._store.save(status, manifest=manifest)
-            try:
-                status = self._executors[mode].launch(status, manifest)
-            except Exception:
-                self._store.delete(job_name)
-                raise
+            status = dataclasses.replace(status, shadow_job_name=shadow_name)
+            status = self._start(status, spec, params)
         except Exception as error:
             if idempotency_key is not None:
                 self._store.release_idempotency_key(idempotency_key, job_name=job_name)
@@ -121,7 +119,55 @@ class Launcher:
             "job.launched", extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "spec": spec.name}
         )
         self._hub.publish(status)
+        if shadow_mode and shadow_name:
+            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name)
         return self._hub.get(job_name) or status, True
+
+    def _shadow_mode(self) -> str | None:
+        if self._settings.execution_mode != "dual":
+            return None
+        return "k8s" if self._settings.primary_mode == "legacy" else "legacy"
+
+    def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str]) -> JobStatus:
+        """Record the run and hand it to its executor; leave no record behind if that fails."""
+        manifest = render_job(
+            spec,
+            job_name=status.job_name,
+            pipeline_run_id=status.pipeline_run_id,
+            params=params,
+            task_image=self._settings.task_image,
+        )
+        self._store.save(status, manifest=manifest)
+        try:
+            return self._executors[status.mode].launch(status, manifest)
+        except Exception:
+            self._store.delete(status.job_name)
+            raise
+
+    def _start_shadow(
+        self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str
+    ) -> None:
+        """Start the dual-mode shadow run; its failure never fails the donor's request."""
+        shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
+        shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
+        try:
+            self._hub.publish(self._start(shadow, spec, params))
+        except Exception as error:
+            metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()
+            logger.warning(
+                "job.shadow_failed",
+                extra={
+                    "job_name": job_name,
+                    "mode": mode,
+                    "pipeline_run_id": primary.pipeline_run_id,
+                    "error": str(error),
+                },
+            )
+            record_comparison(
+                self._store, shadow_launch_failed(primary, shadow_mode=mode, shadow_job=job_name, error=str(error))
+            )
+            return
+        metrics.LAUNCHES.labels(mode=mode, result="shadow").inc()
 
     def wait_for_status(self, job_name: str, *, timeout: float = 5.0) -> JobStatus:
         """The status of a run another request is launching right now (a double click)."""
@@ -165,6 +211,12 @@ class Launcher:
                 f"(EXECUTION_MODE={self._settings.execution_mode})"
             )
         return executor
+
+    def migration_report(self) -> dict[str, Any]:
+        report = migration_report(self._store.comparisons())
+        report["execution_mode"] = self._settings.execution_mode
+        report["primary"] = self._settings.primary_mode
+        return report
 
     def recent(self, limit: int) -> list[JobStatus]:
         return self._store.recent(limit)

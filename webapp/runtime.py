@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from typing import Protocol
 
 from webapp import metrics
+from webapp.dual import DualComparator
 from webapp.executors import Executor
 from webapp.executors.local import LocalRunner
 from webapp.hub import StatusHub
@@ -22,11 +24,24 @@ from webapp.runstore import RunStore
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.settings import ConfigError, Settings
 from webapp.status import JobStatus, utcnow
+from webapp.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 60.0
 FORGET_FINISHED_AFTER = timedelta(minutes=10)
+
+
+class Service(Protocol):
+    """A background part besides the executors (the Redis status channel, the webhook sender)."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def unready_reason(self) -> str | None: ...
 
 
 class Runtime:
@@ -38,12 +53,14 @@ class Runtime:
         hub: StatusHub,
         store: RunStore,
         executors: dict[str, Executor],
+        services: list[Service] | None = None,
     ) -> None:
         self.settings = settings
         self.specs = specs
         self.hub = hub
         self.store = store
         self.executors = executors
+        self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, hub=hub, store=store)
         self._stopping = threading.Event()
         self._started = False
@@ -53,6 +70,8 @@ class Runtime:
         if self._started:
             return
         self._started = True
+        for service in self.services:
+            service.start()
         for executor in self.executors.values():
             executor.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
@@ -65,12 +84,17 @@ class Runtime:
         self.hub.close()
         for executor in self.executors.values():
             executor.stop()
+        for service in self.services:
+            service.stop()
 
     def unready_reasons(self) -> list[str]:
         reasons = [
             f"{mode}: {reason}"
             for mode, executor in self.executors.items()
             if (reason := executor.unready_reason()) is not None
+        ]
+        reasons += [
+            f"{service.name}: {reason}" for service in self.services if (reason := service.unready_reason()) is not None
         ]
         try:
             self.store.ping()
@@ -116,7 +140,16 @@ def build_runtime(settings: Settings) -> Runtime:
             f"DONATION_JOBSPEC: no jobspec named {settings.donation_jobspec!r} in {settings.jobspecs_dir}"
         )
     hub = StatusHub()
-    store: RunStore = SQLiteRunStore(settings.database_path)
+    services: list[Service] = []
+    store: RunStore
+    if settings.redis_url:
+        from webapp.fanout import RedisStatusChannel
+        from webapp.runstore.redis import RedisRunStore
+
+        store = RedisRunStore(settings.redis_url)
+        services.append(RedisStatusChannel(hub=hub, url=settings.redis_url))
+    else:
+        store = SQLiteRunStore(settings.database_path)
     executors: dict[str, Executor] = {}
     if settings.legacy_enabled:
         if settings.legacy_runner != "local":
@@ -132,4 +165,10 @@ def build_runtime(settings: Settings) -> Runtime:
 
         api, namespace = connect(settings)
         executors["k8s"] = KubernetesExecutor(hub=hub, store=store, api=api, namespace=namespace)
-    return Runtime(settings=settings, specs=specs, hub=hub, store=store, executors=executors)
+    if settings.execution_mode == "dual":
+        DualComparator(hub=hub, store=store)
+    if settings.completion_webhook_url and settings.webhook_secret:
+        services.append(
+            WebhookSender(hub=hub, store=store, url=settings.completion_webhook_url, secret=settings.webhook_secret)
+        )
+    return Runtime(settings=settings, specs=specs, hub=hub, store=store, executors=executors, services=services)

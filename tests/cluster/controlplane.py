@@ -189,7 +189,7 @@ except OSError:  # pragma: no cover
     _libc = None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -968,7 +968,7 @@ class ControlPlane:
                 cwd=self.workdir,
                 env=full_env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
         self._popen[name] = p
         self.procs[name] = {"pid": p.pid, "args": args, "env": env or {}, "log": self.log_paths[name]}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from tests.cluster.controlplane import die_with_parent
 from tests.helpers import wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -47,6 +48,7 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # a killed test run leaves no server behind
             )
         wait_for(self._ready, timeout=30, what=f"gunicorn on {self.url} to be ready")
 

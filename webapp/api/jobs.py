@@ -100,3 +100,10 @@ def job_logs(job_name: str) -> Response:
 def recent_runs() -> Response:
     limit = _int_arg("limit", default=50, low=1, high=500)
     return jsonify({"runs": [status.to_dict() for status in runtime().launcher.recent(limit)]})
+
+
+@bp.get("/api/migration/report")
+@admin_required
+def migration_report() -> Response:
+    """Dual mode: how the legacy runs and the Kubernetes Jobs of the same pipeline runs compare."""
+    return jsonify(runtime().launcher.migration_report())

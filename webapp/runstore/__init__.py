@@ -79,7 +79,7 @@ class RunStore(Protocol):
         """Due webhooks that no other live sender holds, leased to ``owner``."""
 
     def complete_webhook(self, job_name: str) -> None:
-        """Delivered (or given up): take it out of the outbox."""
+        """Delivered (or given up): never claimed again, and kept (until purged) so it is never re-enqueued."""
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         """Delivery failed: try again after ``delay`` seconds."""

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     next_attempt_at REAL NOT NULL,
     owner           TEXT,
     lease_until     REAL NOT NULL DEFAULT 0,
-    last_error      TEXT
+    last_error      TEXT,
+    delivered       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key         TEXT PRIMARY KEY,
@@ -161,6 +162,7 @@ class SQLiteRunStore:
         with self._lock:
             self._db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
             self._db.execute("DELETE FROM comparisons WHERE compared_at < ?", (cutoff,))
+            self._db.execute("DELETE FROM webhook_outbox WHERE delivered = 1 AND next_attempt_at < ?", (cutoff,))
             return self._db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
 
     def record_comparison(self, comparison: Comparison) -> bool:
@@ -195,7 +197,8 @@ class SQLiteRunStore:
                 rows = self._db.execute(
                     """
                     SELECT job_name, body, attempts FROM webhook_outbox
-                    WHERE next_attempt_at <= ? AND (owner IS NULL OR owner = ? OR lease_until < ?)
+                    WHERE delivered = 0 AND next_attempt_at <= ?
+                      AND (owner IS NULL OR owner = ? OR lease_until < ?)
                     ORDER BY next_attempt_at LIMIT ?
                     """,
                     (now, owner, now, limit),
@@ -211,7 +214,8 @@ class SQLiteRunStore:
         return [PendingWebhook(job_name=name, body=body, attempts=attempts) for name, body, attempts in rows]
 
     def complete_webhook(self, job_name: str) -> None:
-        self._run("DELETE FROM webhook_outbox WHERE job_name = ?", (job_name,))
+        # kept as delivered (until purged) so an instance that sees the finish later does not send it again
+        self._run("UPDATE webhook_outbox SET delivered = 1, owner = NULL WHERE job_name = ?", (job_name,))
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         self._run(

@@ -1,0 +1,52 @@
+"""Dual mode's referee: when both runs of a pipeline run have finished, compare and record them.
+
+A hub listener. Each run's status names the other (``shadow_job_name``); the
+second of the pair to finish triggers the comparison. The run store records
+one comparison per pipeline run, so with several instances only the one that
+records it counts it in the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from webapp import metrics
+from webapp.comparison import Comparison, compare
+from webapp.hub import StatusHub
+from webapp.runstore import RunStore
+from webapp.status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+
+class DualComparator:
+    def __init__(self, *, hub: StatusHub, store: RunStore) -> None:
+        self._hub = hub
+        self._store = store
+        hub.add_listener(self._on_change)
+
+    def _on_change(self, status: JobStatus, previous: JobStatus | None) -> None:
+        if not status.terminal or (previous is not None and previous.terminal) or not status.shadow_job_name:
+            return
+        other = self._hub.get(status.shadow_job_name) or self._store.get(status.shadow_job_name)
+        if other is None or not other.terminal:
+            return
+        record(self._store, compare(status, other))
+
+
+def record(store: RunStore, comparison: Comparison) -> None:
+    """Record a comparison once; count and log it if this process recorded it."""
+    if not store.record_comparison(comparison):
+        return
+    result = "match" if comparison.matched else "mismatch"
+    metrics.DUAL_COMPARISONS.labels(result=result).inc()
+    logger.log(
+        logging.INFO if comparison.matched else logging.WARNING,
+        "dual.compared",
+        extra={
+            "pipeline_run_id": comparison.pipeline_run_id,
+            "result": result,
+            "legacy": comparison.legacy_status,
+            "k8s": comparison.k8s_status,
+        },
+    )

@@ -1,0 +1,540 @@
+"""The legacy HTTP runner: runs are tasks of the existing task-runner service (``LEGACY_RUNNER=http``).
+
+We do not own that service; its contract is all we may rely on (DESIGN.md,
+"Execution"): ``POST {url}/tasks`` with ``{spec, params, job_name}`` answers
+``{id}``, and ``GET {url}/tasks/{id}`` answers ``{state, message}`` with a
+state of ``queued``, ``running``, ``succeeded`` or ``failed``. It has no push
+channel, so this module polls: one poller per active task, never one per
+client, backing off while nothing changes and on errors. Trouble with the
+service becomes a plain ``reason`` on the status while polling goes on.
+
+The service's task id is kept in the run store (as an annotation on the
+rendered manifest) and runs are leased there, as the local runner does, so
+after a restart the next process resumes polling the runs this one did not
+see finish. The contract has no cancel and no logs: ``cancel`` tries a
+``DELETE`` and stops following the task; ``logs`` says there are none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from webapp import metrics
+from webapp.backoff import Backoff
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.hub import StatusHub
+from webapp.jobspecs import container_env
+from webapp.runstore import RunStore
+from webapp.status import JobStatus, Phase, utcnow
+
+logger = logging.getLogger(__name__)
+
+TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
+"""Where a run's task id at the legacy service is kept, on the manifest in the run store."""
+
+LEASE_SECONDS = 30.0
+UNREADY_AFTER_FAILURES = 3
+"""Consecutive failed requests (launches or polls) after which ``/readyz`` reports the service down."""
+
+ORPHAN_AFTER_SECONDS = 2 * LEASE_SECONDS
+"""An unfinished run with no task id this old was never handed over: its launching process died mid-launch."""
+
+_SERVICE_MESSAGE_LIMIT = 300
+_METRIC_SOURCE = "legacy_http"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Observation:
+    """What one successful poll says: the fields to set on the status."""
+
+    status: Phase
+    reason: str | None
+    message: str | None
+    active: int
+    succeeded: int = 0
+    failed: int = 0
+
+
+class _RunnerTrouble(Exception):
+    """A poll that got no usable answer; ``reason`` and ``message`` go on the status meanwhile."""
+
+    def __init__(self, reason: str, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.kind = kind  # the metric label: timeout, unreachable, server_error, bad_answer
+
+
+class _TaskLost(Exception):
+    """The service answered 404 for a task id it gave us."""
+
+
+class _Unreachable(Exception):
+    """No HTTP answer at all: connection refused, DNS failure, timeout."""
+
+    def __init__(self, detail: str, *, timeout: bool) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.timeout = timeout
+
+
+class _HttpRun:
+    """What the runner knows of one task: its status chain, service id and stop signal."""
+
+    def __init__(self, status: JobStatus, task_id: str) -> None:
+        self.status = status
+        self.task_id = task_id
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+class HttpRunner:
+    """An :class:`~webapp.executors.Executor` handing tasks to the legacy task-runner service."""
+
+    mode = "legacy"
+
+    def __init__(
+        self,
+        *,
+        hub: StatusHub,
+        store: RunStore,
+        base_url: str,
+        session: requests.Session | None = None,
+        poll_seconds: float = 1.0,
+        max_poll_seconds: float = 10.0,
+        request_timeout: float = 5.0,
+        give_up_after: float = 600.0,
+    ) -> None:
+        self._hub = hub
+        self._store = store
+        self._base_url = base_url.rstrip("/")
+        self._session = session or _default_session()
+        self._poll_seconds = poll_seconds
+        self._max_poll_seconds = max(max_poll_seconds, poll_seconds)
+        self._timeout = request_timeout
+        self._give_up_after = give_up_after
+        self._owner = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+        self._runs: dict[str, _HttpRun] = {}
+        self._failures = 0
+        self._last_failure = ""
+        self._stopping = threading.Event()
+        self._lease_thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._resume_unfinished()
+        self._lease_thread = threading.Thread(target=self._renew_leases, name="legacy-http-leases", daemon=True)
+        self._lease_thread.start()
+
+    def stop(self) -> None:
+        """Stop every poller and hand the unfinished runs back to the run store; the tasks run on."""
+        self._stopping.set()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop.set()
+        deadline = time.monotonic() + self._timeout
+        for run in runs:
+            if run.thread is not None and run.thread is not threading.current_thread():
+                run.thread.join(max(0.0, deadline - time.monotonic()))
+        self._store.release_runs(owner=self._owner)
+
+    def unready_reason(self) -> str | None:
+        if self._stopping.is_set():
+            return "the legacy task runner client is stopping"
+        with self._lock:
+            if self._failures >= UNREADY_AFTER_FAILURES:
+                return f"the legacy task runner is unreachable: {self._last_failure}"
+        return None
+
+    # -- launching -------------------------------------------------------------
+
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
+        job_name = status.job_name
+        params = _task_params(manifest)  # refuse a manifest we cannot submit before anything starts
+        if self._stopping.is_set():
+            raise ExecutorUnavailable("the legacy task runner client is shutting down")
+        with self._lock:
+            if job_name in self._runs:
+                raise Conflict(f"run {job_name} is already with the legacy task runner")
+        if not self._store.claim_run(job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+            raise ExecutorUnavailable(f"run {job_name} is held by another process")
+        task_id = self._submit(status, params)
+        accepted = status.evolve(status=Phase.PENDING, reason=None, message=None)
+        try:
+            self._store.save(accepted, manifest=_with_task_id(manifest, task_id))
+        except Exception:
+            self._delete_task_quietly(job_name, task_id)  # we could not remember it: do not leave it running
+            raise
+        self._start_polling(_HttpRun(accepted, task_id))
+        return accepted
+
+    def _submit(self, status: JobStatus, params: dict[str, Any]) -> str:
+        """``POST /tasks``; the service's task id, or one of our errors with nothing left behind."""
+        body = {"spec": status.spec, "params": params, "job_name": status.job_name}
+        try:
+            response = self._send("POST", "/tasks", body=body)
+        except _Unreachable as error:
+            raise ExecutorUnavailable(f"the legacy task runner is unreachable: {error.detail}") from error
+        code = response.status_code
+        if code >= 500:
+            raise ExecutorUnavailable(f"the legacy task runner answered {code}")
+        if code in (400, 422):
+            raise InvalidRequest(f"the legacy task runner refused the task: {_service_message(response)}")
+        if code == 409:
+            raise Conflict(f"the legacy task runner already has a task for {status.job_name}")
+        if code >= 300:
+            raise ExecutorUnavailable(f"the legacy task runner refused the task ({code}): {_service_message(response)}")
+        task_id = _task_id_from(response)
+        if task_id is None:
+            raise ExecutorUnavailable("the legacy task runner accepted the task but answered no task id")
+        return task_id
+
+    def _start_polling(self, run: _HttpRun) -> None:
+        with self._lock:
+            self._runs[run.status.job_name] = run
+        self._hub.publish(run.status)
+        run.thread = threading.Thread(
+            target=self._follow, args=(run,), name=f"legacy-poll-{run.status.job_name}", daemon=True
+        )
+        run.thread.start()
+
+    def _resume_unfinished(self) -> None:
+        """Take over polling the runs that a stopped process handed over but did not see finish."""
+        for status in self._store.unfinished(mode=self.mode):
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                if status.job_name in self._runs:
+                    continue
+            task_id = _task_id_of(self._store.manifest(status.job_name))
+            if task_id is None:
+                self._fail_orphan(status)
+                continue
+            if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+                continue
+            current = self._hub.get(status.job_name) or status
+            resumed = current.evolve(reason="Resumed", message="following the legacy task again after a restart")
+            logger.info("job.resumed", extra={"job_name": status.job_name, "mode": self.mode})
+            self._start_polling(_HttpRun(resumed, task_id))
+
+    def _fail_orphan(self, status: JobStatus) -> None:
+        """A run with no task id, long unclaimed: its launch never finished, so nothing will ever run it."""
+        age = (utcnow() - status.created_at).total_seconds()
+        if age < ORPHAN_AFTER_SECONDS:
+            return  # maybe a launch in progress elsewhere
+        if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+            return
+        logger.warning("job.error", extra={"job_name": status.job_name, "mode": self.mode, "error": "no task id"})
+        self._hub.publish(
+            (self._hub.get(status.job_name) or status).evolve(
+                status=Phase.FAILED,
+                reason="TaskLost",
+                message="no legacy task id was recorded for this run (its launch did not finish, "
+                "or it was started by the local runner)",
+            )
+        )
+
+    def _renew_leases(self) -> None:
+        """Keep our runs' leases fresh; adopt runs whose process died without handing them back."""
+        while not self._stopping.wait(LEASE_SECONDS / 3):
+            try:
+                with self._lock:
+                    names = list(self._runs)
+                for name in names:
+                    self._store.claim_run(name, owner=self._owner, lease_seconds=LEASE_SECONDS)
+                self._resume_unfinished()
+            except Exception:
+                logger.exception("lease.renewal_failed")
+
+    # -- polling ---------------------------------------------------------------
+
+    def _update(self, run: _HttpRun, **changes: Any) -> bool:
+        """Move the run's status on and publish it; whether anything changed."""
+        with run.lock:
+            status = run.status.evolve(**changes)
+            if status is run.status:
+                return False
+            run.status = status
+        self._hub.publish(status)
+        return True
+
+    def _follow(self, run: _HttpRun) -> None:
+        """The one poller of one task: until its status is terminal, or the run is stopped."""
+        job_name = run.status.job_name
+        try:
+            self._poll_until_finished(run)
+        except Exception as error:  # never leave a run hanging unfinished
+            logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
+            self._update(run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__)
+        finally:
+            if run.status.terminal or not self._stopping.is_set():
+                with self._lock:
+                    if self._runs.get(job_name) is run:
+                        del self._runs[job_name]
+
+    def _poll_until_finished(self, run: _HttpRun) -> None:
+        job_name = run.status.job_name
+        delay = self._poll_seconds
+        errors = Backoff(initial=self._poll_seconds, maximum=self._max_poll_seconds)
+        failing_since: float | None = None
+        while not run.stop.wait(delay):
+            try:
+                observed = self._observe(run.task_id)
+            except _TaskLost:
+                if run.stop.is_set():
+                    return
+                self._update(
+                    run,
+                    status=Phase.FAILED,
+                    reason="TaskLost",
+                    message=f"the legacy task runner no longer knows task {run.task_id}",
+                )
+                return
+            except _RunnerTrouble as trouble:
+                if run.stop.is_set():
+                    return
+                metrics.WATCH_RESTARTS.labels(source=_METRIC_SOURCE, reason=trouble.kind).inc()
+                failing_since = failing_since if failing_since is not None else time.monotonic()
+                if time.monotonic() - failing_since >= self._give_up_after:
+                    logger.warning(
+                        "legacy.poll_gave_up", extra={"job_name": job_name, "mode": self.mode, "error": trouble.message}
+                    )
+                    self._update(
+                        run,
+                        status=Phase.FAILED,
+                        reason=trouble.reason,
+                        message=f"gave up after {self._give_up_after:g}s without an answer ({trouble.message})",
+                    )
+                    return
+                if self._update(run, reason=trouble.reason, message=trouble.message):
+                    logger.warning(
+                        "legacy.poll_failed", extra={"job_name": job_name, "mode": self.mode, "error": trouble.message}
+                    )
+                delay = errors.next_delay()
+                continue
+            if run.stop.is_set():
+                return
+            if failing_since is not None:
+                logger.info("legacy.poll_recovered", extra={"job_name": job_name, "mode": self.mode})
+            failing_since = None
+            errors.reset()
+            changed = self._update(run, **dataclasses.asdict(observed))
+            if run.status.terminal:
+                return
+            delay = self._poll_seconds if changed else min(delay * 2, self._max_poll_seconds)
+
+    def _observe(self, task_id: str) -> _Observation:
+        """``GET /tasks/{id}`` mapped to our status fields; raises :class:`_RunnerTrouble` or :class:`_TaskLost`."""
+        try:
+            response = self._send("GET", f"/tasks/{quote(task_id, safe='')}")
+        except _Unreachable as error:
+            raise _RunnerTrouble(
+                "RunnerUnreachable",
+                f"the legacy task runner did not answer: {error.detail}",
+                kind="timeout" if error.timeout else "unreachable",
+            ) from error
+        code = response.status_code
+        if code == 404:
+            raise _TaskLost(task_id)
+        if code >= 500:
+            raise _RunnerTrouble("RunnerUnreachable", f"the legacy task runner answered {code}", kind="server_error")
+        if code >= 300:
+            raise _RunnerTrouble(
+                "RunnerError",
+                f"the legacy task runner refused the status request ({code}): {_service_message(response)}",
+                kind="bad_answer",
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        state = body.get("state") if isinstance(body, dict) else None
+        message = _clip(body.get("message")) if isinstance(body, dict) else None
+        if state == "queued":
+            return _Observation(
+                Phase.PENDING, "QueuedByLegacyRunner", message or "waiting in the legacy task runner's queue", 0
+            )
+        if state == "running":
+            return _Observation(Phase.RUNNING, None, message, 1)
+        if state == "succeeded":
+            return _Observation(Phase.SUCCEEDED, None, message, 0, succeeded=1)
+        if state == "failed":
+            return _Observation(
+                Phase.FAILED, "TaskFailed", message or "the legacy runner reported failure", 0, failed=1
+            )
+        raise _RunnerTrouble(
+            "RunnerError",
+            f"the legacy task runner answered an unknown state: {_clip(str(state))}",
+            kind="bad_answer",
+        )
+
+    def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None) -> requests.Response:
+        """One request with a timeout; counts failures for :meth:`unready_reason`."""
+        try:
+            response = self._session.request(method, self._base_url + path, json=body, timeout=self._timeout)
+        except requests.RequestException as error:
+            detail = "timeout" if isinstance(error, requests.Timeout) else _describe_connection_error(error)
+            self._note_answer(failure=detail)
+            raise _Unreachable(detail, timeout=isinstance(error, requests.Timeout)) from error
+        self._note_answer(failure=f"it answered {response.status_code}" if response.status_code >= 500 else None)
+        return response
+
+    def _note_answer(self, *, failure: str | None) -> None:
+        with self._lock:
+            if failure is None:
+                self._failures = 0
+            else:
+                self._failures += 1
+                self._last_failure = failure
+
+    # -- cancelling and output -------------------------------------------------
+
+    def cancel(self, job_name: str) -> None:
+        """Stop following the task and mark it ``Cancelled``; ask the service to drop it (best effort)."""
+        with self._lock:
+            run = self._runs.get(job_name)
+        if run is None:
+            stored = self._hub.get(job_name) or self._store.get(job_name)
+            if stored is None:
+                raise JobNotFound(f"no job named {job_name}")
+            if not stored.terminal:  # accepted by a process that is gone; nobody follows it
+                self._hub.publish(
+                    stored.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
+                )
+                task_id = _task_id_of(self._store.manifest(job_name))
+                if task_id is not None:
+                    self._delete_task_quietly(job_name, task_id)
+            return
+        run.stop.set()
+        self._update(run, status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator", active=0)
+        self._delete_task_quietly(job_name, run.task_id)
+
+    def _delete_task_quietly(self, job_name: str, task_id: str) -> None:
+        """``DELETE /tasks/{id}``: not in the contract, so 404 and 405 are fine and nothing is raised."""
+        try:
+            response = self._send("DELETE", f"/tasks/{quote(task_id, safe='')}")
+        except _Unreachable as error:
+            logger.warning(
+                "legacy.cancel_failed", extra={"job_name": job_name, "mode": self.mode, "error": error.detail}
+            )
+            return
+        if response.status_code < 300 or response.status_code in (404, 405):
+            logger.info(
+                "legacy.cancel_sent",
+                extra={"job_name": job_name, "mode": self.mode, "http_status": response.status_code},
+            )
+        else:
+            logger.warning(
+                "legacy.cancel_failed",
+                extra={"job_name": job_name, "mode": self.mode, "error": f"answered {response.status_code}"},
+            )
+
+    def logs(self, job_name: str, *, tail_lines: int) -> str:
+        status = self._hub.get(job_name) or self._store.get(job_name)
+        if status is None:
+            raise JobNotFound(f"no job named {job_name}")
+        if not tail_lines:
+            return ""
+        last = status.status.value + (f" ({status.message})" if status.message else "")
+        return f"[jobpulse] the legacy task runner does not provide task output; last status: {last}\n"
+
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
+        text = self.logs(job_name, tail_lines=tail_lines)
+        if text:
+            yield text
+
+
+def _default_session() -> requests.Session:
+    """A session whose pool fits one connection per poller of a busy process."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _task_params(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The launch parameters, from the rendered manifest's ``TASK_PARAMS`` env (never logged: donor data)."""
+    params = json.loads(container_env(manifest).get("TASK_PARAMS") or "{}")
+    if not isinstance(params, dict):
+        raise InvalidRequest("the rendered manifest's TASK_PARAMS is not a JSON object")
+    return params
+
+
+def _with_task_id(manifest: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """A copy of ``manifest`` whose metadata carries the service's task id (the caller's is untouched)."""
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), TASK_ID_ANNOTATION: task_id}
+    return {**manifest, "metadata": metadata}
+
+
+def _task_id_of(manifest: dict[str, Any] | None) -> str | None:
+    if manifest is None:
+        return None
+    task_id = ((manifest.get("metadata") or {}).get("annotations") or {}).get(TASK_ID_ANNOTATION)
+    return str(task_id) if task_id else None
+
+
+def _task_id_from(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    task_id = body.get("id") if isinstance(body, dict) else None
+    if isinstance(task_id, bool) or not isinstance(task_id, str | int) or task_id == "":
+        return None
+    return str(task_id)
+
+
+def _service_message(response: requests.Response) -> str:
+    """The service's own words from an error answer, else the HTTP status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str) and body[key]:
+                return _clip(body[key]) or ""
+    return f"{response.status_code} {response.reason or ''}".strip()
+
+
+def _clip(text: Any) -> str | None:
+    if not isinstance(text, str) or not text:
+        return None
+    return text if len(text) <= _SERVICE_MESSAGE_LIMIT else text[: _SERVICE_MESSAGE_LIMIT - 1] + "…"
+
+
+def _describe_connection_error(error: BaseException) -> str:
+    """Plain words for a failed connection (``Connection refused``), not urllib3's object reprs."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        reason = getattr(current, "reason", None)
+        nested = [arg for arg in current.args if isinstance(arg, BaseException)]
+        pending += [current.__cause__, current.__context__, *nested]
+        if isinstance(reason, BaseException):
+            pending.append(reason)
+    return _clip(str(error)) or type(error).__name__

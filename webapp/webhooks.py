@@ -1,0 +1,126 @@
+"""Completion webhooks: one signed POST of the status object for every finished run.
+
+Every terminal status goes into the run store's outbox once (however many
+instances see the Job finish); a sender loop claims due deliveries under a
+lease, so exactly one instance sends each, and retries with backoff until the
+receiver answers 2xx. The outbox is persistent, so a delivery survives a
+restart: at least once. The body is signed with HMAC-SHA256 over the exact
+bytes sent (``X-Jobpulse-Signature: sha256=<hex>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import random
+import threading
+import uuid
+
+import requests
+
+from webapp import __version__
+from webapp.hub import StatusHub
+from webapp.runstore import PendingWebhook, RunStore
+from webapp.status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Jobpulse-Signature"
+LEASE_SECONDS = 60.0
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookSender:
+    name = "webhooks"
+
+    def __init__(
+        self,
+        *,
+        hub: StatusHub,
+        store: RunStore,
+        url: str,
+        secret: str,
+        session: requests.Session | None = None,
+        poll_seconds: float = 5.0,
+        max_attempts: int = 12,
+        first_retry_seconds: float = 1.0,
+        max_retry_seconds: float = 600.0,
+    ) -> None:
+        self._store = store
+        self._url = url
+        self._secret = secret
+        self._session = session or requests.Session()
+        self._poll_seconds = poll_seconds
+        self._max_attempts = max_attempts
+        self._first_retry = first_retry_seconds
+        self._max_retry = max_retry_seconds
+        self._owner = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._last_error: str | None = None
+        hub.add_listener(self._on_change)
+
+    def _on_change(self, status: JobStatus, previous: JobStatus | None) -> None:
+        finished_now = status.terminal and (previous is None or not previous.terminal)
+        if finished_now and self._store.enqueue_webhook(status.job_name, status.json):
+            self._wake.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="webhook-sender", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def unready_reason(self) -> str | None:
+        return None  # a receiver that is down delays deliveries; it does not make us unready
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.deliver_due()
+            except Exception:
+                logger.exception("webhook.loop_failed")
+            self._wake.wait(self._poll_seconds)
+            self._wake.clear()
+
+    def deliver_due(self) -> int:
+        """Send what is due now; return how many were delivered."""
+        delivered = 0
+        for item in self._store.claim_webhooks(owner=self._owner, lease_seconds=LEASE_SECONDS, limit=20):
+            delivered += self._deliver(item)
+        return delivered
+
+    def _deliver(self, item: PendingWebhook) -> bool:
+        body = item.body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, body),
+            "X-Jobpulse-Delivery": item.job_name,
+            "User-Agent": f"jobpulse/{__version__}",
+        }
+        try:
+            response = self._session.post(self._url, data=body, headers=headers, timeout=(5, 10))
+            error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            self._store.complete_webhook(item.job_name)
+            logger.info("webhook.delivered", extra={"job_name": item.job_name, "attempts": item.attempts + 1})
+            return True
+        attempts = item.attempts + 1
+        if attempts >= self._max_attempts:
+            self._store.complete_webhook(item.job_name)
+            logger.error("webhook.abandoned", extra={"job_name": item.job_name, "attempts": attempts, "error": error})
+            return False
+        delay = min(self._max_retry, self._first_retry * 2**item.attempts) * random.uniform(0.8, 1.2)
+        self._store.reschedule_webhook(item.job_name, delay=delay, error=error)
+        logger.warning(
+            "webhook.retry", extra={"job_name": item.job_name, "attempts": attempts, "error": error, "delay": delay}
+        )
+        return False
