@@ -16,6 +16,7 @@ from typing import Protocol
 from webapp import metrics
 from webapp.dual import DualComparator
 from webapp.executors import Executor
+from webapp.executors.http_runner import HttpRunner
 from webapp.executors.local import LocalRunner
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
@@ -151,9 +152,10 @@ def build_runtime(settings: Settings) -> Runtime:
     else:
         store = SQLiteRunStore(settings.database_path)
     executors: dict[str, Executor] = {}
-    if settings.legacy_enabled:
-        if settings.legacy_runner != "local":
-            raise ConfigError("LEGACY_RUNNER: the http runner is not available yet")
+    if settings.legacy_enabled and settings.legacy_runner == "http":
+        assert settings.legacy_runner_url is not None  # required by the settings' validation
+        executors["legacy"] = HttpRunner(hub=hub, store=store, base_url=settings.legacy_runner_url)
+    elif settings.legacy_enabled:
         executors["legacy"] = LocalRunner(
             hub=hub,
             store=store,

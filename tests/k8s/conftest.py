@@ -8,6 +8,7 @@ it is never skipped.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from flask import Flask
 
 from tests.cluster.controlplane import ControlPlane, find_bin_dir
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import wait_for
 from tests.live.server import LiveServer
 
 _RBAC_PATHS = {
@@ -29,8 +31,108 @@ _RBAC_PATHS = {
 APP_SERVICE_ACCOUNT = "jobpulse"
 
 
+class ExistingCluster:
+    """Any cluster named by ``TEST_KUBECONFIG`` (kind, k3d, a real one), with the admin rights it grants.
+
+    It offers what most tests use; tests that must restart the API server or
+    compact etcd, or set KWOK's pod logs, skip on it (they need the built control plane).
+    """
+
+    def __init__(self, kubeconfig: str, workdir: Path) -> None:
+        from kubernetes import client, config
+
+        self.kubeconfig_path = kubeconfig
+        self.workdir = workdir
+        self._api = config.new_client_from_config(config_file=kubeconfig)
+        self._client = client
+        self.server_url = self._api.configuration.host
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, missing_ok: bool = False, ok_conflict: bool = False
+    ) -> Any:
+        import json
+
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+        try:
+            response = self._api.call_api(method, self.server_url + path, header_params=headers, body=body)
+            response.read()
+        except ApiException as error:
+            if (error.status == 404 and missing_ok) or (error.status == 409 and ok_conflict):
+                return None
+            raise
+        return json.loads(response.data) if response.data else None
+
+    def create_namespace(self, name: str) -> None:
+        self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}}, ok_conflict=True)
+        wait_for(
+            lambda: self.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default", missing_ok=True),
+            timeout=60,
+            what="the default ServiceAccount",
+        )
+
+    def delete_namespace(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/namespaces/{name}", missing_ok=True)
+
+    def service_account_kubeconfig(self, namespace: str, name: str, *, create: bool = False) -> str:
+        token = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
+        )["status"]["token"]
+        source = yaml.safe_load(Path(self.kubeconfig_path).read_text())
+        current = next(c for c in source["contexts"] if c["name"] == source["current-context"])["context"]
+        cluster = next(c for c in source["clusters"] if c["name"] == current["cluster"])
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": cluster["name"], "user": name, "namespace": namespace}}],
+            "current-context": name,
+        }
+        path = self.workdir / f"sa-{namespace}-{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    def api_client(self) -> Any:
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=self.kubeconfig_path)
+
+    def apiserver_metrics(self) -> str:
+        response = self._api.call_api("GET", self.server_url + "/metrics", header_params=self._auth_headers())
+        response.read()
+        return response.data.decode()
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        self._api.update_params_for_auth(headers, None, ["BearerToken"], "/metrics", "GET", None)
+        return headers
+
+    def restart_apiserver(self) -> None:
+        pytest.skip("TEST_KUBECONFIG: cannot restart the API server of an existing cluster")
+
+    def compact_etcd(self) -> None:
+        pytest.skip("TEST_KUBECONFIG: cannot compact the etcd of an existing cluster")
+
+    def set_pod_log(self, lines: list[str]) -> None:
+        pytest.skip("TEST_KUBECONFIG: pod logs come from real containers on an existing cluster")
+
+    def stop(self) -> None:
+        self._api.close()
+
+
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    existing = os.environ.get("TEST_KUBECONFIG")
+    if existing:
+        other = ExistingCluster(existing, tmp_path_factory.mktemp("cluster"))
+        yield other
+        other.stop()
+        return
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.fail("no Kubernetes control plane binaries: run `make cluster` (or set KUBEBUILDER_ASSETS)")

@@ -106,6 +106,7 @@ def test_cancel_deletes_the_job(k8s_app: Flask, cluster: ControlPlane, k8s_names
         lambda: (
             cluster.request("GET", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", missing_ok=True) is None
         ),
+        timeout=30,
         what="the Job to be gone",
     )
 

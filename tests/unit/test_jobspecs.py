@@ -29,6 +29,7 @@ def test_the_test_jobspecs_load() -> None:
         "medium",
         "deadline",
         "unschedulable",
+        "k8s-fails",
     }
 
 

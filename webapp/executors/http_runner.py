@@ -34,6 +34,7 @@ from requests.adapters import HTTPAdapter
 from webapp import metrics
 from webapp.backoff import Backoff
 from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.executors.local import LEGACY_TASK_ID_ANNOTATION
 from webapp.hub import StatusHub
 from webapp.jobspecs import container_env
 from webapp.runstore import RunStore
@@ -41,7 +42,7 @@ from webapp.status import JobStatus, Phase, utcnow
 
 logger = logging.getLogger(__name__)
 
-TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
+TASK_ID_ANNOTATION = LEGACY_TASK_ID_ANNOTATION
 """Where a run's task id at the legacy service is kept, on the manifest in the run store."""
 
 LEASE_SECONDS = 30.0
@@ -185,7 +186,11 @@ class HttpRunner:
         return accepted
 
     def _submit(self, status: JobStatus, params: dict[str, Any]) -> str:
-        """``POST /tasks``; the service's task id, or one of our errors with nothing left behind."""
+        """``POST /tasks``; the service's task id, or one of our errors.
+
+        After a timeout or a 5xx the service may have made the task anyway; the
+        contract offers no way to find it, so it runs unobserved (docs/LEGACY_RUNNER.md).
+        """
         body = {"spec": status.spec, "params": params, "job_name": status.job_name}
         try:
             response = self._send("POST", "/tasks", body=body)
@@ -378,11 +383,8 @@ class HttpRunner:
             return _Observation(
                 Phase.FAILED, "TaskFailed", message or "the legacy runner reported failure", 0, failed=1
             )
-        raise _RunnerTrouble(
-            "RunnerError",
-            f"the legacy task runner answered an unknown state: {_clip(str(state))}",
-            kind="bad_answer",
-        )
+        described = f"an unknown state: {_clip(state)}" if isinstance(state, str) and state else "no task state"
+        raise _RunnerTrouble("RunnerError", f"the legacy task runner answered {described}", kind="bad_answer")
 
     def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None) -> requests.Response:
         """One request with a timeout; counts failures for :meth:`unready_reason`."""

@@ -34,6 +34,8 @@ from webapp.status import JobStatus, Phase
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
+LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
+"""Marks a run that the legacy task-runner service (``LEGACY_RUNNER=http``) executes."""
 KILL_GRACE_SECONDS = 5.0
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
@@ -154,8 +156,8 @@ class LocalRunner:
                 if status.job_name in self._runs:
                     continue
             manifest = self._store.manifest(status.job_name)
-            if manifest is None:
-                continue
+            if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
+                continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
             if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
                 continue
             resumed = status.evolve(
