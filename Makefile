@@ -19,8 +19,9 @@ deps:
 system-deps:  ## Debian packages the tests drive for real (curl, ...)
 	bash tests/system-deps.sh
 
-cluster:  ## Build (or reuse) the cached Kubernetes control plane binaries
-	bash tests/cluster/build.sh
+cluster:  ## Build (or reuse) the cached control plane binaries, unless KUBEBUILDER_ASSETS or TEST_KUBECONFIG is set
+	@if [ -n "$$TEST_KUBECONFIG" ] || [ -n "$$KUBEBUILDER_ASSETS" ]; then echo "using $${TEST_KUBECONFIG:-$$KUBEBUILDER_ASSETS}"; \
+	else bash tests/cluster/build.sh; fi
 
 cluster-up: cluster  ## Start a local control plane in the background; kubeconfig in .cluster/kubeconfig
 	$(PYTHON) tests/cluster/controlplane.py up --dir .cluster

@@ -109,6 +109,7 @@ class LocalRunner:
         self._running = 0
         self._stopping = threading.Event()
         self._lease_thread: threading.Thread | None = None
+        hub.add_listener(self._cancelled_elsewhere)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -335,6 +336,20 @@ class LocalRunner:
         run.wake.set()
         self._update(run, status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator", active=0)
         self._terminate(run)
+
+    def _cancelled_elsewhere(self, status: JobStatus, previous: JobStatus | None) -> None:
+        """Another instance cancelled a run this one executes (the status came over Redis): stop it."""
+        if status.status != Phase.CANCELLED:
+            return
+        with self._lock:
+            run = self._runs.get(status.job_name)
+        if run is None or run.cancelled:
+            return
+        run.cancelled = True
+        run.wake.set()
+        with run.lock:
+            run.status = status
+        threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
 
     def log_path(self, job_name: str) -> Path:
         return self._log_dir / f"{job_name}.log"
