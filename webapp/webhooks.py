@@ -13,15 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import random
 import threading
-import uuid
 
 import requests
 
-from webapp import __version__
 from webapp.hub import StatusHub
+from webapp.identity import process_owner
 from webapp.runstore import PendingWebhook, RunStore
 from webapp.status import JobStatus
 
@@ -59,7 +57,7 @@ class WebhookSender:
         self._max_attempts = max_attempts
         self._first_retry = first_retry_seconds
         self._max_retry = max_retry_seconds
-        self._owner = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._owner = process_owner()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._last_error: str | None = None
@@ -102,7 +100,7 @@ class WebhookSender:
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(self._secret, body),
             "X-Jobpulse-Delivery": item.job_name,
-            "User-Agent": f"jobpulse/{__version__}",
+            "User-Agent": "jobpulse-webhooks/1",
         }
         try:
             response = self._session.post(self._url, data=body, headers=headers, timeout=(5, 10))

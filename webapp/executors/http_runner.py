@@ -20,10 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +32,7 @@ from requests.adapters import HTTPAdapter
 from webapp import metrics
 from webapp.backoff import Backoff
 from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.executors.leases import LEASE_SECONDS, RunLeases
 from webapp.executors.local import LEGACY_TASK_ID_ANNOTATION
 from webapp.hub import StatusHub
 from webapp.jobspecs import container_env
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 TASK_ID_ANNOTATION = LEGACY_TASK_ID_ANNOTATION
 """Where a run's task id at the legacy service is kept, on the manifest in the run store."""
 
-LEASE_SECONDS = 30.0
 UNREADY_AFTER_FAILURES = 3
 """Consecutive failed requests (launches or polls) after which ``/readyz`` reports the service down."""
 
@@ -127,20 +125,20 @@ class HttpRunner:
         self._max_poll_seconds = max(max_poll_seconds, poll_seconds)
         self._timeout = request_timeout
         self._give_up_after = give_up_after
-        self._owner = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
         self._runs: dict[str, _HttpRun] = {}
         self._failures = 0
         self._last_failure = ""
         self._stopping = threading.Event()
-        self._lease_thread: threading.Thread | None = None
+        self._leases = RunLeases(
+            store=store, held=self._held_runs, adopt=self._resume_unfinished, name="legacy-http-leases"
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         self._resume_unfinished()
-        self._lease_thread = threading.Thread(target=self._renew_leases, name="legacy-http-leases", daemon=True)
-        self._lease_thread.start()
+        self._leases.start()
 
     def stop(self) -> None:
         """Stop every poller and hand the unfinished runs back to the run store; the tasks run on."""
@@ -153,7 +151,7 @@ class HttpRunner:
         for run in runs:
             if run.thread is not None and run.thread is not threading.current_thread():
                 run.thread.join(max(0.0, deadline - time.monotonic()))
-        self._store.release_runs(owner=self._owner)
+        self._leases.stop()
 
     def unready_reason(self) -> str | None:
         if self._stopping.is_set():
@@ -173,7 +171,7 @@ class HttpRunner:
         with self._lock:
             if job_name in self._runs:
                 raise Conflict(f"run {job_name} is already with the legacy task runner")
-        if not self._store.claim_run(job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+        if not self._leases.claim(job_name):
             raise ExecutorUnavailable(f"run {job_name} is held by another process")
         task_id = self._submit(status, params)
         accepted = status.evolve(status=Phase.PENDING, reason=None, message=None)
@@ -231,7 +229,7 @@ class HttpRunner:
             if task_id is None:
                 self._fail_orphan(status)
                 continue
-            if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+            if not self._leases.claim(status.job_name):
                 continue
             current = self._hub.get(status.job_name) or status
             resumed = current.evolve(reason="Resumed", message="following the legacy task again after a restart")
@@ -243,7 +241,7 @@ class HttpRunner:
         age = (utcnow() - status.created_at).total_seconds()
         if age < ORPHAN_AFTER_SECONDS:
             return  # maybe a launch in progress elsewhere
-        if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+        if not self._leases.claim(status.job_name):
             return
         logger.warning("job.error", extra={"job_name": status.job_name, "mode": self.mode, "error": "no task id"})
         self._hub.publish(
@@ -255,17 +253,9 @@ class HttpRunner:
             )
         )
 
-    def _renew_leases(self) -> None:
-        """Keep our runs' leases fresh; adopt runs whose process died without handing them back."""
-        while not self._stopping.wait(LEASE_SECONDS / 3):
-            try:
-                with self._lock:
-                    names = list(self._runs)
-                for name in names:
-                    self._store.claim_run(name, owner=self._owner, lease_seconds=LEASE_SECONDS)
-                self._resume_unfinished()
-            except Exception:
-                logger.exception("lease.renewal_failed")
+    def _held_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
 
     # -- polling ---------------------------------------------------------------
 

@@ -19,12 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.executors.leases import RunLeases
 from webapp.hub import StatusHub
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
 from webapp.runstore import RunStore
@@ -33,7 +33,6 @@ from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 30.0
 LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
 """Marks a run that the legacy task-runner service (``LEGACY_RUNNER=http``) executes."""
 KILL_GRACE_SECONDS = 5.0
@@ -102,13 +101,14 @@ class LocalRunner:
         self._max_concurrency = max_concurrency
         self._retry_backoff = retry_backoff_seconds
         self._workdir = workdir
-        self._owner = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
         self._runs: dict[str, _LocalRun] = {}
         self._waiting: collections.deque[_LocalRun] = collections.deque()
         self._running = 0
         self._stopping = threading.Event()
-        self._lease_thread: threading.Thread | None = None
+        self._leases = RunLeases(
+            store=store, held=self._held_runs, adopt=self._resume_unfinished, name="local-runner-leases"
+        )
         hub.add_listener(self._cancelled_elsewhere)
 
     # -- lifecycle -------------------------------------------------------------
@@ -116,8 +116,7 @@ class LocalRunner:
     def start(self) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._resume_unfinished()
-        self._lease_thread = threading.Thread(target=self._renew_leases, name="local-runner-leases", daemon=True)
-        self._lease_thread.start()
+        self._leases.start()
 
     def stop(self) -> None:
         """Stop every process and hand the unfinished runs back to the run store."""
@@ -127,7 +126,7 @@ class LocalRunner:
         for run in runs:
             run.wake.set()
             self._terminate(run)
-        self._store.release_runs(owner=self._owner)
+        self._leases.stop()
 
     def unready_reason(self) -> str | None:
         return "the local runner is stopping" if self._stopping.is_set() else None
@@ -138,7 +137,7 @@ class LocalRunner:
         build_command(manifest)  # refuse a spec we cannot run before anything starts
         if self._stopping.is_set():
             raise ExecutorUnavailable("the local runner is shutting down")
-        if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+        if not self._leases.claim(status.job_name):
             raise ExecutorUnavailable(f"run {status.job_name} is held by another process")
         self._start_run(_LocalRun(status, manifest))
         return status
@@ -159,7 +158,7 @@ class LocalRunner:
             manifest = self._store.manifest(status.job_name)
             if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
                 continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
-            if not self._store.claim_run(status.job_name, owner=self._owner, lease_seconds=LEASE_SECONDS):
+            if not self._leases.claim(status.job_name):
                 continue
             resumed = status.evolve(
                 status=Phase.QUEUED, reason="Resumed", message="restarted after the server restarted", active=0
@@ -167,17 +166,9 @@ class LocalRunner:
             logger.info("job.resumed", extra={"job_name": status.job_name, "mode": self.mode})
             self._start_run(_LocalRun(resumed, manifest))
 
-    def _renew_leases(self) -> None:
-        """Keep our runs' leases fresh; adopt runs whose process died without handing them back."""
-        while not self._stopping.wait(LEASE_SECONDS / 3):
-            try:
-                with self._lock:
-                    names = list(self._runs)
-                for name in names:
-                    self._store.claim_run(name, owner=self._owner, lease_seconds=LEASE_SECONDS)
-                self._resume_unfinished()
-            except Exception:
-                logger.exception("lease.renewal_failed")
+    def _held_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
 
     # -- executing -------------------------------------------------------------
 

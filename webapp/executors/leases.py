@@ -1,0 +1,59 @@
+"""Run leases: which process executes which legacy run.
+
+A runner claims each run it executes in the run store and keeps the lease
+fresh. A process that stops hands its runs back; one that dies lets its leases
+expire. Either way another process adopts the runs — never two at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from webapp.identity import process_owner
+from webapp.runstore import RunStore
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+
+
+class RunLeases:
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        held: Callable[[], Iterable[str]],
+        adopt: Callable[[], None],
+        name: str,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        """``held`` names the runs this process executes now; ``adopt`` takes over orphaned ones."""
+        self.owner = process_owner()
+        self._store = store
+        self._held = held
+        self._adopt = adopt
+        self._name = name
+        self._lease_seconds = lease_seconds
+        self._stopping = threading.Event()
+
+    def claim(self, job_name: str) -> bool:
+        return self._store.claim_run(job_name, owner=self.owner, lease_seconds=self._lease_seconds)
+
+    def start(self) -> None:
+        threading.Thread(target=self._renew, name=self._name, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop renewing and hand every run back to the run store."""
+        self._stopping.set()
+        self._store.release_runs(owner=self.owner)
+
+    def _renew(self) -> None:
+        while not self._stopping.wait(self._lease_seconds / 3):
+            try:
+                for job_name in list(self._held()):
+                    self.claim(job_name)
+                self._adopt()
+            except Exception:
+                logger.exception("lease.renewal_failed", extra={"runner": self._name})
