@@ -268,7 +268,11 @@
     const shown = state.status;
     if (shown) {
       if (status.job_name !== shown.job_name) return false;
-      if (typeof status.seq === 'number' && typeof shown.seq === 'number' && status.seq < shown.seq) return false;
+      if (shown.terminal && !status.terminal) return false; // a finished task stays finished
+      // seq grows per change on one server; another instance may count differently, so an
+      // outcome is taken whatever its seq, and otherwise an older seq is ignored
+      const stale = typeof status.seq === 'number' && typeof shown.seq === 'number' && status.seq < shown.seq;
+      if (stale && !status.terminal) return false;
     }
     state.status = status;
     renderStatus(status);
