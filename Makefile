@@ -14,7 +14,7 @@ app-deps:
 	$(PIP) install -q -e .
 
 deps:
-	$(PIP) install -q -e '.[test,dev,redis]'
+	$(PIP) install -q -e '.[test,dev]'
 
 system-deps:  ## Debian packages the tests drive for real (curl, ...)
 	bash tests/system-deps.sh
