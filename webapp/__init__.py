@@ -41,6 +41,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SOCK_SERVER_OPTIONS={"ping_interval": settings.ws_ping_seconds},
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_SWALLOW_ERRORS=True,  # Redis down: the request goes on and the run store answers 503
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 

@@ -83,10 +83,12 @@ class Runtime:
             return
         self._stopping.set()
         self.hub.close()
-        for executor in self.executors.values():
-            executor.stop()
-        for service in self.services:
-            service.stop()
+        parts: list[Executor | Service] = [*self.executors.values(), *self.services]
+        for part in parts:
+            try:
+                part.stop()
+            except Exception:  # one part failing to stop (Redis down) must not keep the others running
+                logger.exception("runtime.stop_failed", extra={"part": type(part).__name__})
 
     def unready_reasons(self) -> list[str]:
         reasons = [
@@ -147,8 +149,9 @@ def build_runtime(settings: Settings) -> Runtime:
         from webapp.fanout import RedisStatusChannel
         from webapp.runstore.redis import RedisRunStore
 
-        store = RedisRunStore(settings.redis_url)
-        services.append(RedisStatusChannel(hub=hub, url=settings.redis_url))
+        redis_store = RedisRunStore(settings.redis_url, retention_seconds=settings.status_retention_seconds)
+        services.append(RedisStatusChannel(hub=hub, url=settings.redis_url, store=redis_store))
+        store = redis_store
     else:
         store = SQLiteRunStore(settings.database_path)
     executors: dict[str, Executor] = {}

@@ -32,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from webapp import metrics
 from webapp.backoff import Backoff
 from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound
-from webapp.executors.leases import LEASE_SECONDS, RunLeases
+from webapp.executors.leases import LEASE_SECONDS, RunLeases, being_launched
 from webapp.executors.local import LEGACY_TASK_ID_ANNOTATION
 from webapp.hub import StatusHub
 from webapp.jobspecs import container_env
@@ -137,7 +137,7 @@ class HttpRunner:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        self._resume_unfinished()
+        self._leases.adopt_now()
         self._leases.start()
 
     def stop(self) -> None:
@@ -223,7 +223,7 @@ class HttpRunner:
             if self._stopping.is_set():
                 return
             with self._lock:
-                if status.job_name in self._runs:
+                if status.job_name in self._runs or being_launched(status):
                     continue
             task_id = _task_id_of(self._store.manifest(status.job_name))
             if task_id is None:

@@ -13,10 +13,17 @@ from collections.abc import Callable, Iterable
 
 from webapp.identity import process_owner
 from webapp.runstore import RunStore
+from webapp.status import JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
+LAUNCH_SECONDS = 15.0
+"""A run still at its first status this young is being launched by some process: not an orphan."""
+
+
+def being_launched(status: JobStatus) -> bool:
+    return status.seq == 1 and (utcnow() - status.created_at).total_seconds() < LAUNCH_SECONDS
 
 
 class RunLeases:
@@ -41,13 +48,23 @@ class RunLeases:
     def claim(self, job_name: str) -> bool:
         return self._store.claim_run(job_name, owner=self.owner, lease_seconds=self._lease_seconds)
 
+    def adopt_now(self) -> None:
+        """Adopt orphaned runs at once; if the run store is down, the renewal loop tries again."""
+        try:
+            self._adopt()
+        except Exception:
+            logger.exception("lease.adopt_failed", extra={"runner": self._name})
+
     def start(self) -> None:
         threading.Thread(target=self._renew, name=self._name, daemon=True).start()
 
     def stop(self) -> None:
-        """Stop renewing and hand every run back to the run store."""
+        """Stop renewing and hand every run back to the run store (if it can be reached)."""
         self._stopping.set()
-        self._store.release_runs(owner=self.owner)
+        try:
+            self._store.release_runs(owner=self.owner)
+        except Exception:
+            logger.exception("lease.release_failed", extra={"runner": self._name})
 
     def _renew(self) -> None:
         while not self._stopping.wait(self._lease_seconds / 3):

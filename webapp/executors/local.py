@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
-from webapp.executors.leases import RunLeases
+from webapp.executors.leases import RunLeases, being_launched
 from webapp.hub import StatusHub
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
 from webapp.runstore import RunStore
@@ -115,7 +115,7 @@ class LocalRunner:
 
     def start(self) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        self._resume_unfinished()
+        self._leases.adopt_now()
         self._leases.start()
 
     def stop(self) -> None:
@@ -153,7 +153,7 @@ class LocalRunner:
         """Take over runs that a stopped process accepted but did not finish."""
         for status in self._store.unfinished(mode=self.mode):
             with self._lock:
-                if status.job_name in self._runs:
+                if status.job_name in self._runs or being_launched(status):
                     continue
             manifest = self._store.manifest(status.job_name)
             if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):

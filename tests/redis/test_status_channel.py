@@ -1,0 +1,207 @@
+"""The Redis status channel between two hubs (two instances in one process), on a real redis-server.
+
+Legacy statuses one instance originates reach the other's hub once, without
+echoes; after Redis comes back the channel re-subscribes by itself and
+catches up from the run store; statuses it could not publish are sent later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.helpers import wait_for
+from tests.redis.conftest import RedisServer
+from webapp import metrics
+from webapp.backoff import Backoff
+from webapp.fanout import DEFAULT_CHANNEL, RedisStatusChannel
+from webapp.hub import StatusHub
+from webapp.runstore.redis import RedisRunStore, RunStoreUnavailable
+from webapp.status import JobStatus, Phase
+
+pytestmark = pytest.mark.redis
+
+MakeChannel = Callable[..., tuple[StatusHub, RedisStatusChannel]]
+
+
+@pytest.fixture
+def make_channel(redis_url: str) -> Iterator[MakeChannel]:
+    """An instance's hub with its started channel; all are stopped afterwards."""
+    started: list[RedisStatusChannel] = []
+
+    def make(**options: Any) -> tuple[StatusHub, RedisStatusChannel]:
+        hub = StatusHub()
+        channel = RedisStatusChannel(hub=hub, url=redis_url, **options)
+        started.append(channel)
+        channel.start()
+        wait_for(lambda: channel.unready_reason() is None, timeout=10, what="the channel to subscribe")
+        return hub, channel
+
+    yield make
+    for channel in started:
+        channel.stop()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisRunStore]:
+    opened = RedisRunStore(redis_url)
+    yield opened
+    opened.close()
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def channel_log() -> Iterator[Captured]:
+    """The channel's log records (the app's logging set-up may stop propagation to pytest's handler)."""
+    handler = Captured()
+    logger = logging.getLogger("webapp.fanout")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def legacy_run(name: str, *, mode: str = "legacy") -> JobStatus:
+    return JobStatus.new(job_name=f"task-runner-{name}-0000beef", mode=mode, spec="slow", pipeline_run_id=name)
+
+
+def seq_in(hub: StatusHub, job_name: str) -> int:
+    status = hub.get(job_name)
+    return status.seq if status else 0
+
+
+def restarts(reason: str) -> float:
+    value = metrics.WATCH_RESTARTS.labels(source="redis", reason=reason)._value.get()
+    return float(value)
+
+
+def test_legacy_statuses_reach_the_other_hub_once_without_echo(make_channel: MakeChannel, redis_url: str) -> None:
+    origin_hub, _ = make_channel()
+    other_hub, _ = make_channel()
+    listener = redis.Redis.from_url(redis_url, decode_responses=True)
+    tap = listener.pubsub()
+    try:
+        tap.subscribe(DEFAULT_CHANNEL)
+        queued = legacy_run("echo")
+        chain = [queued, queued.evolve(status=Phase.PENDING), queued.evolve(status=Phase.PENDING).evolve(active=1)]
+        for status in chain:
+            origin_hub.publish(status)
+        origin_hub.publish(legacy_run("k8s-only", mode="k8s"))
+        marker = legacy_run("marker")
+        origin_hub.publish(marker)
+        wait_for(lambda: other_hub.get(marker.job_name), timeout=10, what="the marker on the other hub")
+
+        assert other_hub.get(queued.job_name) == JobStatus.from_json(chain[-1].json)
+        assert other_hub.get("task-runner-k8s-only-0000beef") is None, "each instance watches Kubernetes itself"
+        listener.publish(DEFAULT_CHANNEL, "sentinel")
+        heard: list[str] = []
+        wait_for(
+            lambda: (
+                (message := tap.get_message(timeout=0.2)) is not None
+                and message["type"] == "message"
+                and (heard.append(message["data"]) or message["data"] == "sentinel")
+            ),
+            timeout=10,
+            what="the sentinel",
+        )
+        about_echo = [JobStatus.from_json(data).seq for data in heard[:-1] if queued.job_name in data]
+        assert about_echo == [1, 2, 3], "one message per change, none echoed back by the other instance"
+    finally:
+        tap.close()
+        listener.close()
+
+
+def test_a_malformed_message_is_ignored(make_channel: MakeChannel, redis_url: str) -> None:
+    hub, _ = make_channel()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        client.publish(DEFAULT_CHANNEL, "{not json")
+        status = legacy_run("after-garbage")
+        client.publish(DEFAULT_CHANNEL, status.json)
+    finally:
+        client.close()
+    wait_for(lambda: hub.get(status.job_name), timeout=10, what="the valid message after the malformed one")
+
+
+def test_the_channel_resubscribes_by_itself_and_catches_up_from_the_run_store(
+    make_channel: MakeChannel, redis_server: RedisServer, store: RedisRunStore, channel_log: Captured
+) -> None:
+    origin_hub, _ = make_channel()
+    other_hub, other = make_channel(backoff=Backoff(initial=2.0, maximum=2.0, jitter=0))
+    running = legacy_run("resync").evolve(status=Phase.RUNNING)
+    origin_hub.publish(running)
+    wait_for(lambda: seq_in(other_hub, running.job_name) == running.seq, timeout=10, what="the first status")
+    errors_before = restarts("error")
+
+    redis_server.stop()
+    reason = wait_for(other.unready_reason, timeout=10, what="the channel to notice Redis is gone")
+    assert reason.startswith("Redis unreachable: ")
+    redis_server.start()
+    finished = running.evolve(status=Phase.SUCCEEDED)
+    store.save(finished)  # what the origin recorded while the other instance was away
+
+    wait_for(lambda: other.unready_reason() is None, timeout=15, what="the channel to resubscribe")
+    assert seq_in(other_hub, running.job_name) == finished.seq, "caught up from the run store"
+    assert other_hub.get(running.job_name).terminal  # type: ignore[union-attr]
+    assert other.subscriptions >= 2
+    assert restarts("error") > errors_before
+    restarted = [r for r in channel_log.records if r.getMessage() == "watch.restarted"]
+    assert restarted and all(r.__dict__["source"] == "redis" for r in restarted)
+
+
+def test_a_status_that_could_not_be_published_is_sent_when_redis_is_back(
+    make_channel: MakeChannel, redis_server: RedisServer, redis_url: str
+) -> None:
+    origin_hub, origin = make_channel()
+    other_hub, other = make_channel()
+    running = legacy_run("unsent").evolve(status=Phase.RUNNING)
+    origin_hub.publish(running)
+    wait_for(lambda: other_hub.get(running.job_name), timeout=10, what="the first status")
+
+    redis_server.stop()
+    wait_for(lambda: origin.unready_reason() and other.unready_reason(), timeout=10, what="both to notice")
+    finished = running.evolve(status=Phase.SUCCEEDED)
+    origin_hub.publish(finished)  # Redis is down: kept, to be published later
+    redis_server.start()
+
+    wait_for(lambda: seq_in(other_hub, running.job_name) == finished.seq, timeout=20, what="the late status")
+    late = RedisRunStore(redis_url)
+    try:
+        assert late.get(running.job_name) == JobStatus.from_json(finished.json), "saved in the store as well"
+    finally:
+        late.close()
+
+
+def test_stop_ends_the_loop_promptly(make_channel: MakeChannel) -> None:
+    _, channel = make_channel()
+    began = time.monotonic()
+    channel.stop()
+    assert time.monotonic() - began < 2.0
+    assert channel._thread is not None and not channel._thread.is_alive()
+
+
+def test_the_store_says_unavailable_while_redis_is_down(store: RedisRunStore, redis_server: RedisServer) -> None:
+    store.save(legacy_run("down"))
+    redis_server.stop()
+    try:
+        with pytest.raises(RunStoreUnavailable) as raised:
+            store.ping()
+        assert (raised.value.code, raised.value.http_status) == ("store_unavailable", 503)
+        assert raised.value.message.startswith("Redis unreachable: ")
+        with pytest.raises(RunStoreUnavailable):
+            store.get("task-runner-down-0000beef")
+    finally:
+        redis_server.start()
+    store.ping()  # the client reconnects by itself

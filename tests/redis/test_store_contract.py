@@ -1,0 +1,352 @@
+"""One contract, two run stores: SQLite (the embedded default) and Redis (several instances).
+
+Each test gets two store objects on the same backend — two processes' views
+of one SQLite file, or two instances' clients of one Redis — so "once" means
+once across instances, not once per object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_for
+from webapp.comparison import Comparison
+from webapp.runstore import RunStore
+from webapp.runstore.redis import RedisRunStore
+from webapp.runstore.sqlite import SQLiteRunStore
+from webapp.status import JobStatus, Phase, utcnow
+
+pytestmark = pytest.mark.redis
+
+MANIFEST = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"}}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[RunStore, RunStore]]:
+    """Two store objects sharing one backend."""
+    make: Callable[[], RunStore]
+    if request.param == "sqlite":
+        path = tmp_path / "runs.sqlite3"
+
+        def make() -> RunStore:
+            return SQLiteRunStore(path)
+    else:
+        url: str = request.getfixturevalue("redis_url")
+
+        def make() -> RunStore:
+            return RedisRunStore(url)
+
+    first, second = make(), make()
+    yield first, second
+    first.close()
+    second.close()
+
+
+@pytest.fixture
+def store(stores: tuple[RunStore, RunStore]) -> RunStore:
+    return stores[0]
+
+
+def run(name: str, *, mode: str = "legacy", minutes_ago: float = 0, **changes: Any) -> JobStatus:
+    status = JobStatus.new(
+        job_name=f"task-runner-{name}",
+        mode=mode,
+        spec="quick",
+        pipeline_run_id=f"run-{name}",
+        at=utcnow() - timedelta(minutes=minutes_ago),
+    )
+    if changes:
+        status = status.evolve(at=status.created_at + timedelta(seconds=1), **changes)
+    return as_stored(status)
+
+
+def as_stored(status: JobStatus) -> JobStatus:
+    """The status as it reads back: times to the millisecond, as the JSON carries them."""
+    return JobStatus.from_dict(status.to_dict())
+
+
+def comparison(pipeline_run_id: str, *, minutes_ago: float = 0, legacy_status: str = "Succeeded") -> Comparison:
+    return Comparison(
+        pipeline_run_id=pipeline_run_id,
+        legacy_job=f"task-runner-{pipeline_run_id}-legacy",
+        k8s_job=f"task-runner-{pipeline_run_id}-k8s",
+        legacy_status=legacy_status,
+        k8s_status="Succeeded",
+        legacy_reason=None,
+        k8s_reason=None,
+        legacy_seconds=1.5,
+        k8s_seconds=2.0,
+        compared_at=utcnow() - timedelta(minutes=minutes_ago),
+    )
+
+
+# -- runs ------------------------------------------------------------------------
+
+
+def test_a_saved_run_reads_back_whole_from_another_store_object(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    status = run("a1", status=Phase.RUNNING, reason="Started", active=1)
+    first.save(status, manifest=MANIFEST)
+    assert second.get(status.job_name) == status
+    assert second.manifest(status.job_name) == MANIFEST
+    assert second.get("task-runner-unknown") is None
+    assert second.manifest("task-runner-unknown") is None
+
+
+def test_an_older_seq_never_overwrites_a_newer_one(store: RunStore) -> None:
+    queued = run("b1")
+    running = as_stored(queued.evolve(status=Phase.RUNNING))
+    store.save(running)
+    store.save(queued)
+    assert store.get(queued.job_name) == running
+    store.save(queued.evolve(status=Phase.PENDING))  # same seq as running: not newer
+    assert store.get(queued.job_name) == running
+    explained = as_stored(running.evolve(reason="same phase, one more change"))
+    store.save(explained)
+    assert store.get(queued.job_name) == explained
+
+
+def test_a_terminal_run_is_final(store: RunStore) -> None:
+    queued = run("c1")
+    failed = as_stored(queued.evolve(status=Phase.FAILED, reason="BackoffLimitExceeded"))
+    store.save(failed)
+    later = JobStatus.from_dict({**queued.to_dict(), "seq": failed.seq + 5, "status": "Running"})
+    store.save(later)
+    assert store.get(queued.job_name) == failed
+    assert store.unfinished() == []
+
+
+def test_a_later_save_without_a_manifest_keeps_it(store: RunStore) -> None:
+    queued = run("d1")
+    store.save(queued, manifest=MANIFEST)
+    store.save(queued.evolve(status=Phase.RUNNING))
+    assert store.manifest(queued.job_name) == MANIFEST
+
+
+def test_recent_is_newest_first_and_limited(store: RunStore) -> None:
+    for index, minutes in enumerate((30, 10, 20, 5)):
+        store.save(run(f"e{index}", minutes_ago=minutes))
+    assert [s.job_name for s in store.recent(3)] == ["task-runner-e3", "task-runner-e1", "task-runner-e2"]
+    assert len(store.recent(50)) == 4
+
+
+def test_unfinished_by_mode_oldest_first_and_counted(store: RunStore) -> None:
+    store.save(run("f1", minutes_ago=3))
+    store.save(run("f2", minutes_ago=5, mode="k8s"))
+    store.save(run("f3", minutes_ago=1))
+    store.save(run("f4", minutes_ago=4, status=Phase.SUCCEEDED))
+    assert [s.job_name for s in store.unfinished()] == ["task-runner-f2", "task-runner-f1", "task-runner-f3"]
+    assert [s.job_name for s in store.unfinished(mode="legacy")] == ["task-runner-f1", "task-runner-f3"]
+    assert store.count_unfinished() == 3
+    store.save(run("f1", minutes_ago=3, status=Phase.CANCELLED))
+    assert store.count_unfinished() == 2
+
+
+def test_delete_forgets_the_run_everywhere(store: RunStore) -> None:
+    status = run("g1")
+    store.save(status, manifest=MANIFEST)
+    store.delete(status.job_name)
+    assert store.get(status.job_name) is None
+    assert store.manifest(status.job_name) is None
+    assert store.recent(10) == []
+    assert store.count_unfinished() == 0
+
+
+# -- idempotency keys ------------------------------------------------------------
+
+
+def test_an_idempotency_key_binds_once_across_store_objects(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    won = first.claim_idempotency_key("key-1", fingerprint="print-a", job_name="task-runner-a")
+    lost = second.claim_idempotency_key("key-1", fingerprint="print-b", job_name="task-runner-b")
+    assert (won.won, won.job_name, won.fingerprint) == (True, "task-runner-a", "print-a")
+    assert (lost.won, lost.job_name, lost.fingerprint) == (False, "task-runner-a", "print-a")
+
+
+def test_only_the_job_a_key_is_bound_to_can_release_it(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    first.claim_idempotency_key("key-2", fingerprint="p", job_name="task-runner-a")
+    second.release_idempotency_key("key-2", job_name="task-runner-other")
+    assert not second.claim_idempotency_key("key-2", fingerprint="p", job_name="task-runner-b").won
+    second.release_idempotency_key("key-2", job_name="task-runner-a")
+    assert second.claim_idempotency_key("key-2", fingerprint="p", job_name="task-runner-b").won
+
+
+def test_concurrent_claims_of_one_key_have_one_winner(stores: tuple[RunStore, RunStore]) -> None:
+    results: list[bool] = []
+    start = threading.Barrier(8)
+
+    def claim(store: RunStore, index: int) -> None:
+        start.wait()
+        results.append(store.claim_idempotency_key("key-3", fingerprint="p", job_name=f"task-runner-{index}").won)
+
+    threads = [threading.Thread(target=claim, args=(stores[i % 2], i)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(results) == [False] * 7 + [True]
+
+
+# -- leases ----------------------------------------------------------------------
+
+
+def test_a_run_is_leased_to_one_owner_at_a_time(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    status = run("h1")
+    first.save(status)
+    assert first.claim_run(status.job_name, owner="instance-a", lease_seconds=30)
+    assert not second.claim_run(status.job_name, owner="instance-b", lease_seconds=30)
+    assert first.claim_run(status.job_name, owner="instance-a", lease_seconds=30), "the holder renews"
+    first.release_runs(owner="instance-a")
+    assert second.claim_run(status.job_name, owner="instance-b", lease_seconds=30)
+    assert not first.claim_run(status.job_name, owner="instance-a", lease_seconds=30)
+
+
+def test_an_expired_lease_can_be_taken_over(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    status = run("h2")
+    first.save(status)
+    assert first.claim_run(status.job_name, owner="instance-a", lease_seconds=0.3)
+    assert not second.claim_run(status.job_name, owner="instance-b", lease_seconds=30)
+    wait_for(
+        lambda: second.claim_run(status.job_name, owner="instance-b", lease_seconds=30),
+        timeout=5,
+        what="the lease to expire",
+    )
+    assert not first.claim_run(status.job_name, owner="instance-a", lease_seconds=30)
+
+
+def test_finished_or_unknown_runs_cannot_be_leased(store: RunStore) -> None:
+    finished = run("h3", status=Phase.SUCCEEDED)
+    store.save(finished)
+    assert not store.claim_run(finished.job_name, owner="instance-a", lease_seconds=30)
+    assert not store.claim_run("task-runner-unknown", owner="instance-a", lease_seconds=30)
+
+
+# -- the webhook outbox ----------------------------------------------------------
+
+
+def test_a_webhook_is_enqueued_once_across_store_objects(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    assert first.enqueue_webhook("task-runner-w1", '{"n": 1}')
+    assert not second.enqueue_webhook("task-runner-w1", '{"n": 2}')
+    (pending,) = second.claim_webhooks(owner="instance-b", lease_seconds=30, limit=10)
+    assert (pending.job_name, pending.body, pending.attempts) == ("task-runner-w1", '{"n": 1}', 0)
+
+
+def test_a_due_webhook_is_claimed_by_only_one_of_two_owners(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    for index in range(5):
+        first.enqueue_webhook(f"task-runner-w{index}", "{}")
+    claimed: dict[str, list[str]] = {}
+    start = threading.Barrier(2)
+
+    def claim(store: RunStore, owner: str) -> None:
+        start.wait()
+        claimed[owner] = [w.job_name for w in store.claim_webhooks(owner=owner, lease_seconds=30, limit=10)]
+
+    threads = [threading.Thread(target=claim, args=(s, o)) for s, o in ((first, "a"), (second, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(claimed["a"] + claimed["b"]) == [f"task-runner-w{i}" for i in range(5)]
+    assert not set(claimed["a"]) & set(claimed["b"])
+    assert second.claim_webhooks(owner="c", lease_seconds=30, limit=10) == []
+
+
+def test_claims_respect_the_limit_and_the_holder_keeps_its_lease(store: RunStore) -> None:
+    for index in range(3):
+        store.enqueue_webhook(f"task-runner-l{index}", "{}")
+    assert len(store.claim_webhooks(owner="a", lease_seconds=30, limit=2)) == 2
+    assert [w.job_name for w in store.claim_webhooks(owner="b", lease_seconds=30, limit=2)] == ["task-runner-l2"]
+    assert len(store.claim_webhooks(owner="a", lease_seconds=30, limit=5)) == 2, "its own lease is renewed"
+
+
+def test_an_expired_webhook_lease_lets_another_sender_claim_it(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    first.enqueue_webhook("task-runner-x1", "{}")
+    assert len(first.claim_webhooks(owner="a", lease_seconds=0.3, limit=1)) == 1
+    assert second.claim_webhooks(owner="b", lease_seconds=30, limit=1) == []
+    wait_for(lambda: second.claim_webhooks(owner="b", lease_seconds=30, limit=1), timeout=5, what="lease expiry")
+
+
+def test_a_failed_delivery_is_retried_after_its_delay_then_kept_as_delivered(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    first, second = stores
+    first.enqueue_webhook("task-runner-r1", '{"job": "r1"}')
+    first.claim_webhooks(owner="a", lease_seconds=30, limit=1)
+    first.reschedule_webhook("task-runner-r1", delay=0.5, error="HTTP 502")
+    assert second.claim_webhooks(owner="b", lease_seconds=30, limit=1) == [], "not due yet"
+    (retry,) = wait_for(
+        lambda: second.claim_webhooks(owner="b", lease_seconds=30, limit=1), timeout=5, what="the retry to be due"
+    )
+    assert (retry.job_name, retry.attempts) == ("task-runner-r1", 1)
+    second.complete_webhook("task-runner-r1")
+    assert first.claim_webhooks(owner="a", lease_seconds=30, limit=5) == []
+    first.reschedule_webhook("task-runner-r1", delay=0, error="late failure report")
+    assert first.claim_webhooks(owner="a", lease_seconds=30, limit=5) == [], "delivered stays delivered"
+    assert not first.enqueue_webhook("task-runner-r1", "{}"), "an instance seeing the finish later sends nothing"
+
+
+def test_purge_forgets_delivered_webhooks_but_not_pending_ones(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    first.enqueue_webhook("task-runner-d1", "{}")
+    first.enqueue_webhook("task-runner-d2", "{}")
+    first.complete_webhook("task-runner-d1")
+    second.purge(before=utcnow() + timedelta(seconds=5))
+    assert first.enqueue_webhook("task-runner-d1", "{}"), "purged: a new enqueue is accepted"
+    assert not first.enqueue_webhook("task-runner-d2", "{}"), "still pending: kept"
+
+
+# -- comparisons -----------------------------------------------------------------
+
+
+def test_a_comparison_is_recorded_once_per_pipeline_run(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    assert first.record_comparison(comparison("p1", minutes_ago=2))
+    assert not second.record_comparison(comparison("p1", legacy_status="Failed"))
+    assert second.record_comparison(comparison("p2", minutes_ago=1))
+    found = first.comparisons()
+    assert [c.pipeline_run_id for c in found] == ["p2", "p1"]
+    assert (found[1].legacy_status, found[1].matched) == ("Succeeded", True), "the first record stands"
+
+
+# -- retention -------------------------------------------------------------------
+
+
+def test_purge_forgets_old_finished_runs_keys_and_comparisons(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    old_done = run("o1", minutes_ago=120, status=Phase.SUCCEEDED)
+    old_running = run("o2", minutes_ago=120, status=Phase.RUNNING)
+    new_done = run("o3", minutes_ago=1, status=Phase.FAILED)
+    for status in (old_done, old_running, new_done):
+        first.save(status, manifest=MANIFEST)
+    first.record_comparison(comparison("old", minutes_ago=120))
+    first.record_comparison(comparison("new", minutes_ago=1))
+    first.claim_idempotency_key("key-p", fingerprint="p", job_name="task-runner-p")
+
+    assert second.purge(before=utcnow() - timedelta(minutes=60)) == 1
+    assert second.get(old_done.job_name) is None
+    assert second.get(old_running.job_name) == old_running, "unfinished runs are never purged"
+    assert second.get(new_done.job_name) == new_done
+    assert {s.job_name for s in second.recent(10)} == {old_running.job_name, new_done.job_name}
+    assert [c.pipeline_run_id for c in second.comparisons()] == ["new"]
+    assert not second.claim_idempotency_key("key-p", fingerprint="p", job_name="task-runner-q").won
+
+    assert second.purge(before=utcnow() + timedelta(seconds=5)) == 1
+    assert second.claim_idempotency_key("key-p", fingerprint="p", job_name="task-runner-q").won
+    assert second.comparisons() == []
+    assert second.count_unfinished() == 1
+
+
+def test_ping_answers_while_the_store_is_reachable(store: RunStore) -> None:
+    store.ping()
