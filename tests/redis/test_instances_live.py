@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import parse_sse, statuses
+from tests.helpers import parse_sse, statuses, wait_for
 from tests.live.clients import (
     ADMIN,
     DONATION,
@@ -111,3 +111,26 @@ def test_several_workers_of_one_server_follow_each_others_runs(start_instance: S
         frames = parse_sse(out)
         assert statuses(frames)[-1] == "Succeeded", "each stream hears the end, whichever worker runs the task"
         assert frames[-1] == {"event": "end", "data": {}}
+
+
+def _task_processes(job_name: str) -> list[int]:
+    """Pids of the processes running a job's task (the runner puts TASK_JOB_NAME in their environment)."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            environ = path.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+        if f"TASK_JOB_NAME={job_name}".encode() in environ:
+            found.append(int(path.parent.name))
+    return found
+
+
+def test_a_cancel_through_the_other_instance_stops_the_task(start_instance: StartInstance) -> None:
+    a, b = start_instance("a"), start_instance("b")
+    name = launch(a, "slow", seconds="60")
+    wait_for_status(a, name, "Running")
+    assert _task_processes(name), "the task runs as a process on A"
+    assert requests.delete(f"{b.url}/api/jobs/{name}", headers=ADMIN, timeout=10).status_code == 200
+    assert wait_for_status(a, name, "Cancelled")["reason"] == "Cancelled"
+    wait_for(lambda: not _task_processes(name), timeout=15, what="the task's process on instance A to be stopped")
