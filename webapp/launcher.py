@@ -166,6 +166,8 @@ class Launcher:
             record_comparison(
                 self._store, shadow_launch_failed(primary, shadow_mode=mode, shadow_job=job_name, error=str(error))
             )
+            current = self._hub.get(primary.job_name) or primary
+            self._hub.publish(current.evolve(shadow_job_name=None))  # there is no other run to point to
             return
         metrics.LAUNCHES.labels(mode=mode, result="shadow").inc()
 

@@ -83,6 +83,7 @@ def test_a_shadow_that_cannot_start_never_fails_the_donor(
     launched = client.post("/api/donations", json=DONATION)
     assert launched.status_code == 202
     assert launched.get_json()["mode"] == "legacy"
+    assert "shadow_job_name" not in launched.get_json(), "no shadow to point to"
     body = report(client)
     assert body["totals"]["mismatches"] == 1
     (mismatch,) = body["recent_mismatches"]

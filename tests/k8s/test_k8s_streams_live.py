@@ -95,6 +95,11 @@ def test_an_api_server_restart_mid_stream_resumes_and_ends_right(
     assert statuses(frames)[-1] == "Succeeded"
     assert frames[-1]["event"] == "end"
     assert '"event": "watch.restarted"' in k8s_live_server.log()
+    wait_for(
+        lambda: requests.get(f"{k8s_live_server.url}/readyz", timeout=5).status_code == 200,
+        timeout=30,
+        what="readiness to come back once the watch is open again",
+    )
 
 
 def test_a_compacted_watch_relists_and_loses_no_terminal_status(
@@ -138,4 +143,5 @@ def test_cancel_over_the_api_ends_open_streams(k8s_live_server: LiveServer) -> N
     wait_for(lambda: open_streams(k8s_live_server, "sse") == 1, what="the stream to open")
     assert requests.delete(f"{k8s_live_server.url}/api/jobs/{name}", headers=ADMIN, timeout=10).status_code == 200
     out, _ = curl.communicate(timeout=30)
-    assert statuses(parse_sse(out))[-1] == "Cancelled"
+    last = [f for f in parse_sse(out) if f.get("event") == "status"][-1]["data"]
+    assert (last["status"], last["reason"]) == ("Cancelled", "Cancelled")

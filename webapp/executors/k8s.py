@@ -113,6 +113,7 @@ class KubernetesExecutor:
             logger.info("job.cleanup_skipped", extra={"job_name": name, "mode": self.mode})
 
     def cancel(self, job_name: str) -> None:
+        self.watcher.expect_cancel(job_name)
         try:
             self._batch.delete_namespaced_job(
                 job_name, self.namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT

@@ -75,8 +75,12 @@ class JobWatcher:
         """Unfinished Jobs whose pod is not ready yet, by name: their last seen object."""
         self._pod_reasons: dict[str, tuple[str, str | None]] = {}
         self._probe_now = threading.Event()
+        self._cancelling: set[str] = set()
+        """Jobs the app is deleting: their disappearance is a cancel, not an outside deletion."""
         self._lock = threading.Lock()
         self._last_error: str | None = None
+        self.resource_version: str | None = None
+        """Where the watch has got to: the last event or list seen."""
         self._response: Any = None
         self.lists = 0
         """How many times the Jobs were listed (first sync and every relist)."""
@@ -105,21 +109,21 @@ class JobWatcher:
         """List, then watch until stopped; ``max_iterations`` only for tests."""
         backoff = Backoff()
         iterations = 0
-        resource_version: str | None = None
+        self.resource_version = None
         while not self._stopping.is_set():
             if max_iterations is not None and iterations >= max_iterations:
                 return
             iterations += 1
             try:
-                if resource_version is None:
-                    resource_version = self._list()
+                if self.resource_version is None:
+                    self.resource_version = self._list()
                     self._synced.set()
                     self._last_error = None
-                resource_version = self._watch(resource_version)
+                self._watch()
                 backoff.reset()
             except _Gone:
                 self._restarted("gone", "resourceVersion too old; relisting")
-                resource_version = None
+                self.resource_version = None
             except urllib3.exceptions.ReadTimeoutError:
                 self._restarted("silence", f"no event for {READ_TIMEOUT:g}s; reopening the watch")
             except Exception as error:  # the loop never dies
@@ -168,20 +172,25 @@ class JobWatcher:
             raise
         return False
 
-    def _watch(self, resource_version: str) -> str:
-        """Follow changes from ``resource_version`` until the server ends the watch; return where it got to."""
+    def _watch(self) -> None:
+        """Follow changes from ``self.resource_version`` until the watch ends, keeping it up to date.
+
+        After an error the next watch starts from the last event seen, not from where this one started.
+        """
         timeout = random.randint(*WATCH_TIMEOUT_RANGE)
         response: Any = self._batch.list_namespaced_job(
             self.namespace,
             label_selector=MANAGED_SELECTOR,
             watch=True,
             allow_watch_bookmarks=True,
-            resource_version=resource_version,
+            resource_version=self.resource_version,
             timeout_seconds=timeout,
             _preload_content=False,
             _request_timeout=(5, READ_TIMEOUT),
         )
         self._response = response
+        self._synced.set()  # the watch is open again: what we know is current
+        self._last_error = None
         try:
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if self._stopping.is_set():
@@ -194,7 +203,7 @@ class JobWatcher:
                     if job.get("code") == 410:
                         raise _Gone(job.get("message"))
                     raise ApiException(status=job.get("code"), reason=job.get("message"))
-                resource_version = (job.get("metadata") or {}).get("resourceVersion") or resource_version
+                self.resource_version = (job.get("metadata") or {}).get("resourceVersion") or self.resource_version
                 if kind in ("ADDED", "MODIFIED"):
                     self.observe(job)
                 elif kind == "DELETED":
@@ -207,7 +216,6 @@ class JobWatcher:
             self._response = None
             response.close()
             response.release_conn()
-        return resource_version
 
     # -- from Job objects to statuses -----------------------------------------------
 
@@ -219,10 +227,15 @@ class JobWatcher:
             return
         with self._lock:
             waiting = self._pod_reasons.get(name)
-        current = previous.evolve(**job_fields(job, deleted=deleted, pod_waiting=waiting))
+        fields = job_fields(job, deleted=deleted, pod_waiting=waiting)
+        if fields["status"] == Phase.CANCELLED and name in self._cancelling:
+            fields.update(reason="Cancelled", message="cancelled by an operator")
+        current = previous.evolve(**fields)
         if current is not previous:
             self._hub.publish(current)
         with self._lock:
+            if current.terminal:
+                self._cancelling.discard(name)
             if current.status == Phase.PENDING and current.active and not current.terminal:
                 first_time = name not in self._waiting_jobs
                 self._waiting_jobs[name] = job
@@ -231,6 +244,11 @@ class JobWatcher:
             else:
                 self._waiting_jobs.pop(name, None)
                 self._pod_reasons.pop(name, None)
+
+    def expect_cancel(self, job_name: str) -> None:
+        """The app is about to delete this Job (an operator's cancel)."""
+        with self._lock:
+            self._cancelling.add(job_name)
 
     def mark_cancelled(self, job_name: str) -> None:
         """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
