@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: run test deps app-deps system-deps cluster cluster-up cluster-down deploy-jobspecs lint format
+.PHONY: run test deps app-deps system-deps cluster cluster-up cluster-down deploy-jobspecs screenshots lint format
 
 run: app-deps  ## Serve the app at http://127.0.0.1:8000 (gunicorn gevent worker, local runner, SQLite)
 	$(PYTHON) -m gunicorn wsgi:app
@@ -28,6 +28,9 @@ cluster-up: cluster  ## Start a local control plane in the background; kubeconfi
 
 cluster-down:
 	$(PYTHON) tests/cluster/controlplane.py down --dir .cluster
+
+screenshots:  ## Retake docs/screenshots/ in the real browser
+	JOBPULSE_SCREENSHOTS=1 $(PYTHON) -m pytest tests/e2e/test_screenshots.py
 
 deploy-jobspecs:  ## Copy jobspecs/ into deploy/jobspecs/ (kustomize reads only its own folder)
 	cp jobspecs/*.yaml deploy/jobspecs/

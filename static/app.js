@@ -255,7 +255,7 @@
     panel.scrollIntoView({ block: 'nearest', behavior: reduceMotion ? 'auto' : 'smooth' });
 
     if (launch.terminal || TERMINAL.has(launch.status)) {
-      setTransport('none', 'Not needed (finished)');
+      setTransport('none', 'Not needed (finished)', 'closed');
       return;
     }
     state.follower = new TransportChain(launch.job_name, launch.links || defaultLinks(launch.job_name), forcedTransport());

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests drive for real, if any is missing (needs root or sudo).
 set -euo pipefail
-wanted=(curl:curl redis-server:redis-server chromium:chromium)
+wanted=(curl:curl redis-server:redis-server chromium:chromium npm:npm)
 missing=()
 for pair in "${wanted[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -1,0 +1,176 @@
+"""Fixtures for the page in a real browser: Debian's chromium driven by Playwright, against real servers.
+
+One browser per session; a fresh context (its own cookies and storage) per
+test. Every page is watched: an uncaught script error or a Content Security
+Policy violation fails the test that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, sync_playwright
+
+from tests.e2e.donation_page import RECORDER_JS, DonationPage
+from tests.e2e.proxy import TransportBlockingProxy
+from tests.e2e.waitress_server import WaitressServer
+from tests.live.server import LiveServer
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1000, "height": 800}
+AXE_VERSION = "4"
+AXE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jobpulse" / f"axe-core-{AXE_VERSION}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless; Playwright's own browser downloads are never used."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"chromium not found at {CHROMIUM}: install the Debian package 'chromium' (tests/system-deps.sh)")
+    with sync_playwright() as playwright:
+        # launch() gives the browser a fresh temporary user-data dir, removed on close
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
+    """Open browser contexts (like fresh browser profiles); each page in them is watched for errors."""
+    contexts: list[BrowserContext] = []
+    problems: list[str] = []
+
+    def watch(page: Page) -> None:
+        def on_console(message: ConsoleMessage) -> None:
+            if "Content Security Policy" in message.text:
+                problems.append(f"CSP violation on {page.url}: {message.text}")
+
+        def on_page_error(error: Error) -> None:
+            problems.append(f"uncaught error on {page.url}: {error}")
+
+        page.on("console", on_console)
+        page.on("pageerror", on_page_error)
+
+    def open_context(**options: Any) -> BrowserContext:
+        settings: dict[str, Any] = {
+            "viewport": VIEWPORT,
+            "locale": "en-US",
+            "timezone_id": "UTC",
+            "reduced_motion": "reduce",
+        }
+        context = browser.new_context(**{**settings, **options})
+        context.set_default_timeout(30_000)
+        context.add_init_script(RECORDER_JS)
+        context.on("page", watch)
+        contexts.append(context)
+        return context
+
+    yield open_context
+    for context in contexts:
+        context.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def page(new_context: Callable[..., BrowserContext]) -> Page:
+    return new_context().new_page()
+
+
+@pytest.fixture
+def donation_spec(jobspecs_dir: Path) -> Callable[..., None]:
+    """Change this test's copy of the donation jobspec (before its server starts)."""
+
+    def change(
+        *, step_seconds: float | None = None, command: list[str] | None = None, backoff_limit: int | None = None
+    ) -> None:
+        path = jobspecs_dir / "donation-receipt.yaml"
+        manifest = yaml.safe_load(path.read_text())
+        container = manifest["spec"]["template"]["spec"]["containers"][0]
+        if step_seconds is not None:
+            for variable in container["env"]:
+                if variable["name"] == "TASK_STEP_SECONDS":
+                    variable["value"] = str(step_seconds)
+        if command is not None:
+            container["command"] = command
+        if backoff_limit is not None:
+            manifest["spec"]["backoffLimit"] = backoff_limit
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+    return change
+
+
+@pytest.fixture
+def make_waitress_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WaitressServer]]:
+    """Start the app under waitress with extra settings; all are stopped afterwards."""
+    servers: list[WaitressServer] = []
+
+    def start(**overrides: str) -> WaitressServer:
+        env = {**app_env, "LOG_LEVEL": "INFO", **overrides}
+        server = WaitressServer(env=env, log_path=tmp_path / f"waitress-{len(servers)}.log")
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def blocking_proxy(live_server: LiveServer) -> Iterator[TransportBlockingProxy]:
+    """The live gunicorn server behind a proxy that carries neither WebSocket nor SSE."""
+    proxy = TransportBlockingProxy(live_server.url)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """axe-core from npm, installed once into the user's cache (nothing from node_modules is committed)."""
+    script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+    if script.exists():
+        return script
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm not found: install the Debian package 'npm' to fetch axe-core for the accessibility tests")
+    staging = AXE_DIR.with_name(f"{AXE_DIR.name}.{os.getpid()}")
+    done = subprocess.run(
+        [npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", f"axe-core@{AXE_VERSION}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        pytest.fail(f"npm install axe-core@{AXE_VERSION} failed:\n{done.stdout}\n{done.stderr}")
+    try:
+        staging.rename(AXE_DIR)
+    except OSError:  # another test process installed it first
+        shutil.rmtree(staging, ignore_errors=True)
+    if not script.exists():
+        pytest.fail(f"axe-core installed but {script} is missing")
+    return script
+
+
+@pytest.fixture
+def donation_page(live_server: LiveServer, page: Page) -> DonationPage:
+    """The donation page of a fresh gunicorn server, opened in a fresh browser context."""
+    return DonationPage(page, live_server.url).open()
