@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from flask import Flask
@@ -72,21 +74,35 @@ def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-@pytest.fixture
-def make_live_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start real gunicorn servers with extra settings; all are stopped afterwards."""
-    servers: list[LiveServer] = []
+Server = TypeVar("Server", bound=LiveServer)
 
-    def start(**overrides: str) -> LiveServer:
+
+@contextmanager
+def server_factory(
+    server_class: type[Server], app_env: dict[str, str], folder: Path
+) -> Iterator[Callable[..., Server]]:
+    """Start real servers of ``server_class`` with extra settings; stop them all on the way out."""
+    servers: list[Server] = []
+
+    def start(**overrides: str) -> Server:
         env = {**app_env, "LOG_LEVEL": "INFO", **overrides}
-        server = LiveServer(env=env, log_path=tmp_path / f"gunicorn-{len(servers)}.log")
+        server = server_class(env=env, log_path=folder / f"{server_class.name}-{len(servers)}.log")
         servers.append(server)
         server.start()
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def make_live_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start real gunicorn servers with extra settings; all are stopped afterwards."""
+    with server_factory(LiveServer, app_env, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

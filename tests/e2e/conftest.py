@@ -18,6 +18,7 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, sync_playwright
 
+from tests.conftest import server_factory
 from tests.e2e.donation_page import RECORDER_JS, DonationPage
 from tests.e2e.proxy import TransportBlockingProxy
 from tests.e2e.waitress_server import WaitressServer
@@ -118,18 +119,8 @@ def donation_spec(jobspecs_dir: Path) -> Callable[..., None]:
 @pytest.fixture
 def make_waitress_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WaitressServer]]:
     """Start the app under waitress with extra settings; all are stopped afterwards."""
-    servers: list[WaitressServer] = []
-
-    def start(**overrides: str) -> WaitressServer:
-        env = {**app_env, "LOG_LEVEL": "INFO", **overrides}
-        server = WaitressServer(env=env, log_path=tmp_path / f"waitress-{len(servers)}.log")
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    with server_factory(WaitressServer, app_env, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

@@ -9,36 +9,21 @@ held back and no flag is needed for them.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
-from pathlib import Path
-
-import requests
 
 from tests.cluster.controlplane import die_with_parent
-from tests.helpers import wait_for
-from tests.live.server import PROJECT_ROOT, free_port
+from tests.live.server import LiveServer
 
 WAITRESS_THREADS = 8  # each open SSE stream holds one
 
 
-def _child_setup() -> None:  # runs in the child between fork and exec
-    die_with_parent()  # a killed test run leaves no server behind
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # not ignored, even if this run's shell ignores it
+class WaitressServer(LiveServer):
+    """The same app under waitress, a plain WSGI server that cannot hold WebSockets."""
 
-
-class WaitressServer:
-    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name = "waitress"
+    stop_signal = signal.SIGINT
+    """Stop as an operator should: waitress exits cleanly on SIGINT only (SIGTERM kills it outright)."""
 
     def command(self) -> list[str]:
         return [
@@ -50,40 +35,7 @@ class WaitressServer:
             "wsgi:app",
         ]
 
-    def start(self) -> None:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_child_setup,
-            )
-        wait_for(self._ready, timeout=30, what=f"waitress on {self.url} to be ready")
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"waitress exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def stop(self, timeout: float = 30) -> int:
-        """Stop as an operator should: waitress exits cleanly on SIGINT only (SIGTERM kills it outright)."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            raise AssertionError(f"waitress did not stop within {timeout}s:\n{self.log()[-3000:]}") from None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    @staticmethod
+    def child_setup() -> None:  # runs in the child between fork and exec
+        die_with_parent()  # a killed test run leaves no server behind
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # not ignored, even if this run's shell ignores it

@@ -24,6 +24,11 @@ def free_port() -> int:
 
 
 class LiveServer:
+    """The real gunicorn (gevent worker); subclasses serve the same app with another WSGI server."""
+
+    name = "gunicorn"
+    stop_signal = signal.SIGTERM
+
     def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
@@ -38,40 +43,47 @@ class LiveServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"]
+
+    @staticmethod
+    def child_setup() -> None:  # runs in the child between fork and exec
+        die_with_parent()  # a killed test run leaves no server behind
+
     def start(self) -> None:
         env = {**os.environ, **self.env, "BIND": f"127.0.0.1:{self.port}", "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
+                self.command(),
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # a killed test run leaves no server behind
+                preexec_fn=self.child_setup,
             )
-        wait_for(self._ready, timeout=30, what=f"gunicorn on {self.url} to be ready")
+        wait_for(self._ready, timeout=30, what=f"{self.name} on {self.url} to be ready")
 
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
         try:
             return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
         except requests.RequestException:  # refused, or accepted while the worker still boots
             return False
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
-        """Signal the gunicorn master and wait for it to exit; return its exit code."""
+    def stop(self, sig: signal.Signals | None = None, timeout: float = 30) -> int:
+        """Signal the server (the gunicorn master) and wait for it to exit; return its exit code."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
+        self.process.send_signal(sig or self.stop_signal)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            raise AssertionError(f"gunicorn did not stop within {timeout}s:\n{self.log()[-3000:]}") from None
+            raise AssertionError(f"{self.name} did not stop within {timeout}s:\n{self.log()[-3000:]}") from None
 
     def restart(self) -> None:
         self.stop()
