@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: run test deps app-deps system-deps cluster cluster-up cluster-down deploy-jobspecs screenshots lint format
+.PHONY: run test deps app-deps system-deps cluster cluster-up cluster-down deploy-jobspecs screenshots benchmarks lint format
 
 run: app-deps  ## Serve the app at http://127.0.0.1:8000 (gunicorn gevent worker, local runner, SQLite)
 	$(PYTHON) -m gunicorn wsgi:app
@@ -31,6 +31,14 @@ cluster-down:
 
 screenshots:  ## Retake docs/screenshots/ in the real browser
 	JOBPULSE_SCREENSHOTS=1 $(PYTHON) -m pytest tests/e2e/test_screenshots.py
+
+benchmarks: deps cluster  ## Run the four benchmarks of docs/PERFORMANCE.md (about 15 minutes); results in var/benchmarks/
+	$(PIP) install -q -e '.[bench]'
+	mkdir -p var/benchmarks
+	$(PYTHON) -m benchmarks.api_requests --json var/benchmarks/api_requests.json
+	$(PYTHON) -m benchmarks.latency --json var/benchmarks/latency.json
+	$(PYTHON) -m benchmarks.fanout --json var/benchmarks/fanout.json
+	$(PYTHON) -m benchmarks.launches --json var/benchmarks/launches.json
 
 deploy-jobspecs:  ## Copy jobspecs/ into deploy/jobspecs/ (kustomize reads only its own folder)
 	cp jobspecs/*.yaml deploy/jobspecs/

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -30,40 +31,61 @@ class HubClosed(Exception):
 
 
 class Subscription:
-    """One transport's view of one job: a one-slot mailbox that keeps the latest status."""
+    """One transport's view of one job: a one-slot mailbox that keeps the latest status.
 
-    def __init__(self, job_name: str) -> None:
+    Cheap on the fan-out path: :meth:`offer` swaps one reference under an
+    uncontended lock and sets an event; nothing is queued or copied, and no
+    timer is armed per wait (idle streams are woken by the hub's heartbeat,
+    :meth:`StatusHub.nudge_all`, one timer for the whole process).
+    """
+
+    def __init__(self, job_name: str, *, heartbeat: bool = False) -> None:
         self.job_name = job_name
+        self.heartbeat = heartbeat
+        """Whether :meth:`StatusHub.nudge_all` wakes this one (SSE sends keep-alives; WebSocket pings by itself)."""
         self._latest: JobStatus | None = None
         self._closed = False
-        self._ready = threading.Condition(threading.Lock())
+        self._nudged = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
 
     def offer(self, status: JobStatus) -> None:
         """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader."""
-        with self._ready:
+        with self._lock:
             if self._latest is None or status.seq >= self._latest.seq:
                 self._latest = status
-            self._ready.notify()
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """Wake the reader with nothing new: :meth:`get` returns ``None`` (time for a heartbeat)."""
+        self._nudged = True
+        self._wake.set()
 
     def close(self) -> None:
         """Wake the reader for good: :meth:`get` raises :class:`HubClosed` from now on."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
+        self._closed = True
+        self._wake.set()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def get(self, timeout: float | None = None) -> JobStatus | None:
-        """The next status, or ``None`` after ``timeout`` seconds without one."""
-        with self._ready:
-            if self._latest is None and not self._closed:
-                self._ready.wait(timeout)
+        """The next status; ``None`` when nudged, or after ``timeout`` seconds without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
             if self._closed:
                 raise HubClosed(self.job_name)
-            status, self._latest = self._latest, None
-            return status
+            with self._lock:
+                self._wake.clear()
+                status, self._latest = self._latest, None
+                nudged, self._nudged = self._nudged, False
+            if status is not None or nudged:
+                return status
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._wake.wait(remaining)
 
 
 class StatusHub:
@@ -115,9 +137,12 @@ class StatusHub:
             return list(self._latest.values())
 
     @contextmanager
-    def subscribe(self, job_name: str) -> Iterator[Subscription]:
-        """Subscribe to one job for the ``with`` block; always unsubscribes on the way out."""
-        subscription = Subscription(job_name)
+    def subscribe(self, job_name: str, *, heartbeat: bool = False) -> Iterator[Subscription]:
+        """Subscribe to one job for the ``with`` block; always unsubscribes on the way out.
+
+        ``heartbeat``: also wake it with ``None`` at each :meth:`nudge_all`.
+        """
+        subscription = Subscription(job_name, heartbeat=heartbeat)
         with self._lock:
             if self._closed:
                 subscription.close()
@@ -137,6 +162,20 @@ class StatusHub:
             if job_name is not None:
                 return len(self._subscriptions.get(job_name, ()))
             return sum(len(s) for s in self._subscriptions.values())
+
+    def nudge_all(self, *, batch: int = 500) -> None:
+        """Wake every subscription that wants heartbeats, with nothing new, so each sends its keep-alive.
+
+        In batches, yielding between them (``time.sleep(0)`` lets other
+        greenlets or threads run), so a change that arrives meanwhile is not
+        held up behind ten thousand pings.
+        """
+        with self._lock:
+            everyone = [s for subs in self._subscriptions.values() for s in subs if s.heartbeat]
+        for start in range(0, len(everyone), batch):
+            for subscription in everyone[start : start + batch]:
+                subscription.nudge()
+            time.sleep(0)
 
     def close(self) -> None:
         """End every subscription (server shutting down)."""

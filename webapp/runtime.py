@@ -76,6 +76,7 @@ class Runtime:
         for executor in self.executors.values():
             executor.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
+        threading.Thread(target=self._heartbeat, name="stream-heartbeat", daemon=True).start()
 
     def stop(self) -> None:
         """End streams (WebSocket 1001) and stop executors. Idempotent."""
@@ -120,6 +121,11 @@ class Runtime:
                     "reason": status.reason,
                 },
             )
+
+    def _heartbeat(self) -> None:
+        """Every ``SSE_HEARTBEAT_SECONDS``, wake every stream to send its keep-alive: one timer, not one per stream."""
+        while not self._stopping.wait(self.settings.sse_heartbeat_seconds):
+            self.hub.nudge_all()
 
     def _housekeeping(self) -> None:
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):

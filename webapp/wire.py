@@ -1,29 +1,43 @@
 """How a status goes on the wire: Server-Sent Events frames and WebSocket messages.
 
-Pure formatting, shared by the transports, so every transport carries the
-same JSON (built once per change by :attr:`JobStatus.json`).
+Pure formatting, shared by the transports. Each form is built once per
+change and kept on the status (:attr:`JobStatus.encodings`), so fanning a
+change out to ten thousand streams formats and encodes it once, not ten
+thousand times. SSE frames are bytes, ready for the server to write.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
 from webapp.status import JobStatus
 
 SSE_RETRY_MS = 2000
 
-SSE_PREAMBLE = f"retry: {SSE_RETRY_MS}\n\n"
-SSE_PING = ": ping\n\n"
-SSE_END = "event: end\ndata: {}\n\n"
+SSE_PREAMBLE = f"retry: {SSE_RETRY_MS}\n\n".encode()
+SSE_PING = b": ping\n\n"
+SSE_END = b"event: end\ndata: {}\n\n"
+
+T = TypeVar("T")
 
 
-def sse_status_frame(status: JobStatus) -> str:
-    return f"id: {status.seq}\nevent: status\ndata: {status.json}\n\n"
+def _once(status: JobStatus, form: str, build: Callable[[JobStatus], T]) -> T:
+    cache = status.encodings
+    if form not in cache:
+        cache[form] = build(status)  # two threads may both build it: the same value, harmless
+    value: T = cache[form]
+    return value
+
+
+def sse_status_frame(status: JobStatus) -> bytes:
+    return _once(status, "sse", lambda s: f"id: {s.seq}\nevent: status\ndata: {s.json}\n\n".encode())
 
 
 def ws_status_message(status: JobStatus) -> str:
     """The status object with ``"type": "status"`` added, without re-serialising it."""
-    return '{"type":"status",' + status.json[1:]
+    return _once(status, "ws", lambda s: '{"type":"status",' + s.json[1:])
 
 
 def ws_error_message(error: str, message: str) -> str:

@@ -19,16 +19,9 @@ import yaml
 from flask import Flask
 
 from tests.cluster.controlplane import ControlPlane, find_bin_dir
-from tests.conftest import PROJECT_ROOT
 from tests.helpers import wait_for
+from tests.k8s.identity import APP_SERVICE_ACCOUNT, apply_app_identity
 from tests.live.server import LiveServer
-
-_RBAC_PATHS = {
-    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
-    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
-    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-}
-APP_SERVICE_ACCOUNT = "jobpulse"
 
 
 class ExistingCluster:
@@ -142,19 +135,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield plane
     finally:
         plane.stop()
-
-
-def apply_app_identity(cluster: ControlPlane, namespace: str) -> None:
-    """Create the app's ServiceAccount, Role and RoleBinding from deploy/ in ``namespace``."""
-    for path in ("deploy/serviceaccount.yaml", "deploy/rbac.yaml"):
-        for document in yaml.safe_load_all((PROJECT_ROOT / path).read_text()):
-            if not document or document.get("kind") not in _RBAC_PATHS:
-                continue
-            document["metadata"]["namespace"] = namespace
-            for subject in document.get("subjects") or ():
-                if subject.get("kind") == "ServiceAccount":
-                    subject["namespace"] = namespace
-            cluster.request("POST", _RBAC_PATHS[document["kind"]].format(ns=namespace), document, ok_conflict=True)
 
 
 @pytest.fixture(scope="module")

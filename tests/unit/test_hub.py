@@ -72,6 +72,23 @@ def test_a_waiting_reader_is_woken_from_another_thread() -> None:
     assert got == [first]
 
 
+def test_with_real_threads_no_change_is_lost_and_none_goes_backwards() -> None:
+    hub = StatusHub()
+    current = status()
+    changes = [current := current.evolve(active=n) for n in range(1, 3001)]
+    seen: list[int] = []
+    with hub.subscribe(current.job_name) as subscription:
+        writer = threading.Thread(target=lambda: [hub.publish(change) for change in changes])
+        writer.start()
+        while not seen or seen[-1] < changes[-1].seq:
+            got = subscription.get(timeout=10)
+            assert got is not None, f"woken for nothing or never woken; last seen seq {seen[-1:]}"
+            seen.append(got.seq)
+        writer.join(timeout=10)
+    assert seen == sorted(set(seen))
+    assert seen[-1] == changes[-1].seq
+
+
 def test_close_ends_every_subscription() -> None:
     hub = StatusHub()
     with hub.subscribe("task-runner-a-00000000") as subscription:
@@ -91,3 +108,21 @@ def test_listeners_hear_accepted_changes_with_the_previous_status() -> None:
     hub.publish(first)  # a repeat is not a change
     hub.publish(first.evolve(status="Running"))
     assert heard == [(Phase.QUEUED, None), (Phase.RUNNING, Phase.QUEUED)]
+
+
+def test_heartbeats_wake_only_the_subscriptions_that_want_them() -> None:
+    hub = StatusHub()
+    first = status()
+    with (
+        hub.subscribe(first.job_name, heartbeat=True) as sse,
+        hub.subscribe(first.job_name) as ws,
+    ):
+        got: list[JobStatus | None] = []
+        reader = threading.Thread(target=lambda: got.append(sse.get()))  # no timeout: only a wake ends it
+        reader.start()
+        hub.nudge_all(batch=1)
+        reader.join(timeout=10)
+        assert got == [None]  # woken with nothing new: time for a keep-alive
+        hub.publish(first)
+        assert sse.get() == first
+        assert ws.get() == first  # its first wake is the change: the heartbeat passed it by

@@ -70,11 +70,20 @@ def test_round_trip_through_json() -> None:
 
 def test_wire_formats_carry_the_same_object() -> None:
     status = queued().evolve(status="Running")
-    frame = sse_status_frame(status)
+    frame = sse_status_frame(status).decode()
     assert frame.startswith(f"id: {status.seq}\nevent: status\ndata: ")
     assert frame.endswith("\n\n")
     assert "\n" not in frame.split("data: ", 1)[1].rstrip("\n")
     assert json.loads(frame.split("data: ", 1)[1]) == status.to_dict()
     assert json.loads(ws_status_message(status)) == {"type": "status", **status.to_dict()}
     assert json.loads(ws_error_message("not_found", "no")) == {"type": "error", "error": "not_found", "message": "no"}
-    assert SSE_END == "event: end\ndata: {}\n\n"
+    assert SSE_END == b"event: end\ndata: {}\n\n"
+
+
+def test_wire_forms_are_built_once_per_status_not_per_subscriber() -> None:
+    status = queued().evolve(status="Running")
+    assert sse_status_frame(status) is sse_status_frame(status)
+    assert ws_status_message(status) is ws_status_message(status)
+    following = status.evolve(active=2)
+    assert sse_status_frame(following) != sse_status_frame(status)
+    assert json.loads(ws_status_message(following))["active"] == 2

@@ -22,7 +22,7 @@ from webapp.api import runtime
 from webapp.api.errors import error_response
 from webapp.errors import InvalidJobName, JobNotFound
 from webapp.hub import HubClosed, Subscription
-from webapp.status import JobStatus, utcnow
+from webapp.status import JobStatus
 from webapp.wire import SSE_END, SSE_PING, SSE_PREAMBLE, sse_status_frame, ws_error_message, ws_status_message
 
 logger = logging.getLogger(__name__)
@@ -53,17 +53,20 @@ def _stream_opened(transport: str, job_name: str) -> Iterator[None]:
         )
 
 
+_MESSAGES = {transport: metrics.STREAM_MESSAGES.labels(transport=transport) for transport in ("sse", "ws")}
+_PROPAGATION = {transport: metrics.PROPAGATION_SECONDS.labels(transport=transport) for transport in ("sse", "ws")}
+
+
 def _delivered(transport: str, status: JobStatus) -> None:
-    metrics.STREAM_MESSAGES.labels(transport=transport).inc()
-    metrics.PROPAGATION_SECONDS.labels(transport=transport).observe(
-        max(0.0, (utcnow() - status.updated_at).total_seconds())
-    )
+    """Count a message written to a client (per subscriber, so kept to two cheap calls)."""
+    _MESSAGES[transport].inc()
+    _PROPAGATION[transport].observe(max(0.0, time.time() - status.updated_at.timestamp()))
 
 
-def _changes(subscription: Subscription, current: JobStatus, *, idle: float | None) -> Iterator[JobStatus | None]:
-    """Each newer status until a terminal one; ``None`` after ``idle`` seconds of silence."""
+def _changes(subscription: Subscription, current: JobStatus) -> Iterator[JobStatus | None]:
+    """Each newer status until a terminal one; ``None`` at each of the hub's heartbeats."""
     while not current.terminal:
-        following = subscription.get(timeout=idle)
+        following = subscription.get()
         if following is None:
             yield None
         elif following.seq > current.seq:
@@ -78,16 +81,15 @@ def _changes(subscription: Subscription, current: JobStatus, *, idle: float | No
 def sse_status(job_name: str) -> Response:
     rt = runtime()
     first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
-    heartbeat = rt.settings.sse_heartbeat_seconds
 
     def stream() -> Iterator[str]:
-        with rt.hub.subscribe(job_name) as subscription, _stream_opened("sse", job_name):
+        with rt.hub.subscribe(job_name, heartbeat=True) as subscription, _stream_opened("sse", job_name):
             yield SSE_PREAMBLE
             current = rt.hub.get(job_name) or first
             yield sse_status_frame(current)
             _delivered("sse", current)
             try:
-                for status in _changes(subscription, current, idle=heartbeat):
+                for status in _changes(subscription, current):
                     if status is None:
                         yield SSE_PING
                     else:
@@ -97,7 +99,7 @@ def sse_status(job_name: str) -> Response:
                 return  # shutting down: the client reconnects to another process
             yield SSE_END
 
-    response = Response(stream(), mimetype="text/event-stream")
+    response = Response(stream(), mimetype="text/event-stream", direct_passthrough=True)  # bytes, as they are
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -162,7 +164,7 @@ def ws_status(ws: Server, job_name: str) -> None:
         try:
             ws.send(ws_status_message(current))
             _delivered("ws", current)
-            for status in _changes(subscription, current, idle=None):
+            for status in _changes(subscription, current):
                 if status is not None:
                     ws.send(ws_status_message(status))
                     _delivered("ws", status)

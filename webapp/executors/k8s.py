@@ -84,11 +84,14 @@ class KubernetesExecutor:
     def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
         name = status.job_name
         try:
-            self._batch.create_namespaced_job(
+            response: Any = self._batch.create_namespaced_job(
                 self.namespace,
                 manifest,  # type: ignore[arg-type]  # the client takes plain dicts too
                 _request_timeout=REQUEST_TIMEOUT,
+                _preload_content=False,  # the created Job is not needed: skip building the client's models of it
             )
+            response.read()
+            response.release_conn()
         except ApiException as error:
             if error.status in (400, 422):
                 raise InvalidRequest(f"the API server refused the Job: {_api_message(error)}") from error

@@ -1,0 +1,71 @@
+"""The benchmarks measure what they claim: each one, at a tiny N, against the test control plane.
+
+No figure here is compared with a target (the benchmarks are their own
+commands); these tests check that the counts and arrivals the figures are
+made from are real: every change reaches every stream, the API-request count
+sees the baseline's polls, and every launch has its Job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from benchmarks import api_requests, fanout, latency, launches
+from benchmarks.common import Bench, percentiles, summarize_profile
+
+
+@pytest.fixture(scope="module")
+def bench(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    with Bench.open(cluster, tmp_path_factory.mktemp("bench")) as opened:
+        yield opened
+
+
+def test_api_requests_counts_the_baselines_polls_and_none_from_jobpulse(bench: Bench) -> None:
+    results = api_requests.run(bench, counts=[6], window=4.0, jobs=2)
+    [row] = results["rows"]
+    # 6 streams polling every 2 s: about 3 requests a second (the window's edges cut a poll or two)
+    assert 1.5 <= row["baseline"] <= 4.5, row
+    assert row["jobpulse"] * 4.0 < 1, row  # not one request while its streams were open
+    assert row["baseline_lost_streams"] == row["jobpulse_lost_streams"] == 0
+    assert results["idle"]["jobpulse"] * 4.0 < 1
+
+
+def test_latency_sees_every_change_arrive_at_every_stream(bench: Bench) -> None:
+    results = latency.run(bench, streams=3, changes=2, interval=2.2)
+    assert [(r["app"], r["transport"]) for r in results["rows"]] == [
+        ("baseline", "sse"),
+        ("baseline", "ws"),
+        ("jobpulse", "sse"),
+        ("jobpulse", "ws"),
+    ]
+    for row in results["rows"]:
+        assert row["delivered"] == row["expected"] == 6, row
+        assert 0 < row["p50"] <= row["p99"] <= row["max"] < 2 * 2.2 * 1.2, row  # after the write, before the next
+
+
+def test_fanout_reaches_every_stream_of_both_transports_and_reads_the_workers_memory(bench: Bench) -> None:
+    results = fanout.run(bench, counts=[8], changes=2, interval=0.5, apps=("jobpulse",))
+    [row] = results["rows"]
+    assert row["delivered"] == row["expected"] == 16, row
+    assert 0 < row["p50"] <= row["last_median"] <= row["last_max"], row
+    assert row["rss_before"] > 10 * 2**20 and row["rss_after"] > 0, row
+
+
+def test_launches_create_a_job_for_every_accepted_donation(bench: Bench) -> None:
+    results = launches.run(bench, count=12, concurrency=3)
+    for row in results["rows"]:
+        assert row["accepted"] == row["jobs_created"] == 12, row
+        assert row["refused"] == []
+        assert row["per_second"] > 0
+
+
+def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:
+    assert percentiles([1.0, 2.0, 3.0, 4.0, 5.0], 50, 99) == {"p50": 3.0, "p99": pytest.approx(4.96)}
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text("main (a.py:1);fan_out (b.py:2) 30\nmain (a.py:1);run (gevent/hub.py:647) 10\n")
+    summary = summarize_profile(stacks)
+    assert summary.startswith("40 samples, 30 not idle")
+    assert "75.0%  fan_out (b.py:2)" in summary
