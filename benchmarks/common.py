@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -177,6 +178,11 @@ class Changes:
     report: dict[str, Any]
     worker_cpu_seconds: float = 0.0
     """CPU the server's worker used while the changes were made and delivered (idle heartbeats included)."""
+    api_seen: dict[int, float] = dataclasses.field(default_factory=dict)
+    """When the benchmark's own watch of the Job saw each change: the API server's share of the latency."""
+
+    def api_latencies(self) -> list[float]:
+        return [self.api_seen[m] - sent for m, sent in self.sent.items() if m in self.api_seen]
 
     def latencies(self, marker: int | None = None) -> list[float]:
         """Seconds from each write to each arrival (of one change, or of all)."""
@@ -191,6 +197,71 @@ class Changes:
     @property
     def delivered(self) -> int:
         return sum(len(self.report["arrivals"].get(m, ())) for m in self.sent)
+
+
+class ApiWatch:
+    """The benchmark's own watch of one Job (as admin): when each marker became visible to watchers.
+
+    That is the floor no server can beat: the status write, etcd, and the API
+    server's watch fan-out, before jobpulse (or anyone) hears of the change.
+    The watch reads with a 1 s timeout and reopens from the last version seen,
+    so it can stop within a second without closing a socket another thread reads.
+    """
+
+    def __init__(self, plane: Any, namespace: str, job_name: str) -> None:
+        from kubernetes import client
+
+        self._api = plane.api_client()
+        self._batch = client.BatchV1Api(self._api)
+        self._namespace = namespace
+        self._job_name = job_name
+        self._stopping = threading.Event()
+        self._open = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="api-watch", daemon=True)
+        self.seen: dict[int, float] = {}
+
+    def __enter__(self) -> ApiWatch:
+        self._thread.start()
+        if not self._open.wait(30):
+            raise RuntimeError("could not open a watch on the benchmark Job")
+        return self
+
+    def _follow(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        version = None
+        while not self._stopping.is_set():
+            try:
+                response = self._batch.list_namespaced_job(
+                    self._namespace,
+                    field_selector=f"metadata.name={self._job_name}",
+                    watch=True,
+                    resource_version=version,
+                    _preload_content=False,
+                    _request_timeout=(5, 1.0),
+                )
+            except Exception:
+                self._stopping.wait(0.2)
+                continue
+            self._open.set()
+            try:
+                for line in iter_resp_lines(response):
+                    at = time.monotonic()
+                    job = json.loads(line).get("object") or {}
+                    version = (job.get("metadata") or {}).get("resourceVersion", version)
+                    marker = (job.get("status") or {}).get("active")
+                    if marker:
+                        self.seen.setdefault(int(marker), at)
+            except Exception:  # a second without events: reopen from where it got to
+                pass
+            finally:
+                response.close()
+                response.release_conn()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+        self._api.close()
 
 
 def _cpu_seconds(process: psutil.Process | None) -> float:
@@ -353,6 +424,22 @@ class Bench:
                     total += sample.value
         return total
 
+    @staticmethod
+    def propagation(server: LiveServer) -> tuple[float, float]:
+        """jobpulse's own ``jobpulse_status_propagation_seconds``: (sum, count), status seen → written."""
+        total = count = 0.0
+        response = requests.get(f"{server.url}/metrics", timeout=30)
+        if response.status_code != 200:
+            return total, count
+        for family in text_string_to_metric_families(response.text):
+            if family.name == "jobpulse_status_propagation_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_sum"):
+                        total += sample.value
+                    elif sample.name.endswith("_count"):
+                        count += sample.value
+        return total, count
+
     # -- load --------------------------------------------------------------------
 
     def streams(
@@ -425,12 +512,19 @@ class Bench:
         """
         sent = {}
         cpu_before = _cpu_seconds(worker)
-        for _ in range(count):
-            self._marker += 1
-            sent[self._marker] = self.set_marker(job_name, self._marker)
-            time.sleep(interval * random.uniform(1.0, 1.2))  # paced on purpose: one change at a time
+        with ApiWatch(self.plane, self.namespace, job_name) as api_watch:
+            for _ in range(count):
+                self._marker += 1
+                sent[self._marker] = self.set_marker(job_name, self._marker)
+                time.sleep(interval * random.uniform(1.0, 1.2))  # paced on purpose: one change at a time
         cpu = _cpu_seconds(worker) - cpu_before
-        return Changes(sent=sent, streams=load.count, report=self.release(load), worker_cpu_seconds=cpu)
+        return Changes(
+            sent=sent,
+            streams=load.count,
+            report=self.release(load),
+            worker_cpu_seconds=cpu,
+            api_seen=api_watch.seen,
+        )
 
     def donations(self, server: LiveServer, *, count: int, concurrency: int) -> dict[str, Any]:
         """Post ``count`` donations from a separate process, ``concurrency`` at a time."""

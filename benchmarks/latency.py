@@ -27,6 +27,7 @@ def run(
     interval: float = 2.5,
     apps: tuple[str, ...] = ("baseline", "jobpulse"),
     transports: tuple[str, ...] = ("sse", "ws"),
+    clients: int = 1,
     profile: Any = None,
 ) -> dict[str, Any]:
     with bench.running(bench.jobpulse()) as first:
@@ -36,11 +37,12 @@ def run(
     for app in apps:
         for transport in transports:
             with bench.running(bench.jobpulse() if app == "jobpulse" else bench.baseline()) as server:
-                load = bench.streams(
-                    server, transport=transport, jobs=[job], count=streams, processes=1 + streams // 2500
-                )
+                load = bench.streams(server, transport=transport, jobs=[job], count=streams, processes=clients)
+                before = bench.propagation(server)
                 with bench.profiling(server, profile if app == "jobpulse" else None, f"latency-{transport}") as where:
                     done = bench.changes(load, job, worker=bench.worker(server), count=changes, interval=interval)
+                after = bench.propagation(server)
+            inside = (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else float("nan")
             latencies = done.latencies()
             rows.append(
                 {
@@ -51,6 +53,8 @@ def run(
                     "delivered": done.delivered,
                     "expected": done.expected,
                     "lost_streams": done.report["closed"],
+                    "api_p50": percentiles(done.api_latencies(), 50)["p50"],
+                    "inside_mean": inside,
                     "cpu_per_delivery": done.worker_cpu_seconds / max(done.delivered, 1),
                     "mean": statistics.fmean(latencies) if latencies else float("nan"),
                     "max": max(latencies, default=float("nan")),
@@ -74,6 +78,8 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "transport": row["transport"],
                 "streams": row["streams"],
                 "delivered": f"{row['delivered']}/{row['expected']}",
+                "API server p50 ms": ms(row["api_p50"]),
+                "in jobpulse, mean ms": ms(row["inside_mean"]) if row["app"] == "jobpulse" else "",
                 "p50 ms": ms(row["p50"]),
                 "p95 ms": ms(row["p95"]),
                 "p99 ms": ms(row["p99"]),
@@ -90,10 +96,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=12)
+    parser.add_argument("--clients", type=int, default=1, help="load-generator processes to spread the streams over")
     args: argparse.Namespace = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine()}
     with session(args) as bench:
-        results.update(run(bench, streams=args.streams, changes=args.changes, profile=args.profile))
+        results.update(
+            run(bench, streams=args.streams, changes=args.changes, clients=args.clients, profile=args.profile)
+        )
     finish(args, "Status change in the API server → message at the client", results, table(results))
 
 

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 Listener = Callable[[JobStatus, JobStatus | None], None]
 """Called with (new status, previous status) after each accepted change."""
 
+Express = Callable[[JobStatus], bool]
+"""Hands a status straight to a waiting reader's client; ``True`` once the client has it whole."""
+
 
 class HubClosed(Exception):
     """The process is shutting down; streams should end (WebSocket close 1001)."""
@@ -46,11 +49,20 @@ class Subscription:
         self._latest: JobStatus | None = None
         self._closed = False
         self._nudged = False
+        self._express: Express | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
     def offer(self, status: JobStatus) -> None:
-        """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader."""
+        """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader.
+
+        While the reader waits with an ``express`` (see :meth:`get`), a
+        non-final status goes straight through it instead, and the reader
+        sleeps on unless the express could not finish the job.
+        """
+        express = self._express
+        if express is not None and self._latest is None and not status.terminal and express(status):
+            return
         with self._lock:
             if self._latest is None or status.seq >= self._latest.seq:
                 self._latest = status
@@ -70,22 +82,32 @@ class Subscription:
     def closed(self) -> bool:
         return self._closed
 
-    def get(self, timeout: float | None = None) -> JobStatus | None:
-        """The next status; ``None`` when nudged, or after ``timeout`` seconds without one."""
+    def get(self, timeout: float | None = None, *, express: Express | None = None) -> JobStatus | None:
+        """The next status; ``None`` when nudged, or after ``timeout`` seconds without one.
+
+        ``express``: while this call waits, publishers may hand statuses
+        straight to it (:meth:`offer`). Only for cooperative readers (gevent),
+        where nothing else runs between a publisher's check and its write.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._closed:
-                raise HubClosed(self.job_name)
-            with self._lock:
-                self._wake.clear()
-                status, self._latest = self._latest, None
-                nudged, self._nudged = self._nudged, False
-            if status is not None or nudged:
-                return status
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            self._wake.wait(remaining)
+        try:
+            while True:
+                if self._closed:
+                    raise HubClosed(self.job_name)
+                with self._lock:
+                    self._wake.clear()
+                    status, self._latest = self._latest, None
+                    nudged, self._nudged = self._nudged, False
+                if status is not None or nudged:
+                    return status
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._express = express
+                self._wake.wait(remaining)
+                self._express = None
+        finally:
+            self._express = None
 
 
 class StatusHub:

@@ -35,9 +35,31 @@ def sse_status_frame(status: JobStatus) -> bytes:
     return _once(status, "sse", lambda s: f"id: {s.seq}\nevent: status\ndata: {s.json}\n\n".encode())
 
 
+def sse_status_chunk(status: JobStatus) -> bytes:
+    """The SSE frame as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``), as the server would frame it."""
+    return _once(status, "sse-chunk", lambda s: b"%X\r\n%s\r\n" % (len(sse_status_frame(s)), sse_status_frame(s)))
+
+
 def ws_status_message(status: JobStatus) -> str:
     """The status object with ``"type": "status"`` added, without re-serialising it."""
     return _once(status, "ws", lambda s: '{"type":"status",' + s.json[1:])
+
+
+def ws_status_frame(status: JobStatus) -> bytes:
+    """:func:`ws_status_message` as a whole WebSocket text frame from a server (RFC 6455: final, unmasked)."""
+
+    def frame(s: JobStatus) -> bytes:
+        payload = ws_status_message(s).encode()
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 1 << 16:
+            header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+        return header + payload
+
+    return _once(status, "ws-frame", frame)
 
 
 def ws_error_message(error: str, message: str) -> str:

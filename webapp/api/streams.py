@@ -20,10 +20,20 @@ from simple_websocket import ConnectionClosed, Server
 from webapp import metrics
 from webapp.api import runtime
 from webapp.api.errors import error_response
+from webapp.api.express import ExpressWriter
 from webapp.errors import InvalidJobName, JobNotFound
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
-from webapp.wire import SSE_END, SSE_PING, SSE_PREAMBLE, sse_status_frame, ws_error_message, ws_status_message
+from webapp.wire import (
+    SSE_END,
+    SSE_PING,
+    SSE_PREAMBLE,
+    sse_status_chunk,
+    sse_status_frame,
+    ws_error_message,
+    ws_status_frame,
+    ws_status_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +73,17 @@ def _delivered(transport: str, status: JobStatus) -> None:
     _PROPAGATION[transport].observe(max(0.0, time.time() - status.updated_at.timestamp()))
 
 
-def _changes(subscription: Subscription, current: JobStatus) -> Iterator[JobStatus | None]:
-    """Each newer status until a terminal one; ``None`` at each of the hub's heartbeats."""
+def _changes(
+    subscription: Subscription, current: JobStatus, express: ExpressWriter | None
+) -> Iterator[JobStatus | None]:
+    """Each newer status not already sent express, until a terminal one; ``None`` at each heartbeat."""
     while not current.terminal:
-        following = subscription.get()
+        following = subscription.get(express=express)
+        if express is not None:
+            express.flush()  # finish an express write the socket took only in part, before anything else
         if following is None:
             yield None
-        elif following.seq > current.seq:
+        elif following.seq > current.seq and not (express is not None and express.already_sent(following)):
             current = following
             yield current
 
@@ -81,15 +95,22 @@ def _changes(subscription: Subscription, current: JobStatus) -> Iterator[JobStat
 def sse_status(job_name: str) -> Response:
     rt = runtime()
     first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
+    framing = {"HTTP/1.1": sse_status_chunk, "HTTP/1.0": sse_status_frame}  # as gunicorn frames the body
+    encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
+    express = (
+        ExpressWriter.attach(request.environ.get("gunicorn.socket"), encode, delivered=lambda s: _delivered("sse", s))
+        if encode is not None
+        else None
+    )
 
-    def stream() -> Iterator[str]:
+    def stream() -> Iterator[bytes]:
         with rt.hub.subscribe(job_name, heartbeat=True) as subscription, _stream_opened("sse", job_name):
             yield SSE_PREAMBLE
             current = rt.hub.get(job_name) or first
             yield sse_status_frame(current)
             _delivered("sse", current)
             try:
-                for status in _changes(subscription, current):
+                for status in _changes(subscription, current, express):
                     if status is None:
                         yield SSE_PING
                     else:
@@ -161,10 +182,13 @@ def ws_status(ws: Server, job_name: str) -> None:
 
         threading.Thread(target=read_until_gone, name=f"ws-read-{job_name}", daemon=True).start()
         current = rt.hub.get(job_name) or first
+        express = ExpressWriter.attach(
+            ws.sock, ws_status_frame, delivered=lambda status: _delivered("ws", status), open_=lambda: ws.connected
+        )
         try:
             ws.send(ws_status_message(current))
             _delivered("ws", current)
-            for status in _changes(subscription, current):
+            for status in _changes(subscription, current, express):
                 if status is not None:
                     ws.send(ws_status_message(status))
                     _delivered("ws", status)
