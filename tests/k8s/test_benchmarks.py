@@ -8,13 +8,15 @@ sees the baseline's polls, and every launch has its Job.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import api_requests, fanout, latency, launches
-from benchmarks.common import Bench, percentiles, summarize_profile
+from benchmarks import api_requests, fanout, latency, launches, report
+from benchmarks.common import Bench, machine, percentiles, summarize_profile
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +56,20 @@ def test_fanout_reaches_every_stream_of_both_transports_and_reads_the_workers_me
     assert row["rss_before"] > 10 * 2**20 and row["rss_after"] > 0, row
 
 
-def test_launches_create_a_job_for_every_accepted_donation(bench: Bench) -> None:
+def test_launches_create_a_job_for_every_accepted_donation(
+    bench: Bench, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = launches.run(bench, count=12, concurrency=3)
     for row in results["rows"]:
         assert row["accepted"] == row["jobs_created"] == 12, row
         assert row["refused"] == []
         assert row["per_second"] > 0
+
+    saved = tmp_path / "launches.json"
+    saved.write_text(json.dumps({**results, "machine": machine(), "command": "python -m benchmarks.launches"}))
+    report.main([str(saved)])
+    table = capsys.readouterr().out
+    assert "| baseline | 12 | 3 | 12 | 12 |" in table and "| jobpulse | 12 | 3 | 12 | 12 |" in table
 
 
 def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:
