@@ -70,12 +70,14 @@ class Subscription:
 
     def nudge(self) -> None:
         """Wake the reader with nothing new: :meth:`get` returns ``None`` (time for a heartbeat)."""
-        self._nudged = True
+        with self._lock:  # flags change under the lock that get() clears the event under: no lost wake-up
+            self._nudged = True
         self._wake.set()
 
     def close(self) -> None:
         """Wake the reader for good: :meth:`get` raises :class:`HubClosed` from now on."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._wake.set()
 
     @property
@@ -92,12 +94,13 @@ class Subscription:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
-                if self._closed:
-                    raise HubClosed(self.job_name)
                 with self._lock:
                     self._wake.clear()
+                    closed = self._closed
                     status, self._latest = self._latest, None
                     nudged, self._nudged = self._nudged, False
+                if closed:
+                    raise HubClosed(self.job_name)
                 if status is not None or nudged:
                     return status
                 remaining = None if deadline is None else deadline - time.monotonic()

@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 
-from webapp.api.express import ExpressWriter
-from webapp.hub import StatusHub
+import pytest
+
+from tests.helpers import wait_for
+from webapp.api import express as express_module
+from webapp.api.express import ClientGone, ExpressWriter
+from webapp.api.streams import _changes
+from webapp.hub import HubClosed, StatusHub
 from webapp.status import JobStatus
 from webapp.wire import sse_status_chunk, ws_status_frame
 
 
-def running(active: int = 1) -> JobStatus:
+def running(message: str | None = None) -> JobStatus:
     first = JobStatus.new(job_name="task-runner-a-00000000", mode="k8s", spec="quick", pipeline_run_id="a")
-    return first.evolve(status="Running", active=active)
+    return first.evolve(status="Running", active=1, message=message)
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A loopback TCP connection with small buffers: (server side, non-blocking; client side)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.setblocking(False)
+    with server, client:
+        yield server, client
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(received)} of {size} bytes"
+        received += chunk
+    return received
 
 
 def test_a_status_the_socket_takes_whole_is_written_once_and_counted() -> None:
@@ -29,86 +57,113 @@ def test_a_status_the_socket_takes_whole_is_written_once_and_counted() -> None:
         assert writer.already_sent(status) and not writer.pending
 
 
-def test_a_full_socket_falls_back_and_a_partial_write_is_finished_by_flush_in_order() -> None:
-    server, client = socket.socketpair()
-    with server, client:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        server.setblocking(False)
-        writer = ExpressWriter(server, ws_status_frame, delivered=lambda s: None)
-        sent = b""
-        status = running()
-        while True:  # the client reads nothing: the socket fills up
-            status = status.evolve(active=status.active + 1)
-            if not writer(status):
-                break
-            sent += ws_status_frame(status)
-        if writer.pending:  # a write the socket took only in part
-            sent += ws_status_frame(status)
-            assert writer.already_sent(status)
-        else:  # the socket took none of it: the stream sends it the usual way
-            assert not writer.already_sent(status)
-        assert not writer(status.evolve(active=0)), "nothing goes express while a write is unfinished"
+def test_a_partial_write_is_finished_before_any_other_write_on_the_socket(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = tcp_pair
+    writer = ExpressWriter(server, ws_status_frame, delivered=lambda s: None)
+    big = running(message="x" * 300_000)  # far more than the socket buffers hold
+    assert not writer(big)
+    assert writer.pending, "the socket should have taken only part of the frame"
+    assert writer.already_sent(big)  # the stream must not send it again
+    assert not writer(running()), "nothing goes express while a frame is unfinished"
 
-        received = bytearray()
-        reader = threading.Thread(target=lambda: _read_exactly(client, len(sent), received))
-        reader.start()
-        server.setblocking(True)  # as the stream's own greenlet would: it may wait
+    expected = ws_status_frame(big) + b"\x89\x00"  # the frame, then a ping from simple-websocket's reader
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(read_exactly(client, len(expected))))
+    reader.start()
+    server.setblocking(True)  # as a greenlet may: wait for the client
+    writer.guard().send(b"\x89\x00")  # another writer of the socket: it finishes ours first
+    reader.join(timeout=10)
+    assert received == [expected]
+    assert writer.pending == b""
+
+
+def test_a_client_gone_in_the_middle_of_a_frame_is_said_so(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = tcp_pair
+    writer = ExpressWriter(server, sse_status_chunk, delivered=lambda s: None)
+    assert not writer(running(message="x" * 300_000))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset on close
+    client.close()
+    server.setblocking(True)
+    with pytest.raises(ClientGone):
         writer.flush()
-        reader.join(timeout=10)
-        assert bytes(received) == sent  # whole frames, in order, nothing torn or doubled
-        assert writer.pending == b""
 
 
-def _read_exactly(sock: socket.socket, size: int, into: bytearray) -> None:
-    while len(into) < size:
-        into += sock.recv(65536)
-
-
-def test_express_is_not_used_outside_a_gevent_worker_or_on_blocking_or_tls_sockets() -> None:
+def test_express_only_on_a_gevent_worker_and_a_plain_non_blocking_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     server, client = socket.socketpair()
     with server, client:
         server.setblocking(False)
-        # the test process is not monkey-patched by gevent: never express here
+        # this test process is not monkey-patched by gevent: never express here
         assert ExpressWriter.attach(server, sse_status_chunk, delivered=lambda s: None) is None
+        monkeypatch.setattr(express_module, "_cooperative", lambda: True)
+        assert isinstance(ExpressWriter.attach(server, sse_status_chunk, delivered=lambda s: None), ExpressWriter)
         assert ExpressWriter.attach(None, sse_status_chunk, delivered=lambda s: None) is None
 
+        class TlsSocket:  # bytes must go through the TLS layer, never straight to the file descriptor
+            def fileno(self) -> int:
+                return server.fileno()
 
-def test_a_waiting_reader_is_not_woken_for_what_went_express() -> None:
-    hub = StatusHub()
-    status = running()
-    taken: list[JobStatus] = []
+            def getpeercert(self) -> None: ...
 
-    def express(offered: JobStatus) -> bool:
-        taken.append(offered)
+        assert ExpressWriter.attach(TlsSocket(), sse_status_chunk, delivered=lambda s: None) is None
+        server.setblocking(True)  # a write could block the publisher
+        assert ExpressWriter.attach(server, sse_status_chunk, delivered=lambda s: None) is None
+
+
+class StubExpress:
+    """Takes every status it is offered; counts flushes."""
+
+    def __init__(self) -> None:
+        self.taken: list[JobStatus] = []
+        self.flushes = 0
+
+    def __call__(self, status: JobStatus) -> bool:
+        self.taken.append(status)
         return True
 
-    with hub.subscribe(status.job_name) as subscription:
-        got: list[JobStatus | None] = []
-        reader = threading.Thread(target=lambda: got.append(subscription.get(timeout=10, express=express)))
-        reader.start()
-        _wait_until(lambda: subscription._express is not None)
-        hub.publish(status)
-        following = status.evolve(status="Succeeded")
-        hub.publish(following)  # final: always the usual way, so the stream can end itself
-        reader.join(timeout=10)
-    assert taken == [status]
-    assert got == [following]
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def already_sent(self, status: JobStatus) -> bool:
+        return any(s.seq >= status.seq for s in self.taken)
 
 
-def test_what_express_cannot_take_wakes_the_reader_with_it() -> None:
+def test_a_stream_skips_what_went_express_and_ends_at_the_final_status() -> None:
     hub = StatusHub()
-    status = running()
-    with hub.subscribe(status.job_name) as subscription:
+    current = running()
+    stub = StubExpress()
+    with hub.subscribe(current.job_name) as subscription:
         got: list[JobStatus | None] = []
-        reader = threading.Thread(target=lambda: got.append(subscription.get(timeout=10, express=lambda s: False)))
+        reader = threading.Thread(target=lambda: got.extend(_changes(subscription, current, stub)))  # type: ignore[arg-type]
         reader.start()
-        _wait_until(lambda: subscription._express is not None)
-        hub.publish(status)
+        wait_for(lambda: subscription._express is not None, timeout=10, what="the stream to wait")
+        following = current.evolve(active=2)
+        hub.publish(following)
+        final = following.evolve(status="Succeeded")
+        hub.publish(final)
         reader.join(timeout=10)
-    assert got == [status]
+    assert stub.taken == [following]
+    assert got == [final]
+    assert stub.flushes >= 1  # flushed before the final status was written
 
 
-def _wait_until(condition: object) -> None:
-    from tests.helpers import wait_for
+def test_an_unfinished_express_write_is_finished_even_when_the_server_shuts_down() -> None:
+    hub = StatusHub()
+    current = running()
+    stub = StubExpress()
+    with hub.subscribe(current.job_name) as subscription:
+        outcome: list[BaseException] = []
 
-    wait_for(condition, timeout=10, what="the reader to wait")  # type: ignore[arg-type]
+        def stream() -> None:
+            try:
+                list(_changes(subscription, current, stub))  # type: ignore[arg-type]
+            except HubClosed as error:
+                outcome.append(error)
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        wait_for(lambda: subscription._express is not None, timeout=10, what="the stream to wait")
+        hub.close()
+        reader.join(timeout=10)
+    assert len(outcome) == 1 and stub.flushes == 1

@@ -123,6 +123,7 @@ def test_heartbeats_wake_only_the_subscriptions_that_want_them() -> None:
         hub.nudge_all(batch=1)
         reader.join(timeout=10)
         assert got == [None]  # woken with nothing new: time for a keep-alive
+        assert not ws._nudged and not ws._wake.is_set()  # the WebSocket one was left alone
         hub.publish(first)
         assert sse.get() == first
         assert ws.get() == first  # its first wake is the change: the heartbeat passed it by

@@ -14,15 +14,17 @@ still ends itself (``event: end``, close 1000).
 
 Only where it is safe: a cooperative (gevent) worker, so nothing runs between
 the publisher's check and its write; a plain socket in non-blocking mode (no
-TLS inside the worker); for SSE, HTTP/1.1 chunked framing, as gunicorn sends
-it. Anywhere else (waitress, threads, TLS in gunicorn) streams take the usual
-path unchanged.
+TLS inside the worker); for SSE, the body framing gunicorn uses for the
+request's HTTP version (chunks for HTTP/1.1; gunicorn's ``protocol = "uwsgi"``
+frames none, and is not supported with the gevent worker here). Anywhere else
+(waitress, threads, TLS in gunicorn) streams take the usual path unchanged.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,8 +37,17 @@ def _cooperative() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("socket"))
 
 
+class ClientGone(Exception):
+    """Finishing an express write failed: the client has gone."""
+
+
 class ExpressWriter:
-    """Writes statuses straight to one client's socket, if it takes them at once."""
+    """Writes statuses straight to one client's socket, if it takes them at once.
+
+    Other writers of the same socket go through :meth:`guard` (or call
+    :meth:`flush` first), so nothing is ever written into the middle of a
+    frame an express write left unfinished.
+    """
 
     def __init__(
         self,
@@ -51,6 +62,8 @@ class ExpressWriter:
         self._encode = encode
         self._delivered = delivered
         self._open = open_
+        self._writing = threading.Lock()
+        """Held while a write of the rest of a frame is under way (it may wait for the client)."""
         self.pending = b""
         """The unsent end of a write the socket took only in part: :meth:`flush` sends it."""
         self.sent_seq = 0
@@ -70,7 +83,7 @@ class ExpressWriter:
 
     def __call__(self, status: JobStatus) -> bool:
         """Write ``status`` now; ``True`` if the client's socket took it whole."""
-        if self.pending or not self._open():
+        if self.pending or self._writing.locked() or not self._open():
             return False
         data = self._encode(status)
         try:
@@ -85,10 +98,47 @@ class ExpressWriter:
         return True
 
     def flush(self) -> None:
-        """Finish a write the socket took only in part (blocking this stream's greenlet only)."""
+        """Finish a write the socket took only in part (waiting, if need be, in the calling greenlet only).
+
+        Raises :class:`ClientGone` if the client cannot take it any more.
+        """
+        with self._writing:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         if self.pending:
             rest, self.pending = self.pending, b""
-            self._sock.sendall(rest)
+            try:
+                self._sock.sendall(rest)
+            except OSError as error:
+                raise ClientGone(str(error)) from error
 
     def already_sent(self, status: JobStatus) -> bool:
         return status.seq <= self.sent_seq
+
+    def guard(self) -> GuardedSocket:
+        """``sock`` for other writers (simple-websocket's pings, pongs and close): each write finishes ours first."""
+        return GuardedSocket(self._sock, self)
+
+
+class GuardedSocket:
+    """A socket whose every write first finishes an unfinished express write, and then writes whole."""
+
+    def __init__(self, sock: Any, writer: ExpressWriter) -> None:
+        self._sock = sock
+        self._writer = writer
+
+    def send(self, data: bytes) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def sendall(self, data: bytes) -> None:
+        with self._writer._writing:
+            try:
+                self._writer._flush_locked()
+            except ClientGone as error:
+                raise BrokenPipeError(str(error)) from error
+            self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)

@@ -20,7 +20,7 @@ from simple_websocket import ConnectionClosed, Server
 from webapp import metrics
 from webapp.api import runtime
 from webapp.api.errors import error_response
-from webapp.api.express import ExpressWriter
+from webapp.api.express import ClientGone, ExpressWriter
 from webapp.errors import InvalidJobName, JobNotFound
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
@@ -76,11 +76,16 @@ def _delivered(transport: str, status: JobStatus) -> None:
 def _changes(
     subscription: Subscription, current: JobStatus, express: ExpressWriter | None
 ) -> Iterator[JobStatus | None]:
-    """Each newer status not already sent express, until a terminal one; ``None`` at each heartbeat."""
+    """Each newer status not already sent express, until a terminal one; ``None`` at each heartbeat.
+
+    Raises :class:`ClientGone` when the client left in the middle of an express write.
+    """
     while not current.terminal:
-        following = subscription.get(express=express)
-        if express is not None:
-            express.flush()  # finish an express write the socket took only in part, before anything else
+        try:
+            following = subscription.get(express=express)
+        finally:
+            if express is not None:
+                express.flush()  # an express write the socket took only in part is finished before anything else
         if following is None:
             yield None
         elif following.seq > current.seq and not (express is not None and express.already_sent(following)):
@@ -118,6 +123,8 @@ def sse_status(job_name: str) -> Response:
                         _delivered("sse", status)
             except HubClosed:
                 return  # shutting down: the client reconnects to another process
+            except ClientGone:
+                return
             yield SSE_END
 
     response = Response(stream(), mimetype="text/event-stream", direct_passthrough=True)  # bytes, as they are
@@ -185,6 +192,8 @@ def ws_status(ws: Server, job_name: str) -> None:
         express = ExpressWriter.attach(
             ws.sock, ws_status_frame, delivered=lambda status: _delivered("ws", status), open_=lambda: ws.connected
         )
+        if express is not None:
+            ws.sock = express.guard()  # simple-websocket's own writes (pings, pongs, close) finish ours first
         try:
             ws.send(ws_status_message(current))
             _delivered("ws", current)
@@ -196,5 +205,7 @@ def ws_status(ws: Server, job_name: str) -> None:
         except HubClosed:
             if not client_left.is_set():
                 ws.close(reason=WS_CLOSE_GOING_AWAY, message="server shutting down")
+        except ClientGone:
+            pass  # it left in the middle of a message: nothing more to say
         finally:
             ws.event.set()  # wake the reader if it still waits, so it ends with us

@@ -90,8 +90,10 @@ class KubernetesExecutor:
                 _request_timeout=REQUEST_TIMEOUT,
                 _preload_content=False,  # the created Job is not needed: skip building the client's models of it
             )
-            response.read()
-            response.release_conn()
+            try:
+                response.read()
+            finally:
+                response.release_conn()
         except ApiException as error:
             if error.status in (400, 422):
                 raise InvalidRequest(f"the API server refused the Job: {_api_message(error)}") from error
