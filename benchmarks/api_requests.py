@@ -42,9 +42,7 @@ def run(bench: Bench, *, counts: list[int], window: float, jobs: int = 10, profi
                 bench.baseline() if label == "baseline" else jobpulse, keep=label == "jobpulse"
             ) as server:
                 load = bench.streams(server, transport="mixed", jobs=names, count=count, processes=1 + count // 2500)
-                with bench.profiling(
-                    server, profile if label == "jobpulse" else None, f"api-requests-{count}"
-                ) as where:
+                with bench.profiling(server, profile, f"api-requests-{count}") as where:
                     row[label] = request_rate(bench, window)
                 row[f"{label}_lost_streams"] = bench.release(load)["closed"]
             if where.summary:

@@ -338,6 +338,17 @@ class Bench:
         env = self._env(**overrides)
         return self._start(BaselineServer(env=env, log_path=self.workdir / f"baseline-{len(self.servers)}.log"))
 
+    def serve(self, app: str) -> LiveServer:
+        """A fresh server of ``app``: "jobpulse" or "baseline"."""
+        return self.jobpulse() if app == "jobpulse" else self.baseline()
+
+    def running_job(self) -> str:
+        """One benchmark Job, launched through jobpulse and marked running; its name."""
+        with self.running(self.jobpulse()) as server:
+            [job] = self.donate(server, 1)
+        self.set_marker(job, 1)
+        return job
+
     def _start(self, server: LiveServer) -> LiveServer:
         self.servers.append(server)
         server.start()
@@ -367,9 +378,9 @@ class Bench:
 
     @contextlib.contextmanager
     def profiling(self, server: LiveServer, folder: Path | None, name: str) -> Iterator[ProfileResult]:
-        """Sample ``server``'s worker with py-spy for the block when ``folder`` is given."""
+        """Sample jobpulse's worker with py-spy for the block when ``folder`` is given (never the baseline's)."""
         result = ProfileResult()
-        if folder is None:
+        if folder is None or isinstance(server, BaselineServer):
             yield result
             return
         folder.mkdir(parents=True, exist_ok=True)

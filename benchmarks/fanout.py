@@ -31,21 +31,19 @@ def run(
     apps: tuple[str, ...] = ("baseline", "jobpulse"),
     profile: Any = None,
 ) -> dict[str, Any]:
-    with bench.running(bench.jobpulse()) as first:
-        [job] = bench.donate(first, 1)
-    bench.set_marker(job, 1)
+    job = bench.running_job()
     rows = []
     for app in apps:
         for count in counts:
             if app == "baseline" and count > baseline_max:
                 continue
-            with bench.running(bench.jobpulse() if app == "jobpulse" else bench.baseline()) as server:
+            with bench.running(bench.serve(app)) as server:
                 worker = bench.worker(server)
                 before = worker.memory_info().rss
                 load = bench.streams(server, transport="mixed", jobs=[job], count=count, processes=2)
                 time.sleep(1.0)  # let the last accepted streams settle before reading memory
                 after = worker.memory_info().rss
-                with bench.profiling(server, profile if app == "jobpulse" else None, f"fanout-{count}") as where:
+                with bench.profiling(server, profile, f"fanout-{count}") as where:
                     done = bench.changes(
                         load, job, worker=bench.worker(server), count=changes, interval=max(interval, count / 2500)
                     )

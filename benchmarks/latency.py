@@ -30,16 +30,14 @@ def run(
     clients: int = 1,
     profile: Any = None,
 ) -> dict[str, Any]:
-    with bench.running(bench.jobpulse()) as first:
-        [job] = bench.donate(first, 1)
-    bench.set_marker(job, 1)
+    job = bench.running_job()
     rows = []
     for app in apps:
         for transport in transports:
-            with bench.running(bench.jobpulse() if app == "jobpulse" else bench.baseline()) as server:
+            with bench.running(bench.serve(app)) as server:
                 load = bench.streams(server, transport=transport, jobs=[job], count=streams, processes=clients)
                 before = bench.propagation(server)
-                with bench.profiling(server, profile if app == "jobpulse" else None, f"latency-{transport}") as where:
+                with bench.profiling(server, profile, f"latency-{transport}") as where:
                     done = bench.changes(load, job, worker=bench.worker(server), count=changes, interval=interval)
                 after = bench.propagation(server)
             inside = (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else float("nan")

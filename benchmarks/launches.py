@@ -27,9 +27,9 @@ def run(
 ) -> dict[str, Any]:
     rows = []
     for app in apps:
-        with bench.running(bench.jobpulse() if app == "jobpulse" else bench.baseline()) as server:
+        with bench.running(bench.serve(app)) as server:
             bench.donations(server, count=2 * concurrency, concurrency=concurrency)  # warm-up
-            with bench.profiling(server, profile if app == "jobpulse" else None, "launches") as where:
+            with bench.profiling(server, profile, "launches") as where:
                 report = bench.donations(server, count=count, concurrency=concurrency)
         results = report["results"]
         accepted = [r for r in results if r["code"] in (200, 202)]
