@@ -8,28 +8,36 @@
 #
 # Layout at run time (the app finds static/ and jobspecs/ next to its package,
 # PROJECT_ROOT = webapp/..):
-#   /opt/venv   the dependencies only (from setup.cfg install_requires)
+#   /opt/venv   the dependencies only, as locked in requirements/app.txt
 #   /app        webapp/ static/ jobspecs/ wsgi.py gunicorn.conf.py, on PYTHONPATH
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: resolve the dependencies from the project's own wheel metadata ----
+# --- build: the locked dependencies, and a check that they satisfy setup.cfg ---
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml setup.cfg ./
-COPY webapp/ webapp/
-
-# Build the wheel (this checks the packaging), install it to pull in exactly
-# the dependencies setup.cfg declares, then uninstall the package itself: the
-# code runs from /app, where static/ and jobspecs/ sit beside it.
+# The lock (requirements/, docs/DEPENDENCIES.md) gives every exact version and
+# its hashes: the image installs what `make run` and the tests install, and a
+# new upstream release changes nothing here until `make lock` is run.
+COPY requirements/build.txt requirements/app.txt requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip wheel --no-deps --wheel-dir /dist . \
+    python -m pip install --require-hashes -r requirements/build.txt \
     && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install /dist/jobpulse-*.whl \
+    && /opt/venv/bin/pip install --require-hashes -r requirements/app.txt
+
+# Build the wheel with the locked setuptools (this checks the packaging),
+# install it without dependencies and let `pip check` prove the lock satisfies
+# setup.cfg, then uninstall the package itself: the code runs from /app, where
+# static/ and jobspecs/ sit beside it.
+COPY pyproject.toml setup.cfg README.md ./
+COPY webapp/ webapp/
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+    && /opt/venv/bin/pip install --no-deps /dist/jobpulse-*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes jobpulse \
     && /opt/venv/bin/python -c "import flask, flask_sock, gevent, gunicorn, kubernetes, marshmallow, yaml"
 

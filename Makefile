@@ -1,8 +1,17 @@
 # jobpulse — the two commands: `make run` (the app on its embedded default) and `make test` (everything).
-PYTHON ?= python3
-PIP := $(PYTHON) -m pip
+#
+# Every target installs what it needs, and only from the lock in requirements/
+# (exact versions with hashes; docs/DEPENDENCIES.md), into the virtualenv that
+# is active, else into .venv here (made on first use). No target relies on what
+# another one happened to install.
+VENV ?= $(or $(VIRTUAL_ENV),$(CURDIR)/.venv)
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip --disable-pip-version-check
+# Tools and the programs the tests start (gunicorn, py-spy, ...) come from the same virtualenv.
+export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: run test deps app-deps system-deps cluster cluster-up cluster-down deploy-jobspecs screenshots benchmarks lint format
+.PHONY: run test app-deps deps system-deps cluster cluster-up cluster-down lint lock lock-check format \
+	deploy-jobspecs screenshots benchmarks
 
 run: app-deps  ## Serve the app at http://127.0.0.1:8000 (gunicorn gevent worker, local runner, SQLite)
 	$(PYTHON) -m gunicorn wsgi:app
@@ -10,30 +19,65 @@ run: app-deps  ## Serve the app at http://127.0.0.1:8000 (gunicorn gevent worker
 test: deps system-deps cluster lint  ## Install what the tests need, lint, and run every test
 	$(PYTHON) -m pytest
 
-app-deps:
-	$(PIP) install -q -e .
+# -- installing -----------------------------------------------------------------
+# A stamp in the virtualenv records that it holds a lock's exact versions; it
+# is redone whenever the lock or the package metadata changes. The package
+# itself is installed editable, built with the locked setuptools.
 
-deps:
-	$(PIP) install -q -e '.[test,dev]'
+$(PYTHON):
+	python3 -m venv $(VENV)
 
-system-deps:  ## Debian packages the tests drive for real (curl, ...)
+$(VENV)/.jobpulse-app: requirements/build.txt requirements/app.txt setup.cfg pyproject.toml | $(PYTHON)
+	$(PIP) install -q --require-hashes -r requirements/build.txt -r requirements/app.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.jobpulse-dev: requirements/build.txt requirements/dev.txt setup.cfg pyproject.toml | $(PYTHON)
+	$(PIP) install -q --require-hashes -r requirements/build.txt -r requirements/dev.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+app-deps: $(VENV)/.jobpulse-app  ## What the app needs to run
+
+deps: $(VENV)/.jobpulse-dev  ## What the tests, the lint, the benchmarks and the control plane scripts need
+
+system-deps:  ## Debian packages the tests drive for real (curl, redis-server, chromium, npm)
 	bash tests/system-deps.sh
+
+lock: deps  ## Refresh requirements/ after editing setup.cfg; UPGRADE=name (or UPGRADE=all) moves pins on purpose
+	$(PYTHON) requirements/lock.py $(if $(filter all,$(UPGRADE)),--upgrade,$(foreach name,$(UPGRADE),--upgrade-package $(name)))
+
+lock-check: deps  ## Fail, saying to run `make lock`, when requirements/ no longer satisfies setup.cfg
+	$(PYTHON) requirements/lock.py --check
+
+# -- the control plane of the Kubernetes tests (tests/cluster/README.md) --------
 
 cluster:  ## Build (or reuse) the cached control plane binaries, unless KUBEBUILDER_ASSETS or TEST_KUBECONFIG is set
 	@if [ -n "$$TEST_KUBECONFIG" ] || [ -n "$$KUBEBUILDER_ASSETS" ]; then echo "using $${TEST_KUBECONFIG:-$$KUBEBUILDER_ASSETS}"; \
 	else bash tests/cluster/build.sh; fi
 
-cluster-up: cluster  ## Start a local control plane in the background; kubeconfig in .cluster/kubeconfig
+cluster-up: deps cluster  ## Start a local control plane in the background; kubeconfig in .cluster/kubeconfig
 	$(PYTHON) tests/cluster/controlplane.py up --dir .cluster
 
-cluster-down:
+cluster-down: deps
 	$(PYTHON) tests/cluster/controlplane.py down --dir .cluster
 
-screenshots:  ## Retake docs/screenshots/ in the real browser
+# -- everything else ------------------------------------------------------------
+
+lint: lock-check  ## The lock, ruff, mypy and the import layers
+	ruff check .
+	ruff format --check .
+	mypy
+	lint-imports
+
+format: deps
+	ruff check --fix .
+	ruff format .
+
+screenshots: deps system-deps  ## Retake docs/screenshots/ in the real browser
 	JOBPULSE_SCREENSHOTS=1 $(PYTHON) -m pytest tests/e2e/test_screenshots.py
 
-benchmarks: deps cluster  ## Run the four benchmarks of docs/PERFORMANCE.md (about 15 minutes); results in var/benchmarks/
-	$(PIP) install -q -e '.[bench]'
+benchmarks: deps system-deps cluster  ## Run the four benchmarks of docs/PERFORMANCE.md (about 15 minutes); results in var/benchmarks/
 	mkdir -p var/benchmarks
 	$(PYTHON) -m benchmarks.api_requests --json var/benchmarks/api_requests.json
 	$(PYTHON) -m benchmarks.latency --json var/benchmarks/latency.json
@@ -42,13 +86,3 @@ benchmarks: deps cluster  ## Run the four benchmarks of docs/PERFORMANCE.md (abo
 
 deploy-jobspecs:  ## Copy jobspecs/ into deploy/jobspecs/ (kustomize reads only its own folder)
 	cp jobspecs/*.yaml deploy/jobspecs/
-
-lint:
-	ruff check .
-	ruff format --check .
-	mypy
-	lint-imports
-
-format:
-	ruff check --fix .
-	ruff format .

@@ -150,7 +150,7 @@ class RedisStatusChannel:
     def _run(self) -> None:
         """Subscribe, listen, and on any failure back off and subscribe again, until stopped."""
         while not self._stopping.is_set():
-            pubsub = self._subscriber.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self._subscriber.pubsub()
             try:
                 self._listen(pubsub)
                 reason, detail = "stopped", ""

@@ -7,6 +7,7 @@ Policy violation fails the test that caused it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,8 +36,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1000, "height": 800}
-AXE_VERSION = "4"
-AXE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jobpulse" / f"axe-core-{AXE_VERSION}"
+# axe-core's exact version and integrity hash are locked in axe/package-lock.json; the cached
+# install is keyed by that file, so a new lock brings a fresh install.
+AXE_LOCK = Path(__file__).parent / "axe"
+AXE_DIR = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "jobpulse"
+    / f"axe-core-{hashlib.sha256((AXE_LOCK / 'package-lock.json').read_bytes()).hexdigest()[:12]}"
+)
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +141,7 @@ def blocking_proxy(live_server: LiveServer) -> Iterator[TransportBlockingProxy]:
 
 @pytest.fixture(scope="session")
 def axe_script() -> Path:
-    """axe-core from npm, installed once into the user's cache (nothing from node_modules is committed)."""
+    """axe-core from npm, as locked, installed once into the user's cache (nothing from node_modules is committed)."""
     script = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
     if script.exists():
         return script
@@ -142,8 +149,11 @@ def axe_script() -> Path:
     if npm is None:
         pytest.fail("npm not found: install the Debian package 'npm' to fetch axe-core for the accessibility tests")
     staging = AXE_DIR.with_name(f"{AXE_DIR.name}.{os.getpid()}")
+    staging.mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(AXE_LOCK / name, staging / name)
     done = subprocess.run(
-        [npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund", f"axe-core@{AXE_VERSION}"],
+        [npm, "ci", "--prefix", str(staging), "--no-audit", "--no-fund"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -151,7 +161,7 @@ def axe_script() -> Path:
     )
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"npm install axe-core@{AXE_VERSION} failed:\n{done.stdout}\n{done.stderr}")
+        pytest.fail(f"npm ci of {AXE_LOCK} failed:\n{done.stdout}\n{done.stderr}")
     try:
         staging.rename(AXE_DIR)
     except OSError:  # another test process installed it first
