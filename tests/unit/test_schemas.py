@@ -94,3 +94,47 @@ def test_bad_job_launches(body: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         JobLaunchSchema().load(body)
     assert field in caught.value.messages
+
+
+# -- amounts: plain ASCII decimals only ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1_000",
+        "\u0661\u0660",
+        "\uff11\uff10",
+        "10\u00a0",
+        "1e3",
+        "0x10",
+        "+5",
+        "5.",
+        ".5",
+        "1,000",
+        "10.5.0",
+        "--5",
+        "",
+    ],
+)
+def test_amount_strings_other_than_plain_decimals_are_refused(amount: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        load({**GOOD, "amount": amount})
+    assert "amount" in caught.value.messages
+
+
+# -- names and ids: the whole value matches, a trailing newline is not "the end" -----------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"spec": "quick\n"}, "spec"),
+        ({"spec": "quick", "pipeline_run_id": "nightly\n"}, "pipeline_run_id"),
+        ({"spec": "quick", "params": {"SECONDS\n": "1"}}, "params"),
+    ],
+)
+def test_a_trailing_newline_does_not_pass_a_pattern(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobLaunchSchema().load(body)
+    assert field in caught.value.messages

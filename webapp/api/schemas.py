@@ -19,7 +19,10 @@ from webapp.jobspecs import PARAM_NAME_PATTERN, SPEC_NAME_PATTERN
 from webapp.names import PIPELINE_RUN_ID_PATTERN
 
 MAX_AMOUNT = Decimal("1000000")
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+AMOUNT_PATTERN = re.compile(r"\A-?[0-9]+(?:\.[0-9]+)?\Z")
+"""A decimal string: ASCII digits and one point, no exponent, no ``_`` and no other script's digits."""
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -36,8 +39,13 @@ class Amount(fields.Field[Decimal]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
             raise self.make_error("invalid")
+        if isinstance(value, str):
+            # Decimal() also takes "1_000", "1e3" and other scripts' digits: not what a donor means.
+            value = value.strip(" ")
+            if not AMOUNT_PATTERN.fullmatch(value):
+                raise self.make_error("invalid")
         try:
-            amount = Decimal(value.strip() if isinstance(value, str) else str(value))
+            amount = Decimal(value if isinstance(value, str) else str(value))
         except InvalidOperation as error:
             raise self.make_error("invalid") from error
         if not amount.is_finite():
@@ -90,9 +98,12 @@ class DonationSchema(Schema):
 def _valid_params(params: dict[str, str]) -> None:
     if len(params) > 50:
         raise ValidationError("at most 50 parameters")
-    bad = [name for name in params if not PARAM_NAME_PATTERN.match(name)]
+    bad = [name for name in params if not PARAM_NAME_PATTERN.fullmatch(name)]
     if bad:
-        raise ValidationError(f"parameter names must match {PARAM_NAME_PATTERN.pattern}: {', '.join(bad)}")
+        raise ValidationError(
+            "parameter names are 1-64 letters, digits or '_', not starting with a digit: "
+            + ", ".join(repr(name) for name in bad)
+        )
 
 
 class JobLaunchSchema(Schema):
@@ -130,7 +141,7 @@ def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not IDEMPOTENCY_KEY_PATTERN.match(key):
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise InvalidRequest(
             "Idempotency-Key must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
             fields={"Idempotency-Key": ["1-64 characters of [A-Za-z0-9_-]"]},
