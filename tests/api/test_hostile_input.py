@@ -33,11 +33,22 @@ def no_errors(records: list[logging.LogRecord]) -> bool:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
+        ("donor_name", "Ann\nFORGED [4/4] notify: receipt sent"),
+        ("donor_name", "Ann\r[1/4] validate: ok"),
+        ("donor_name", "Ann\tDonor"),
+        ("donor_name", "Ann\x85Donor"),
+        ("donor_name", "Ann\x9b31mDonor"),
+        ("donor_name", "Ann\u2028Donor"),
+        ("donor_name", "Ann \u202erongiS"),
+        ("message", "Keep\tit up"),
+        ("message", "Keep it up\rFORGED"),
+        ("message", "Keep\u2029it up"),
+        ("message", "Keep \u2066it\u2069 up"),
         ("amount", "1_000"),
         ("amount", "\u0661\u0660"),
     ],
 )
-def test_a_donation_with_foreign_characters_is_refused(
+def test_a_donation_with_forging_or_foreign_characters_is_refused(
     client: FlaskClient, app: Flask, errors_logged: list[logging.LogRecord], field: str, value: str
 ) -> None:
     response = client.post("/api/donations", json={**DONATION, field: value})
@@ -47,6 +58,11 @@ def test_a_donation_with_foreign_characters_is_refused(
     assert list(body["fields"]) == [field]
     assert runs(app) == []
     assert no_errors(errors_logged)
+
+
+def test_a_multi_line_message_is_accepted(client: FlaskClient) -> None:
+    response = client.post("/api/donations", json={**DONATION, "message": "Keep it up!\r\nFrom all of us"})
+    assert response.status_code == 202
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -23,7 +24,11 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 AMOUNT_PATTERN = re.compile(r"\A-?[0-9]+(?:\.[0-9]+)?\Z")
 """A decimal string: ASCII digits and one point, no exponent, no ``_`` and no other script's digits."""
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Control characters (C0, DEL, C1 such as NEL and CSI), lone surrogates, line and paragraph separators."""
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Unicode's Bidi_Control characters: they reorder how the text around them is shown."""
 
 
 class Amount(fields.Field[Decimal]):
@@ -59,14 +64,30 @@ class Amount(fields.Field[Decimal]):
         return amount.quantize(Decimal("0.01"))
 
 
+def _is_forbidden(char: str) -> bool:
+    return char in _BIDI_CONTROLS or unicodedata.category(char) in _FORBIDDEN_CATEGORIES
+
+
 class PlainText(fields.String):
-    """A string without control characters, stripped of surrounding spaces."""
+    """One line of text that cannot forge lines or reorder what is shown, stripped of surrounding spaces.
+
+    Refused anywhere in the value: control characters (TAB, LF, CR, ESC, DEL,
+    NEL, CSI, ...), line and paragraph separators, bidirectional controls and
+    lone surrogates. With ``line_breaks=True`` (a multi-line message) LF and
+    CR LF are kept, as LF; a lone CR is still refused.
+    """
+
+    def __init__(self, *, line_breaks: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.line_breaks = line_breaks
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if _CONTROL_CHARS.search(text):
-            raise ValidationError("must not contain control characters")
-        return text
+        text = super()._deserialize(value, attr, data, **kwargs)
+        checked = text.replace("\r\n", "\n").replace("\n", "") if self.line_breaks else text
+        if any(_is_forbidden(char) for char in checked):
+            controls = "control characters (line breaks excepted)" if self.line_breaks else "control characters"
+            raise ValidationError(f"must not contain {controls}, line separators or bidirectional controls")
+        return (text.replace("\r\n", "\n") if self.line_breaks else text).strip()
 
 
 class DonationSchema(Schema):
@@ -77,7 +98,7 @@ class DonationSchema(Schema):
     currency = fields.String(required=True)
     donor_name = PlainText(required=True, validate=validate.Length(min=1, max=100))
     donor_email = fields.Email(required=True, validate=validate.Length(max=254))
-    message = PlainText(load_default="", validate=validate.Length(max=500), allow_none=True)
+    message = PlainText(line_breaks=True, load_default="", validate=validate.Length(max=500), allow_none=True)
 
     def __init__(self, *, currencies: tuple[str, ...], **kwargs: Any) -> None:
         super().__init__(**kwargs)
