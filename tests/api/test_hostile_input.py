@@ -65,6 +65,20 @@ def test_a_multi_line_message_is_accepted(client: FlaskClient) -> None:
     assert response.status_code == 202
 
 
+@pytest.mark.parametrize("depth", [1_000, 5_000])
+def test_json_nested_too_deep_is_a_400(
+    client: FlaskClient, app: Flask, errors_logged: list[logging.LogRecord], depth: int
+) -> None:
+    body = '{"amount": ' + "[" * depth + "]" * depth + "}"
+    assert len(body) < 16 * 1024
+    response = client.post("/api/donations", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert "nested" in response.get_json()["message"]
+    assert runs(app) == []
+    assert no_errors(errors_logged)
+
+
 @pytest.mark.parametrize(
     "path",
     [

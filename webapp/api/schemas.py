@@ -69,7 +69,7 @@ def _is_forbidden(char: str) -> bool:
 
 
 class PlainText(fields.String):
-    """One line of text that cannot forge lines or reorder what is shown, stripped of surrounding spaces.
+    """Text that cannot forge log lines or reorder what is shown, stripped of surrounding spaces.
 
     Refused anywhere in the value: control characters (TAB, LF, CR, ESC, DEL,
     NEL, CSI, ...), line and paragraph separators, bidirectional controls and
@@ -156,6 +156,8 @@ def json_body(request: Request) -> Any:
         return json.loads(request.get_data(cache=True) or b"null", parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"the body is not valid JSON: {error}") from error
+    except RecursionError as error:  # the decoder recurses once per level: "[[[[..." hits Python's limit
+        raise InvalidRequest("the body's JSON is nested too deeply") from error
 
 
 def idempotency_key(request: Request) -> str | None:
