@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.errors import InvalidRequest
 from webapp.jobspecs import PARAM_NAME_PATTERN, SPEC_NAME_PATTERN
@@ -153,11 +154,28 @@ def json_body(request: Request) -> Any:
     if not request.is_json:
         raise _UnsupportedMediaType()
     try:
-        return json.loads(request.get_data(cache=True) or b"null", parse_float=Decimal)
+        return json.loads(_whole_body(request) or b"null", parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"the body is not valid JSON: {error}") from error
     except RecursionError as error:  # the decoder recurses once per level: "[[[[..." hits Python's limit
         raise InvalidRequest("the body's JSON is nested too deeply") from error
+
+
+def _whole_body(request: Request) -> bytes:
+    """The body, or 413 if it is longer than ``MAX_CONTENT_LENGTH``, however it was sent.
+
+    With ``Content-Length`` Werkzeug refuses a body over the limit up front. A
+    chunked body has no length: Werkzeug reads it up to the limit and stops,
+    handing over the first 16 KiB as if they were all of it. One more byte
+    from the server's own stream tells a body of exactly the limit from a
+    longer one.
+    """
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    at_limit = request.content_length is None and limit is not None and len(data) >= limit
+    if at_limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data
 
 
 def idempotency_key(request: Request) -> str | None:
