@@ -107,7 +107,7 @@ class RedisStatusChannel:
     def unready_reason(self) -> str | None:
         if self._subscribed:
             return None
-        return f"Redis unreachable: {self._last_error or 'not subscribed yet'}"
+        return self._last_error or "Redis unreachable: not subscribed yet"
 
     # -- outgoing: statuses this instance originates ---------------------------
 
@@ -121,7 +121,7 @@ class RedisStatusChannel:
             self._keep_unsent(status)
             logger.warning(
                 "redis.publish_failed",
-                extra={"job_name": status.job_name, "mode": status.mode, "error": describe_redis_error(error)},
+                extra={"job_name": status.job_name, "mode": status.mode, "error": str(error)},
             )
 
     def _keep_unsent(self, status: JobStatus) -> None:
@@ -151,25 +151,26 @@ class RedisStatusChannel:
         """Subscribe, listen, and on any failure back off and subscribe again, until stopped."""
         while not self._stopping.is_set():
             pubsub = self._subscriber.pubsub()
+            # ``detail`` is for the log and may name Redis's address; ``public`` is for /readyz and must not.
             try:
                 self._listen(pubsub)
-                reason, detail = "stopped", ""
+                reason, detail, public = "stopped", "", ""
             except _ChannelSilent as error:
-                reason, detail = "silence", str(error)
+                reason, detail, public = "silence", str(error), f"Redis unreachable: {error}"
             except RedisError as error:
-                reason, detail = "error", str(error)
+                reason, detail, public = "error", str(error), describe_redis_error(error)
             except JobpulseError as error:  # the run store, while re-syncing
-                reason, detail = "error", str(error.__cause__ or error.message)
+                reason, detail, public = "error", str(error.__cause__ or error.message), error.message
             except Exception as error:
                 logger.exception("redis.channel_failed", extra={"source": "redis"})
-                reason, detail = "error", f"{type(error).__name__}: {error}"
+                reason, detail, public = "error", f"{type(error).__name__}: {error}", "the status channel failed"
             finally:
                 self._subscribed = False
                 with contextlib.suppress(RedisError):
                     pubsub.close()
             if self._stopping.is_set():
                 return
-            self._last_error = detail
+            self._last_error = public
             delay = self._backoff.next_delay()
             metrics.WATCH_RESTARTS.labels(source="redis", reason=reason).inc()
             logger.warning(

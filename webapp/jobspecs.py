@@ -27,8 +27,8 @@ PIPELINE_RUN_ID_LABEL = "jobpulse/pipeline-run-id"
 SPEC_LABEL = "jobpulse/spec"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
-PARAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-SPEC_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+PARAM_NAME_PATTERN = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+SPEC_NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 KUBERNETES_DEFAULT_BACKOFF_LIMIT = 6
 
 
@@ -73,7 +73,7 @@ def load_jobspecs(folder: Path) -> dict[str, Jobspec]:
     specs: dict[str, Jobspec] = {}
     for path in sorted(folder.glob("*.yaml")):
         name = path.stem
-        if not SPEC_NAME_PATTERN.match(name):
+        if not SPEC_NAME_PATTERN.fullmatch(name):
             raise JobspecError(f"{path}: file name {name!r} is not a valid spec name")
         try:
             documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))

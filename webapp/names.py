@@ -14,15 +14,15 @@ JOB_NAME_PREFIX = "task-runner-"
 MAX_NAME_LENGTH = 63
 _SUFFIX_LENGTH = 8
 
-JOB_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+JOB_NAME_PATTERN = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 """A DNS-1123 label: what Kubernetes accepts as a Job name."""
 
-PIPELINE_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+PIPELINE_RUN_ID_PATTERN = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?\Z")
 """A valid label value, since the id is also the ``jobpulse/pipeline-run-id`` label."""
 
 
 def is_valid_job_name(name: str) -> bool:
-    return len(name) <= MAX_NAME_LENGTH and bool(JOB_NAME_PATTERN.match(name))
+    return len(name) <= MAX_NAME_LENGTH and bool(JOB_NAME_PATTERN.fullmatch(name))
 
 
 def new_pipeline_run_id() -> str:

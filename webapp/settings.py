@@ -30,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 EXECUTION_MODES = ("legacy", "k8s", "dual")
 LEGACY_RUNNERS = ("local", "http")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 
 
 class ConfigError(Exception):
@@ -165,9 +165,9 @@ class _SettingsSchema(Schema):
     USE_K8S_JOBS = fields.Boolean()
     DUAL_PRIMARY = fields.String(validate=validate.OneOf(("legacy", "k8s")))
     JOBSPECS_DIR = fields.String()
-    DONATION_JOBSPEC = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))
+    DONATION_JOBSPEC = fields.String(validate=validate.Regexp(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z"))
     K8S_NAMESPACE = fields.String(
-        validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", error="must be a DNS-1123 label")
+        validate=validate.Regexp(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", error="must be a DNS-1123 label")
     )
     KUBECONFIG = fields.String()
     TASK_IMAGE = fields.String()
@@ -194,13 +194,13 @@ class _SettingsSchema(Schema):
         codes = _csv(value)
         if not codes:
             raise ValidationError("list at least one ISO 4217 code")
-        bad = [code for code in codes if not _CURRENCY.match(code)]
+        bad = [code for code in codes if not _CURRENCY.fullmatch(code)]
         if bad:
             raise ValidationError(f"not ISO 4217 codes: {', '.join(bad)}")
 
     @validates("ALLOWED_ORIGINS")
     def _check_origins(self, value: str, **_: Any) -> None:
-        bad = [o for o in _csv(value) if not re.match(r"^https?://[^/\s]+$", o)]
+        bad = [o for o in _csv(value) if not re.fullmatch(r"https?://[^/\s]+", o)]
         if bad:
             raise ValidationError(f"origins are scheme://host[:port]: {', '.join(bad)}")
 

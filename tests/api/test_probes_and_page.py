@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 from flask.testing import FlaskClient
+from prometheus_client import CONTENT_TYPE_LATEST
 
 
 def test_healthz_and_readyz(client: FlaskClient) -> None:
@@ -55,3 +56,9 @@ def test_static_assets_are_served(client: FlaskClient) -> None:
         assert response.status_code == 200
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         response.close()
+
+
+def test_metrics_name_their_charset_once(client: FlaskClient) -> None:
+    content_type = client.get("/metrics").headers["Content-Type"]
+    assert content_type == CONTENT_TYPE_LATEST
+    assert content_type.count("charset=") == 1

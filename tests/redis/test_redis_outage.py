@@ -84,6 +84,9 @@ def test_while_redis_is_down_b_is_unready_and_catches_up_by_itself(
     redis_back_up.stop()
     _, body = wait_for(lambda: (r := readiness(b))[0] == 503 and r, timeout=20, what="B to say it is not ready")
     assert any(reason.startswith("redis: Redis unreachable: ") for reason in body["reasons"]), body
+    address = f"127.0.0.1:{redis_back_up.port}"
+    assert address not in str(body), "anyone may read /readyz: no internal address"
+    wait_for(lambda: address in b.log(), what="the log to name the address, for operators")
     assert status(b, name)["status"] == "Running", "the hub keeps serving what it knows"
     missing = requests.get(f"{b.url}/api/jobs/{UNKNOWN_JOB}", timeout=10)
     assert (missing.status_code, missing.json()["error"]) == (503, "store_unavailable")
@@ -133,6 +136,30 @@ def test_a_donation_gets_503_not_500_while_redis_is_down(redis_app: Flask, redis
     redis_server.stop()
     response = client.post("/api/donations", json=DONATION)
     assert (response.status_code, response.get_json()["error"]) == (503, "store_unavailable")
+
+
+def test_public_answers_name_no_redis_address_while_it_is_down(redis_app: Flask, redis_server: RedisServer) -> None:
+    client = redis_app.test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10, what="the channel to subscribe")
+    redis_server.stop()
+
+    not_ready = wait_for(
+        lambda: (r := client.get("/readyz")).status_code == 503 and len(r.get_json()["reasons"]) == 2 and r,
+        timeout=10,
+        what="both the channel and the run store in /readyz",
+    )
+    answers = {
+        "readyz": not_ready,
+        "launch": client.post("/api/jobs", json={"spec": "quick"}, headers=ADMIN),
+        "status": client.get(f"/api/jobs/{UNKNOWN_JOB}"),
+        "donation": client.post("/api/donations", json=DONATION),
+    }
+    for what, answer in answers.items():
+        assert answer.status_code == 503, what
+        text = answer.get_data(as_text=True)
+        assert "127.0.0.1" not in text, (what, text)
+        assert str(redis_server.port) not in text, (what, text)
+        assert "Redis unreachable" in text, (what, text)
 
 
 def test_the_app_starts_while_redis_is_down_and_says_so(make_app: Callable[..., Flask]) -> None:

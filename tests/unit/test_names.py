@@ -40,3 +40,8 @@ def test_two_names_for_one_run_differ() -> None:
 )
 def test_invalid_job_names(name: str) -> None:
     assert not is_valid_job_name(name)
+
+
+@pytest.mark.parametrize("name", ["task-runner-abc-0000beef\n", "task-runner-abc-0000beef\r\n", "abc\n"])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(name: str) -> None:
+    assert not is_valid_job_name(name)

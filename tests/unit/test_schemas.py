@@ -94,3 +94,114 @@ def test_bad_job_launches(body: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         JobLaunchSchema().load(body)
     assert field in caught.value.messages
+
+
+# -- text fields: nothing that can forge a line, reorder text or hide it ------------------
+
+LINE_AND_DISPLAY_CONTROLS = {
+    "LF": "\n",
+    "CR": "\r",
+    "TAB": "\t",
+    "NUL": "\x00",
+    "ESC": "\x1b",
+    "DEL": "\x7f",
+    "NEL U+0085": "\x85",
+    "CSI U+009B": "\x9b",
+    "LINE SEPARATOR U+2028": "\u2028",
+    "PARAGRAPH SEPARATOR U+2029": "\u2029",
+    "RLO U+202E": "\u202e",
+    "LRE U+202A": "\u202a",
+    "RLI U+2067": "\u2067",
+    "PDI U+2069": "\u2069",
+    "RLM U+200F": "\u200f",
+    "ALM U+061C": "\u061c",
+    "lone surrogate": "\ud800",
+}
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+@pytest.mark.parametrize("char", LINE_AND_DISPLAY_CONTROLS.values(), ids=LINE_AND_DISPLAY_CONTROLS.keys())
+def test_a_donor_name_with_a_control_character_is_refused(char: str, where: str) -> None:
+    name = f"Ann{char}Donor" if where == "middle" else f"Ann Donor{char}"
+    with pytest.raises(ValidationError) as caught:
+        load({**GOOD, "donor_name": name})
+    assert list(caught.value.messages) == ["donor_name"]
+    assert "control characters" in " ".join(caught.value.messages["donor_name"])
+
+
+@pytest.mark.parametrize(
+    "char",
+    [c for label, c in LINE_AND_DISPLAY_CONTROLS.items() if label not in ("LF", "CR")],
+    ids=[label for label in LINE_AND_DISPLAY_CONTROLS if label not in ("LF", "CR")],
+)
+def test_a_message_with_a_control_character_is_refused(char: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        load({**GOOD, "message": f"Keep{char}it up"})
+    assert list(caught.value.messages) == ["message"]
+
+
+def test_a_message_may_have_line_breaks_but_no_lone_carriage_return() -> None:
+    assert load({**GOOD, "message": "Keep it up!\r\nFrom all of us\n"})["message"] == "Keep it up!\nFrom all of us"
+    with pytest.raises(ValidationError) as caught:
+        load({**GOOD, "message": "Keep it up!\rFORGED"})
+    assert list(caught.value.messages) == ["message"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zoë Ångström",
+        "محمد",
+        "李小龍",
+        "Mary-Jane O'Neil",
+        "Ann 👩\u200d👩\u200d👧",
+        "Nilüfer\u200c\u0131",
+        "Ann\u00a0Lee",
+    ],
+)
+def test_names_in_any_script_are_accepted(name: str) -> None:
+    assert load({**GOOD, "donor_name": name})["donor_name"] == name
+
+
+# -- amounts: plain ASCII decimals only ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1_000",
+        "\u0661\u0660",
+        "\uff11\uff10",
+        "10\u00a0",
+        "1e3",
+        "0x10",
+        "+5",
+        "5.",
+        ".5",
+        "1,000",
+        "10.5.0",
+        "--5",
+        "",
+    ],
+)
+def test_amount_strings_other_than_plain_decimals_are_refused(amount: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        load({**GOOD, "amount": amount})
+    assert "amount" in caught.value.messages
+
+
+# -- names and ids: the whole value matches, a trailing newline is not "the end" -----------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"spec": "quick\n"}, "spec"),
+        ({"spec": "quick", "pipeline_run_id": "nightly\n"}, "pipeline_run_id"),
+        ({"spec": "quick", "params": {"SECONDS\n": "1"}}, "params"),
+    ],
+)
+def test_a_trailing_newline_does_not_pass_a_pattern(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobLaunchSchema().load(body)
+    assert field in caught.value.messages

@@ -22,10 +22,8 @@ def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    # int() also takes " 5", "1_0" and other scripts' digits: only plain ASCII digits are a number here.
+    value = int(raw) if raw.isascii() and raw.isdigit() else low - 1
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", fields={name: ["out of range"]})
     return value

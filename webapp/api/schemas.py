@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.errors import InvalidRequest
 from webapp.jobspecs import PARAM_NAME_PATTERN, SPEC_NAME_PATTERN
 from webapp.names import PIPELINE_RUN_ID_PATTERN
 
 MAX_AMOUNT = Decimal("1000000")
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+AMOUNT_PATTERN = re.compile(r"\A-?[0-9]+(?:\.[0-9]+)?\Z")
+"""A decimal string: ASCII digits and one point, no exponent, no ``_`` and no other script's digits."""
+
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Control characters (C0, DEL, C1 such as NEL and CSI), lone surrogates, line and paragraph separators."""
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Unicode's Bidi_Control characters: they reorder how the text around them is shown."""
 
 
 class Amount(fields.Field[Decimal]):
@@ -36,8 +45,13 @@ class Amount(fields.Field[Decimal]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
             raise self.make_error("invalid")
+        if isinstance(value, str):
+            # Decimal() also takes "1_000", "1e3" and other scripts' digits: not what a donor means.
+            value = value.strip(" ")
+            if not AMOUNT_PATTERN.fullmatch(value):
+                raise self.make_error("invalid")
         try:
-            amount = Decimal(value.strip() if isinstance(value, str) else str(value))
+            amount = Decimal(value if isinstance(value, str) else str(value))
         except InvalidOperation as error:
             raise self.make_error("invalid") from error
         if not amount.is_finite():
@@ -51,14 +65,30 @@ class Amount(fields.Field[Decimal]):
         return amount.quantize(Decimal("0.01"))
 
 
+def _is_forbidden(char: str) -> bool:
+    return char in _BIDI_CONTROLS or unicodedata.category(char) in _FORBIDDEN_CATEGORIES
+
+
 class PlainText(fields.String):
-    """A string without control characters, stripped of surrounding spaces."""
+    """Text that cannot forge log lines or reorder what is shown, stripped of surrounding spaces.
+
+    Refused anywhere in the value: control characters (TAB, LF, CR, ESC, DEL,
+    NEL, CSI, ...), line and paragraph separators, bidirectional controls and
+    lone surrogates. With ``line_breaks=True`` (a multi-line message) LF and
+    CR LF are kept, as LF; a lone CR is still refused.
+    """
+
+    def __init__(self, *, line_breaks: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.line_breaks = line_breaks
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if _CONTROL_CHARS.search(text):
-            raise ValidationError("must not contain control characters")
-        return text
+        text = super()._deserialize(value, attr, data, **kwargs)
+        checked = text.replace("\r\n", "\n").replace("\n", "") if self.line_breaks else text
+        if any(_is_forbidden(char) for char in checked):
+            controls = "control characters (line breaks excepted)" if self.line_breaks else "control characters"
+            raise ValidationError(f"must not contain {controls}, line separators or bidirectional controls")
+        return (text.replace("\r\n", "\n") if self.line_breaks else text).strip()
 
 
 class DonationSchema(Schema):
@@ -69,7 +99,7 @@ class DonationSchema(Schema):
     currency = fields.String(required=True)
     donor_name = PlainText(required=True, validate=validate.Length(min=1, max=100))
     donor_email = fields.Email(required=True, validate=validate.Length(max=254))
-    message = PlainText(load_default="", validate=validate.Length(max=500), allow_none=True)
+    message = PlainText(line_breaks=True, load_default="", validate=validate.Length(max=500), allow_none=True)
 
     def __init__(self, *, currencies: tuple[str, ...], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -90,9 +120,12 @@ class DonationSchema(Schema):
 def _valid_params(params: dict[str, str]) -> None:
     if len(params) > 50:
         raise ValidationError("at most 50 parameters")
-    bad = [name for name in params if not PARAM_NAME_PATTERN.match(name)]
+    bad = [name for name in params if not PARAM_NAME_PATTERN.fullmatch(name)]
     if bad:
-        raise ValidationError(f"parameter names must match {PARAM_NAME_PATTERN.pattern}: {', '.join(bad)}")
+        raise ValidationError(
+            "parameter names are 1-64 letters, digits or '_', not starting with a digit: "
+            + ", ".join(repr(name) for name in bad)
+        )
 
 
 class JobLaunchSchema(Schema):
@@ -121,16 +154,35 @@ def json_body(request: Request) -> Any:
     if not request.is_json:
         raise _UnsupportedMediaType()
     try:
-        return json.loads(request.get_data(cache=True) or b"null", parse_float=Decimal)
+        return json.loads(_whole_body(request) or b"null", parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"the body is not valid JSON: {error}") from error
+    except RecursionError as error:  # the decoder recurses once per level: "[[[[..." hits Python's limit
+        raise InvalidRequest("the body's JSON is nested too deeply") from error
+
+
+def _whole_body(request: Request) -> bytes:
+    """The body, or 413 if it is longer than ``MAX_CONTENT_LENGTH``, however it was sent.
+
+    With ``Content-Length`` Werkzeug refuses a body over the limit up front. A
+    chunked body has no length: Werkzeug reads it up to the limit and stops,
+    handing over the first 16 KiB as if they were all of it. One more byte
+    from the server's own stream tells a body of exactly the limit from a
+    longer one.
+    """
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    at_limit = request.content_length is None and limit is not None and len(data) >= limit
+    if at_limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data
 
 
 def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not IDEMPOTENCY_KEY_PATTERN.match(key):
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise InvalidRequest(
             "Idempotency-Key must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
             fields={"Idempotency-Key": ["1-64 characters of [A-Za-z0-9_-]"]},

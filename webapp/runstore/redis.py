@@ -42,8 +42,8 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -85,10 +85,18 @@ def connect(url: str, *, retries: int = RETRIES, client_name: str = "jobpulse") 
 
 
 def describe_redis_error(error: RedisError) -> str:
-    """Words for ``/readyz`` and error answers: unreachable, or what Redis said."""
-    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
-        return f"Redis unreachable: {error}"
-    return f"Redis error: {error}"
+    """Words for ``/readyz`` and 503 answers, which anyone may read: never Redis's host, port or socket path.
+
+    The client's own message names the address ("Error 111 connecting to
+    10.0.0.5:6379"); only the logs carry it.
+    """
+    if isinstance(error, RedisTimeoutError):
+        return "Redis unreachable: timed out"
+    if isinstance(error, AuthenticationError):
+        return "Redis unreachable: authentication failed"
+    if isinstance(error, RedisConnectionError):
+        return "Redis unreachable: cannot connect"
+    return f"Redis error: {type(error).__name__}"
 
 
 def _strings(values: Any) -> list[str]:
