@@ -124,9 +124,10 @@ class SQLiteRunStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
-                problems = [line for (line,) in db.execute("PRAGMA quick_check(5)").fetchall() if line != "ok"]
+                report = "\n".join(row for (row,) in db.execute("PRAGMA quick_check(3)").fetchall())
+            problems = [line for line in report.splitlines() if line not in ("ok", "*** in database main ***")]
             if problems:
-                self._damage = f"SQLite: {'; '.join(problems)} ({_REPAIR})"
+                self._damage = f"SQLite: {'; '.join(problems[:3])} ({_REPAIR})"
             self.ping()
         except RunStoreUnavailable:
             self._db.close()
