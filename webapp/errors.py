@@ -1,8 +1,9 @@
 """jobpulse's own errors.
 
-Executors wrap their clients' exceptions (Kubernetes ``ApiException``, Redis,
-HTTP) in these, ``raise ... from error``; the API maps each to the one JSON
-error shape in one place (``webapp.api.errors``).
+Executors and run stores wrap their clients' exceptions (Kubernetes
+``ApiException``, Redis, SQLite, HTTP) in these, ``raise ... from error``;
+the API maps each to the one JSON error shape in one place
+(``webapp.api.errors``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ class ExecutorUnavailable(JobpulseError):
     """The executor could not be reached; nothing half-created remains."""
 
     code = "executor_unavailable"
+    http_status = 503
+
+
+class RunStoreUnavailable(JobpulseError):
+    """The run store cannot read or write right now (Redis unreachable, SQLite's disk full or file damaged).
+
+    Nothing half-done is claimed; try again shortly.
+    """
+
+    code = "store_unavailable"
     http_status = 503
 
 

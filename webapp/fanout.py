@@ -30,6 +30,7 @@ from webapp import metrics
 from webapp.backoff import Backoff
 from webapp.errors import JobpulseError
 from webapp.hub import StatusHub
+from webapp.runstore.backlog import StatusBacklog
 from webapp.runstore.redis import RedisRunStore, connect, describe_redis_error
 from webapp.status import JobStatus
 
@@ -74,8 +75,7 @@ class RedisStatusChannel:
         self._ping_seconds = ping_seconds
         self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self._receiving = threading.local()
-        self._unsent: dict[str, JobStatus] = {}
-        self._unsent_lock = threading.Lock()
+        self._unsent = StatusBacklog()
         self._subscribed = False
         self._last_error: str | None = None
         self._stopping = threading.Event()
@@ -118,32 +118,22 @@ class RedisStatusChannel:
         try:
             self._publisher.publish(self._channel, status.json)
         except RedisError as error:
-            self._keep_unsent(status)
+            self._unsent.keep(status)
             logger.warning(
                 "redis.publish_failed",
                 extra={"job_name": status.job_name, "mode": status.mode, "error": str(error)},
             )
 
-    def _keep_unsent(self, status: JobStatus) -> None:
-        with self._unsent_lock:
-            held = self._unsent.get(status.job_name)
-            if held is None or status.seq > held.seq:
-                self._unsent[status.job_name] = status
-
     def _flush_unsent(self) -> None:
         """Save and publish what could not be published while Redis was away (store first: re-syncs read it)."""
-        with self._unsent_lock:
-            pending, self._unsent = self._unsent, {}
-        for job_name, unsent in pending.items():
-            latest = self._hub.get(job_name)
-            status = latest if latest is not None and latest.seq > unsent.seq else unsent
-            try:
-                self._store.save(status)
-                self._publisher.publish(self._channel, status.json)
-            except (RedisError, JobpulseError):
-                self._keep_unsent(status)
-                raise
-            logger.info("redis.republished", extra={"job_name": job_name, "mode": status.mode, "seq": status.seq})
+        self._unsent.drain(self._republish)
+
+    def _republish(self, unsent: JobStatus) -> None:
+        latest = self._hub.get(unsent.job_name)
+        status = latest if latest is not None and latest.seq > unsent.seq else unsent
+        self._store.save(status)
+        self._publisher.publish(self._channel, status.json)
+        logger.info("redis.republished", extra={"job_name": status.job_name, "mode": status.mode, "seq": status.seq})
 
     # -- incoming: the subscription loop ---------------------------------------
 

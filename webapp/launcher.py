@@ -25,6 +25,7 @@ from webapp.errors import (
     ExecutorUnavailable,
     InvalidJobName,
     JobNotFound,
+    RunStoreUnavailable,
     TooManyActiveJobs,
     UnknownJobspec,
 )
@@ -106,7 +107,7 @@ class Launcher:
         except Exception as error:
             if idempotency_key is not None:
                 self._store.release_idempotency_key(idempotency_key, job_name=job_name)
-            result = "unavailable" if isinstance(error, ExecutorUnavailable) else "refused"
+            result = "unavailable" if isinstance(error, (ExecutorUnavailable, RunStoreUnavailable)) else "refused"
             metrics.LAUNCHES.labels(mode=mode, result=result).inc()
             logger.warning(
                 "job.error",

@@ -4,6 +4,11 @@ One :class:`Runtime` per process (per app): the status hub, the run store,
 the executors of the configured mode and the launcher, plus the listeners
 that keep the run store and metrics in step with the hub, and a housekeeping
 loop that applies ``STATUS_RETENTION_SECONDS``.
+
+A status change the run store refuses (disk full, Redis down) is not lost:
+the hub keeps serving it, it waits in a backlog that is written again every
+``STORE_RETRY_SECONDS`` until the store takes it, and the process is not
+ready meanwhile.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Protocol
 
 from webapp import metrics
 from webapp.dual import DualComparator
+from webapp.errors import RunStoreUnavailable
 from webapp.executors import Executor
 from webapp.executors.http_runner import HttpRunner
 from webapp.executors.local import LocalRunner
@@ -22,6 +28,7 @@ from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
 from webapp.runstore import RunStore
+from webapp.runstore.backlog import StatusBacklog
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.settings import ConfigError, Settings
 from webapp.status import JobStatus, utcnow
@@ -31,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 60.0
 FORGET_FINISHED_AFTER = timedelta(minutes=10)
+STORE_RETRY_SECONDS = 1.0
+"""How often status changes the run store refused are written again."""
 
 
 class Service(Protocol):
@@ -63,6 +72,8 @@ class Runtime:
         self.executors = executors
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, hub=hub, store=store)
+        self._unsaved = StatusBacklog()
+        self._unsaved_error: str | None = None
         self._stopping = threading.Event()
         self._started = False
         hub.add_listener(self._record_change)
@@ -77,6 +88,7 @@ class Runtime:
             executor.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="stream-heartbeat", daemon=True).start()
+        threading.Thread(target=self._retry_unsaved, name="run-store-retry", daemon=True).start()
 
     def stop(self) -> None:
         """End streams (WebSocket 1001) and stop executors. Idempotent."""
@@ -90,6 +102,12 @@ class Runtime:
                 part.stop()
             except Exception:  # one part failing to stop (Redis down) must not keep the others running
                 logger.exception("runtime.stop_failed", extra={"part": type(part).__name__})
+        self._save_unsaved()
+        if unsaved := self._unsaved.job_names():
+            logger.error(
+                "store.unsaved_at_exit",
+                extra={"job_names": unsaved, "count": len(unsaved), "error": self._unsaved_error},
+            )
 
     def unready_reasons(self) -> list[str]:
         reasons = [
@@ -100,16 +118,21 @@ class Runtime:
         reasons += [
             f"{service.name}: {reason}" for service in self.services if (reason := service.unready_reason()) is not None
         ]
+        store_problems = []
         try:
             self.store.ping()
         except Exception as error:
-            reasons.append(f"run store: {error}")
+            store_problems.append(str(error))
+        if unsaved := len(self._unsaved):
+            store_problems.append(f"{unsaved} status change(s) not saved yet ({self._unsaved_error})")
+        if store_problems:
+            reasons.append(f"run store: {'; '.join(store_problems)}")
         return reasons
 
     def _record_change(self, status: JobStatus, previous: JobStatus | None) -> None:
         """Keep the run store and metrics in step with every status change."""
         if previous is None or previous.status != status.status:
-            self.store.save(status)
+            self._save(status)
             metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
             logger.info(
                 "job.status",
@@ -121,6 +144,51 @@ class Runtime:
                     "reason": status.reason,
                 },
             )
+
+    def _save(self, status: JobStatus) -> None:
+        """Save a status change; if the store refuses it, keep it to write again (never drop a final status)."""
+        try:
+            self.store.save(status)
+        except RunStoreUnavailable as error:
+            self._unsaved.keep(status)
+            self._unsaved_error = error.message
+            logger.warning(
+                "store.save_failed",
+                extra={
+                    "job_name": status.job_name,
+                    "mode": status.mode,
+                    "pipeline_run_id": status.pipeline_run_id,
+                    "status": status.status.value,
+                    "error": error.message,
+                },
+            )
+        else:
+            self._unsaved.settled(status)
+
+    def _save_late(self, unsaved: JobStatus) -> None:
+        latest = self.hub.get(unsaved.job_name)
+        status = latest if latest is not None and latest.seq > unsaved.seq else unsaved
+        self.store.save(status)
+        logger.info(
+            "store.saved_late",
+            extra={"job_name": status.job_name, "mode": status.mode, "status": status.status.value},
+        )
+
+    def _save_unsaved(self) -> None:
+        """Write the backlog of refused status changes; what fails again stays for the next try."""
+        if not len(self._unsaved):
+            return
+        try:
+            self._unsaved.drain(self._save_late)
+        except RunStoreUnavailable as error:
+            self._unsaved_error = error.message
+
+    def _retry_unsaved(self) -> None:
+        while not self._stopping.wait(STORE_RETRY_SECONDS):
+            try:
+                self._save_unsaved()
+            except Exception:
+                logger.exception("store.retry_failed")
 
     def _heartbeat(self) -> None:
         """Every ``SSE_HEARTBEAT_SECONDS``, wake every stream to send its keep-alive: one timer, not one per stream."""
@@ -159,7 +227,12 @@ def build_runtime(settings: Settings) -> Runtime:
         services.append(RedisStatusChannel(hub=hub, url=settings.redis_url, store=redis_store))
         store = redis_store
     else:
-        store = SQLiteRunStore(settings.database_path)
+        try:
+            store = SQLiteRunStore(settings.database_path)
+        except RunStoreUnavailable as error:
+            raise ConfigError(
+                f"DATABASE_PATH: cannot use {settings.database_path} as the run store: {error.message}"
+            ) from error
     executors: dict[str, Executor] = {}
     if settings.legacy_enabled and settings.legacy_runner == "http":
         assert settings.legacy_runner_url is not None  # required by the settings' validation

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
 from webapp.runstore import RunStore
 from webapp.status import JobStatus, utcnow
@@ -52,6 +53,8 @@ class RunLeases:
         """Adopt orphaned runs at once; if the run store is down, the renewal loop tries again."""
         try:
             self._adopt()
+        except RunStoreUnavailable as error:  # the store says why (disk full, Redis down); no traceback needed
+            logger.warning("lease.adopt_failed", extra={"runner": self._name, "error": error.message})
         except Exception:
             logger.exception("lease.adopt_failed", extra={"runner": self._name})
 
@@ -63,6 +66,8 @@ class RunLeases:
         self._stopping.set()
         try:
             self._store.release_runs(owner=self.owner)
+        except RunStoreUnavailable as error:
+            logger.warning("lease.release_failed", extra={"runner": self._name, "error": error.message})
         except Exception:
             logger.exception("lease.release_failed", extra={"runner": self._name})
 
@@ -72,5 +77,7 @@ class RunLeases:
                 for job_name in list(self._held()):
                     self.claim(job_name)
                 self._adopt()
+            except RunStoreUnavailable as error:
+                logger.warning("lease.renewal_failed", extra={"runner": self._name, "error": error.message})
             except Exception:
                 logger.exception("lease.renewal_failed", extra={"runner": self._name})

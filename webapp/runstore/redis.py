@@ -48,7 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from webapp.comparison import Comparison
-from webapp.errors import JobpulseError
+from webapp.errors import RunStoreUnavailable
 from webapp.runstore import IdempotencyClaim, PendingWebhook
 from webapp.status import JobStatus
 
@@ -61,13 +61,6 @@ SOCKET_CONNECT_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 15
 RETRIES = 3
 _PURGE_BATCH = 500
-
-
-class RunStoreUnavailable(JobpulseError):
-    """The run store (Redis) could not be reached or refused the command; try again shortly."""
-
-    code = "store_unavailable"
-    http_status = 503
 
 
 def connect(url: str, *, retries: int = RETRIES, client_name: str = "jobpulse") -> redis.Redis:

@@ -1,4 +1,13 @@
-"""The SQLite run store: the embedded default, one file, no server."""
+"""The SQLite run store: the embedded default, one file, no server.
+
+Storage faults are ours to explain, not SQLite's to leak as 500s: a full
+disk, an I/O error, a read-only file or a damaged one raise
+:class:`~webapp.errors.RunStoreUnavailable` (HTTP 503) naming the fault. The
+file is checked when the store opens it (a sound database that takes a
+write), and :meth:`SQLiteRunStore.ping` writes a probe row, so readiness says
+whether writes go through now. A damaged file does not heal: once seen, the
+store stays unavailable until an operator restores or replaces the file.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +15,14 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from webapp.comparison import Comparison
+from webapp.errors import RunStoreUnavailable
 from webapp.runstore import IdempotencyClaim, PendingWebhook
 from webapp.status import JobStatus
 
@@ -53,27 +65,103 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     job_name    TEXT NOT NULL,
     created_at  REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS write_probe (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    written_at REAL NOT NULL
+);
 """
+
+_PROBE_WRITE = """
+INSERT INTO write_probe (id, written_at) VALUES (1, ?)
+ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at
+"""
+
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+_REPAIR = "the file is damaged: restore it from a backup, or move it away to start empty"
+_HINTS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "the disk reported an I/O error",
+    "SQLITE_READONLY": "the file or its folder is read-only",
+    "SQLITE_CANTOPEN": "the file cannot be opened or created: is its folder writable?",
+    "SQLITE_CORRUPT": _REPAIR,
+    "SQLITE_NOTADB": _REPAIR,
+}
+
+
+def is_storage_fault(error: sqlite3.Error) -> bool:
+    """A fault of the file or the disk (full, I/O, read-only, damaged, locked), not a mistake in our SQL."""
+    return type(error) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
+def describe_sqlite_error(error: sqlite3.Error) -> str:
+    """Words for error answers, ``/readyz`` and start-up: what SQLite said, and what it means."""
+    hint = _HINTS.get(getattr(error, "sqlite_errorname", ""))
+    return f"SQLite: {error}" + (f" ({hint})" if hint else "")
 
 
 class SQLiteRunStore:
-    """A :class:`~webapp.runstore.RunStore` in one SQLite file (WAL, one connection, one lock)."""
+    """A :class:`~webapp.runstore.RunStore` in one SQLite file (WAL, one connection, one lock).
+
+    Opening checks the file: it must be a sound SQLite database (``PRAGMA
+    quick_check``) that takes a write; if not, :class:`RunStoreUnavailable`
+    says why, and nothing starts on top of it.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._damage: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunStoreUnavailable(f"cannot create the folder {path.parent}: {error.strerror}") from error
+        try:
+            self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as error:
+            raise RunStoreUnavailable(describe_sqlite_error(error)) from error
+        try:
+            with self._storage() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                report = "\n".join(row for (row,) in db.execute("PRAGMA quick_check(3)").fetchall())
+            problems = [line for line in report.splitlines() if line not in ("ok", "*** in database main ***")]
+            if problems:
+                self._damage = f"SQLite: {'; '.join(problems[:3])} ({_REPAIR})"
+            self.ping()
+        except RunStoreUnavailable:
+            self._db.close()
+            raise
 
-    def _run(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    @contextmanager
+    def _storage(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a storage fault leaves as :class:`RunStoreUnavailable` (HTTP 503)."""
         with self._lock:
-            return self._db.execute(sql, parameters)
+            try:
+                yield self._db
+            except sqlite3.Error as error:
+                if not is_storage_fault(error):
+                    raise
+                description = describe_sqlite_error(error)
+                if getattr(error, "sqlite_errorname", "") in _DAMAGED:
+                    self._damage = description
+                raise RunStoreUnavailable(description) from error
+
+    def _write(self, sql: str, parameters: tuple[Any, ...] = ()) -> int:
+        """Run one statement; return how many rows it changed."""
+        with self._storage() as db:
+            return db.execute(sql, parameters).rowcount
+
+    def _one(self, sql: str, parameters: tuple[Any, ...] = ()) -> Any:
+        with self._storage() as db:
+            return db.execute(sql, parameters).fetchone()
+
+    def _all(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        with self._storage() as db:
+            return db.execute(sql, parameters).fetchall()
 
     def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None) -> None:
-        self._run(
+        self._write(
             """
             INSERT INTO runs (job_name, mode, spec, pipeline_run_id, status, terminal, seq,
                               created_at, updated_at, body, manifest)
@@ -100,101 +188,101 @@ class SQLiteRunStore:
         )
 
     def get(self, job_name: str) -> JobStatus | None:
-        row = self._run("SELECT body FROM runs WHERE job_name = ?", (job_name,)).fetchone()
+        row = self._one("SELECT body FROM runs WHERE job_name = ?", (job_name,))
         return JobStatus.from_json(row[0]) if row else None
 
     def recent(self, limit: int) -> list[JobStatus]:
-        rows = self._run("SELECT body FROM runs ORDER BY created_at DESC, job_name LIMIT ?", (limit,)).fetchall()
+        rows = self._all("SELECT body FROM runs ORDER BY created_at DESC, job_name LIMIT ?", (limit,))
         return [JobStatus.from_json(body) for (body,) in rows]
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
         sql = "SELECT body FROM runs WHERE terminal = 0"
         rows = (
-            self._run(sql + " AND mode = ? ORDER BY created_at", (mode,))
+            self._all(sql + " AND mode = ? ORDER BY created_at", (mode,))
             if mode
-            else self._run(sql + " ORDER BY created_at")
-        ).fetchall()
+            else self._all(sql + " ORDER BY created_at")
+        )
         return [JobStatus.from_json(body) for (body,) in rows]
 
     def count_unfinished(self) -> int:
-        (count,) = self._run("SELECT COUNT(*) FROM runs WHERE terminal = 0").fetchone()
+        (count,) = self._one("SELECT COUNT(*) FROM runs WHERE terminal = 0")
         return int(count)
 
     def manifest(self, job_name: str) -> dict[str, Any] | None:
-        row = self._run("SELECT manifest FROM runs WHERE job_name = ?", (job_name,)).fetchone()
+        row = self._one("SELECT manifest FROM runs WHERE job_name = ?", (job_name,))
         return json.loads(row[0]) if row and row[0] else None
 
     def claim_idempotency_key(self, key: str, *, fingerprint: str, job_name: str) -> IdempotencyClaim:
-        with self._lock:
-            inserted = self._db.execute(
+        with self._storage() as db:
+            inserted = db.execute(
                 "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?)",
                 (key, fingerprint, job_name, time.time()),
             ).rowcount
             if inserted:
                 return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint)
-            held_job, held_print = self._db.execute(
+            held_job, held_print = db.execute(
                 "SELECT job_name, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
         return IdempotencyClaim(won=False, job_name=held_job, fingerprint=held_print)
 
     def release_idempotency_key(self, key: str, *, job_name: str) -> None:
-        self._run("DELETE FROM idempotency_keys WHERE key = ? AND job_name = ?", (key, job_name))
+        self._write("DELETE FROM idempotency_keys WHERE key = ? AND job_name = ?", (key, job_name))
 
     def delete(self, job_name: str) -> None:
-        self._run("DELETE FROM runs WHERE job_name = ?", (job_name,))
+        self._write("DELETE FROM runs WHERE job_name = ?", (job_name,))
 
     def claim_run(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
         now = time.time()
-        claimed = self._run(
+        claimed = self._write(
             """
             UPDATE runs SET owner = ?, lease_until = ?
             WHERE job_name = ? AND terminal = 0 AND (owner IS NULL OR owner = ? OR lease_until < ?)
             """,
             (owner, now + lease_seconds, job_name, owner, now),
-        ).rowcount
+        )
         return bool(claimed)
 
     def release_runs(self, *, owner: str) -> None:
-        self._run("UPDATE runs SET owner = NULL, lease_until = 0 WHERE owner = ?", (owner,))
+        self._write("UPDATE runs SET owner = NULL, lease_until = 0 WHERE owner = ?", (owner,))
 
     def purge(self, *, before: datetime) -> int:
         cutoff = before.timestamp()
-        with self._lock:
-            self._db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
-            self._db.execute("DELETE FROM comparisons WHERE compared_at < ?", (cutoff,))
-            self._db.execute("DELETE FROM webhook_outbox WHERE delivered = 1 AND next_attempt_at < ?", (cutoff,))
-            return self._db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
+        with self._storage() as db:
+            db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
+            db.execute("DELETE FROM comparisons WHERE compared_at < ?", (cutoff,))
+            db.execute("DELETE FROM webhook_outbox WHERE delivered = 1 AND next_attempt_at < ?", (cutoff,))
+            return db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
 
     def record_comparison(self, comparison: Comparison) -> bool:
         return bool(
-            self._run(
+            self._write(
                 "INSERT OR IGNORE INTO comparisons VALUES (?, ?, ?)",
                 (
                     comparison.pipeline_run_id,
                     comparison.compared_at.timestamp(),
                     json.dumps(comparison.to_dict()),
                 ),
-            ).rowcount
+            )
         )
 
     def comparisons(self) -> list[Comparison]:
-        rows = self._run("SELECT body FROM comparisons ORDER BY compared_at DESC").fetchall()
+        rows = self._all("SELECT body FROM comparisons ORDER BY compared_at DESC")
         return [Comparison.from_dict(json.loads(body)) for (body,) in rows]
 
     def enqueue_webhook(self, job_name: str, body: str) -> bool:
         return bool(
-            self._run(
+            self._write(
                 "INSERT OR IGNORE INTO webhook_outbox (job_name, body, next_attempt_at) VALUES (?, ?, ?)",
                 (job_name, body, time.time()),
-            ).rowcount
+            )
         )
 
     def claim_webhooks(self, *, owner: str, lease_seconds: float, limit: int) -> list[PendingWebhook]:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._storage() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                rows = self._db.execute(
+                rows = db.execute(
                     """
                     SELECT job_name, body, attempts FROM webhook_outbox
                     WHERE delivered = 0 AND next_attempt_at <= ?
@@ -203,22 +291,23 @@ class SQLiteRunStore:
                     """,
                     (now, owner, now, limit),
                 ).fetchall()
-                self._db.executemany(
+                db.executemany(
                     "UPDATE webhook_outbox SET owner = ?, lease_until = ? WHERE job_name = ?",
                     [(owner, now + lease_seconds, name) for name, _, _ in rows],
                 )
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         return [PendingWebhook(job_name=name, body=body, attempts=attempts) for name, body, attempts in rows]
 
     def complete_webhook(self, job_name: str) -> None:
         # kept as delivered (until purged) so an instance that sees the finish later does not send it again
-        self._run("UPDATE webhook_outbox SET delivered = 1, owner = NULL WHERE job_name = ?", (job_name,))
+        self._write("UPDATE webhook_outbox SET delivered = 1, owner = NULL WHERE job_name = ?", (job_name,))
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
-        self._run(
+        self._write(
             """
             UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?, owner = NULL,
                 lease_until = 0, last_error = ?
@@ -228,7 +317,16 @@ class SQLiteRunStore:
         )
 
     def ping(self) -> None:
-        self._run("SELECT 1").fetchone()
+        """Raise :class:`RunStoreUnavailable` unless the file reads and takes a write now.
+
+        The probe is one small committed write, so a full disk, a read-only
+        file or an I/O error shows in readiness before a launch meets it.
+        """
+        with self._storage() as db:
+            if self._damage is not None:
+                raise RunStoreUnavailable(self._damage)
+            db.execute("SELECT job_name FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+            db.execute(_PROBE_WRITE, (time.time(),))
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,62 @@
+"""The backlog of statuses a store or channel refused: newest per job, nothing lost when a retry fails."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from webapp.runstore.backlog import StatusBacklog
+from webapp.status import JobStatus, Phase, utcnow
+
+
+def queued(name: str, *, minutes_ago: float = 0) -> JobStatus:
+    return JobStatus.new(
+        job_name=f"task-runner-{name}-00000000",
+        mode="legacy",
+        spec="quick",
+        pipeline_run_id=name,
+        at=utcnow() - timedelta(minutes=minutes_ago),
+    )
+
+
+def test_only_the_newest_status_of_a_job_is_kept() -> None:
+    backlog = StatusBacklog()
+    first = queued("a")
+    running = first.evolve(status=Phase.RUNNING)
+    backlog.keep(running)
+    backlog.keep(first)  # older: ignored
+    assert len(backlog) == 1
+    written: list[JobStatus] = []
+    assert backlog.drain(written.append) == 1
+    assert written == [running]
+    assert len(backlog) == 0
+
+
+def test_a_status_written_meanwhile_settles_what_is_held_unless_it_is_newer() -> None:
+    backlog = StatusBacklog()
+    running = queued("a").evolve(status=Phase.RUNNING)
+    done = running.evolve(status=Phase.FAILED)
+    backlog.keep(done)
+    backlog.settled(running)
+    assert backlog.job_names() == [done.job_name]
+    backlog.settled(done)
+    assert backlog.job_names() == []
+
+
+def test_when_a_write_fails_that_status_and_every_later_one_stay_held() -> None:
+    backlog = StatusBacklog()
+    older, failing, younger = queued("a", minutes_ago=3), queued("b", minutes_ago=2), queued("c", minutes_ago=1)
+    for status in (younger, failing, older):
+        backlog.keep(status)
+    written: list[JobStatus] = []
+
+    def write(status: JobStatus) -> None:
+        if status is failing:
+            raise OSError("disk full")
+        written.append(status)
+
+    with pytest.raises(OSError):
+        backlog.drain(write)
+    assert written == [older], "oldest run first"
+    assert sorted(backlog.job_names()) == sorted([failing.job_name, younger.job_name])

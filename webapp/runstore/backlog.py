@@ -1,0 +1,64 @@
+"""Statuses a process could not hand on yet, kept until they go through.
+
+A run's status moves on in memory (the hub) even while the run store refuses
+writes (SQLite's disk full, Redis down) or the Redis status channel cannot
+publish. What could not be written is kept here and written again once the
+other side accepts it: the runtime does so for the run store, the Redis
+status channel for its channel. Each message is the whole state, so only the
+newest status per job is kept: a backlog never holds more than one entry per
+run, however long the outage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from webapp.status import JobStatus
+
+
+class StatusBacklog:
+    """The newest not-yet-written status of each job (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, JobStatus] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, status: JobStatus) -> None:
+        """Hold ``status`` unless a newer one of its job is held already."""
+        with self._lock:
+            held = self._held.get(status.job_name)
+            if held is None or status.seq > held.seq:
+                self._held[status.job_name] = status
+
+    def settled(self, status: JobStatus) -> None:
+        """``status`` was written: forget what is held for its job unless it is newer."""
+        with self._lock:
+            held = self._held.get(status.job_name)
+            if held is not None and held.seq <= status.seq:
+                del self._held[status.job_name]
+
+    def drain(self, write: Callable[[JobStatus], None]) -> int:
+        """Write everything held, oldest run first; return how many went through.
+
+        On the first failure that status and every one after it stay held
+        (none is lost), and the error is raised.
+        """
+        with self._lock:
+            pending = sorted(self._held.values(), key=lambda status: status.created_at)
+            self._held = {}
+        for index, status in enumerate(pending):
+            try:
+                write(status)
+            except BaseException:
+                for unwritten in pending[index:]:
+                    self.keep(unwritten)
+                raise
+        return len(pending)
+
+    def job_names(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
