@@ -2,6 +2,11 @@
 
 Both send the current status at once, then each change, and end after a
 terminal status. Neither calls an executor: they only read the hub.
+
+The WebSocket keeps to RFC 6455 where simple-websocket
+leaves it to us: bad handshakes are refused (:mod:`webapp.api.handshake`),
+client messages are capped (:data:`WS_MAX_MESSAGE_BYTES`, close ``1009``) and
+the closing handshake completes before TCP is closed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from webapp import metrics
 from webapp.api import runtime
 from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter
+from webapp.api.handshake import check_handshake
 from webapp.errors import InvalidJobName, JobNotFound
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
@@ -44,6 +50,17 @@ WS_CLOSE_NORMAL = 1000
 WS_CLOSE_GOING_AWAY = 1001
 WS_CLOSE_BAD_NAME = 4400
 WS_CLOSE_UNKNOWN_JOB = 4404
+
+WS_MAX_MESSAGE_BYTES = 4096
+"""The largest message a client may send (after permessage-deflate, over all its fragments); larger: close 1009.
+
+The stream reads nothing from its clients but the closing handshake, so any
+real message is tiny; without a limit a few hundred compressed kilobytes grow
+the worker by hundreds of megabytes.
+"""
+
+WS_CLOSE_TIMEOUT = 5.0
+"""Seconds to wait for the client's Close after ours before the TCP connection is closed (RFC 6455 §7.1.1)."""
 
 _SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket", "eventlet.input")
 
@@ -153,6 +170,12 @@ def _guard_websocket() -> Response | None:
         return error_response(
             501, "websocket_unsupported", "this server cannot hold WebSockets; use the SSE stream or polling"
         )
+    refusal = check_handshake(request.headers)
+    if refusal is not None:
+        logger.info("stream.refused", extra={"transport": "ws", "reason": refusal.code})
+        response = error_response(refusal.http_status, refusal.code, refusal.message)
+        response.headers.update(refusal.headers)
+        return response
     if not _origin_allowed(request.headers.get("Origin")):
         logger.warning("stream.refused", extra={"transport": "ws", "reason": "origin"})
         return error_response(403, "forbidden", "this Origin may not open WebSockets here")
@@ -164,8 +187,26 @@ def _refuse(ws: Server, error: Exception, *, code: str, close_code: int) -> None
     ws.close(reason=close_code, message=code)
 
 
+def _await_peer_close(ws: Server) -> None:
+    """Keep the TCP connection until the client's Close has come, at most :data:`WS_CLOSE_TIMEOUT`.
+
+    RFC 6455 §7.1.1: after sending Close, the server closes TCP only once the
+    closing handshake is complete. simple-websocket's reader answers the
+    client's Close and then ends; closing before it arrives makes the client's
+    Close meet a closed socket, a reset (browsers: ``wasClean`` false).
+    """
+    ws.thread.join(timeout=WS_CLOSE_TIMEOUT)
+
+
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
+    try:
+        _stream_status(ws, job_name)
+    finally:
+        _await_peer_close(ws)
+
+
+def _stream_status(ws: Server, job_name: str) -> None:
     rt = runtime()
     try:
         first = rt.launcher.status(job_name)
