@@ -69,6 +69,30 @@ def curl_sse(server: LiveServer, name: str, *, timeout: float = 60) -> tuple[int
     return done.returncode, parse_sse(done.stdout), done.stdout
 
 
+def curl_sse_reconnect(server: LiveServer, name: str, last_event_id: str, *, timeout: float = 60) -> tuple[int, str]:
+    """``curl -N`` reconnecting as an EventSource does, with ``Last-Event-ID``; return (HTTP status, body)."""
+    done = subprocess.run(
+        [
+            "curl",
+            "-N",
+            "-sS",
+            "--max-time",
+            str(timeout),
+            "-H",
+            f"Last-Event-ID: {last_event_id}",
+            "-w",
+            "\n%{http_code}",
+            f"{server.url}/sse/task-status/{name}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+        check=True,
+    )
+    body, _, code = done.stdout.rpartition("\n")
+    return int(code), body
+
+
 def start_curl_sse(server: LiveServer, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["curl", "-N", "-sS", "--max-time", "60", f"{server.url}/sse/task-status/{name}"],

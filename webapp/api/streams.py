@@ -3,7 +3,8 @@
 Both send the current status at once, then each change, and end after a
 terminal status. Neither calls an executor: they only read the hub.
 
-The WebSocket keeps to RFC 6455 where simple-websocket
+SSE answers ``204`` to a reconnect that already has the final status, so any
+EventSource stops. The WebSocket keeps to RFC 6455 where simple-websocket
 leaves it to us: bad handshakes are refused (:mod:`webapp.api.handshake`),
 client messages are capped (:data:`WS_MAX_MESSAGE_BYTES`, close ``1009``) and
 the closing handshake completes before TCP is closed.
@@ -117,6 +118,12 @@ def _changes(
 def sse_status(job_name: str) -> Response:
     rt = runtime()
     first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
+    if first.terminal and request.headers.get("Last-Event-ID") == str(first.seq):
+        # The client has the final status already; 204 is how the HTML Standard tells any
+        # EventSource (not only ours, which stops at ``event: end``) to stop reconnecting.
+        done = Response(status=204, headers={"Cache-Control": "no-cache"})
+        del done.headers["Content-Type"]  # no body
+        return done
     framing = {"HTTP/1.1": sse_status_chunk, "HTTP/1.0": sse_status_frame}  # as gunicorn frames the body
     encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
     express = (
