@@ -63,7 +63,10 @@ the worker by hundreds of megabytes.
 WS_CLOSE_TIMEOUT = 5.0
 """Seconds to wait for the client's Close after ours before the TCP connection is closed (RFC 6455 §7.1.1)."""
 
-_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket", "eventlet.input")
+# Servers that hand the raw socket over and write nothing after the handler. Werkzeug's development
+# server (``flask run``) hands it over too, but writes an HTTP response after the WebSocket's Close
+# frame (browsers: "Invalid frame header", 1006), so it is refused with 501 like any plain WSGI host.
+_SOCKET_KEYS = ("gunicorn.socket", "eventlet.input")
 
 
 @contextmanager
