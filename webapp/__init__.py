@@ -39,7 +39,10 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     )
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        SOCK_SERVER_OPTIONS={"ping_interval": settings.ws_ping_seconds},
+        SOCK_SERVER_OPTIONS={
+            "ping_interval": settings.ws_ping_seconds,
+            "max_message_size": streams.WS_MAX_MESSAGE_BYTES,
+        },
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_SWALLOW_ERRORS=True,  # Redis down: the request goes on and the run store answers 503
     )

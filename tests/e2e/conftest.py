@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, 
 
 from tests.conftest import server_factory
 from tests.e2e.donation_page import RECORDER_JS, DonationPage
+from tests.e2e.flask_run_server import FlaskRunServer
 from tests.e2e.proxy import TransportBlockingProxy
 from tests.e2e.waitress_server import WaitressServer
 from tests.live.server import LiveServer
@@ -127,6 +128,15 @@ def donation_spec(jobspecs_dir: Path) -> Callable[..., None]:
 def make_waitress_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WaitressServer]]:
     """Start the app under waitress with extra settings; all are stopped afterwards."""
     with server_factory(WaitressServer, app_env, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(params=[WaitressServer, FlaskRunServer], ids=["waitress", "flask-run"])
+def make_plain_wsgi_server(
+    request: pytest.FixtureRequest, app_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., LiveServer]]:
+    """Start the app under a WSGI server that cannot hold our WebSockets (waitress, ``flask run``)."""
+    with server_factory(request.param, app_env, tmp_path) as start:
         yield start
 
 

@@ -7,7 +7,16 @@ import signal
 import requests
 
 from tests.helpers import parse_sse, statuses, wait_for
-from tests.live.clients import ADMIN, curl_sse, donate, launch, open_streams, start_curl_sse, wait_for_status
+from tests.live.clients import (
+    ADMIN,
+    curl_sse,
+    curl_sse_reconnect,
+    donate,
+    launch,
+    open_streams,
+    start_curl_sse,
+    wait_for_status,
+)
 from tests.live.server import LiveServer
 
 
@@ -103,3 +112,28 @@ def test_a_run_cut_short_by_a_restart_is_resumed_and_finishes(live_server: LiveS
     done = wait_for_status(live_server, name, "Succeeded")
     assert "Queued" in [h["status"] for h in done["history"][1:]], "the run went back in line after the restart"
     assert '"event": "job.resumed"' in live_server.log()
+
+
+def test_a_reconnect_that_already_has_the_final_status_gets_204(live_server: LiveServer) -> None:
+    name = donate(live_server)["job_name"]
+    code, frames, raw = curl_sse(live_server, name)  # no Last-Event-ID: the whole stream
+    assert code == 0, raw
+    final = [f for f in frames if f.get("event") == "status"][-1]
+    assert final["data"]["terminal"] is True
+    assert frames[-1]["event"] == "end"
+
+    # any EventSource reconnects after the stream ends; 204 is what makes it stop (HTML Standard)
+    assert curl_sse_reconnect(live_server, name, final["id"]) == (204, "")
+
+    status, body = curl_sse_reconnect(live_server, name, str(int(final["id"]) - 1))  # it missed the final one
+    assert status == 200
+    assert [f.get("event") for f in parse_sse(body) if "event" in f] == ["status", "end"]
+    assert parse_sse(body)[1]["data"] == final["data"]
+
+
+def test_a_running_job_keeps_streaming_to_a_client_with_its_current_seq(live_server: LiveServer) -> None:
+    name = launch(live_server, "slow", seconds="2")
+    running = wait_for_status(live_server, name, "Running")
+    status, body = curl_sse_reconnect(live_server, name, str(running["seq"]))
+    assert status == 200
+    assert parse_sse(body)[-1]["event"] == "end"

@@ -2,6 +2,12 @@
 
 Both send the current status at once, then each change, and end after a
 terminal status. Neither calls an executor: they only read the hub.
+
+SSE answers ``204`` to a reconnect that already has the final status, so any
+EventSource stops. The WebSocket keeps to RFC 6455 where simple-websocket
+leaves it to us: bad handshakes are refused (:mod:`webapp.api.handshake`),
+client messages are capped (:data:`WS_MAX_MESSAGE_BYTES`, close ``1009``) and
+the closing handshake completes before TCP is closed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from webapp import metrics
 from webapp.api import runtime
 from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter
+from webapp.api.handshake import check_handshake
 from webapp.errors import InvalidJobName, JobNotFound
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
@@ -45,7 +52,21 @@ WS_CLOSE_GOING_AWAY = 1001
 WS_CLOSE_BAD_NAME = 4400
 WS_CLOSE_UNKNOWN_JOB = 4404
 
-_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket", "eventlet.input")
+WS_MAX_MESSAGE_BYTES = 4096
+"""The largest message a client may send (after permessage-deflate, over all its fragments); larger: close 1009.
+
+The stream reads nothing from its clients but the closing handshake, so any
+real message is tiny; without a limit a few hundred compressed kilobytes grow
+the worker by hundreds of megabytes.
+"""
+
+WS_CLOSE_TIMEOUT = 5.0
+"""Seconds to wait for the client's Close after ours before the TCP connection is closed (RFC 6455 §7.1.1)."""
+
+# Servers that hand the raw socket over and write nothing after the handler. Werkzeug's development
+# server (``flask run``) hands it over too, but writes an HTTP response after the WebSocket's Close
+# frame (browsers: "Invalid frame header", 1006), so it is refused with 501 like any plain WSGI host.
+_SOCKET_KEYS = ("gunicorn.socket", "eventlet.input")
 
 
 @contextmanager
@@ -100,6 +121,12 @@ def _changes(
 def sse_status(job_name: str) -> Response:
     rt = runtime()
     first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
+    if first.terminal and request.headers.get("Last-Event-ID") == str(first.seq):
+        # The client has the final status already; 204 is how the HTML Standard tells any
+        # EventSource (not only ours, which stops at ``event: end``) to stop reconnecting.
+        done = Response(status=204, headers={"Cache-Control": "no-cache"})
+        del done.headers["Content-Type"]  # no body
+        return done
     framing = {"HTTP/1.1": sse_status_chunk, "HTTP/1.0": sse_status_frame}  # as gunicorn frames the body
     encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
     express = (
@@ -153,6 +180,12 @@ def _guard_websocket() -> Response | None:
         return error_response(
             501, "websocket_unsupported", "this server cannot hold WebSockets; use the SSE stream or polling"
         )
+    refusal = check_handshake(request.headers)
+    if refusal is not None:
+        logger.info("stream.refused", extra={"transport": "ws", "reason": refusal.code})
+        response = error_response(refusal.http_status, refusal.code, refusal.message)
+        response.headers.update(refusal.headers)
+        return response
     if not _origin_allowed(request.headers.get("Origin")):
         logger.warning("stream.refused", extra={"transport": "ws", "reason": "origin"})
         return error_response(403, "forbidden", "this Origin may not open WebSockets here")
@@ -164,8 +197,26 @@ def _refuse(ws: Server, error: Exception, *, code: str, close_code: int) -> None
     ws.close(reason=close_code, message=code)
 
 
+def _await_peer_close(ws: Server) -> None:
+    """Keep the TCP connection until the client's Close has come, at most :data:`WS_CLOSE_TIMEOUT`.
+
+    RFC 6455 §7.1.1: after sending Close, the server closes TCP only once the
+    closing handshake is complete. simple-websocket's reader answers the
+    client's Close and then ends; closing before it arrives makes the client's
+    Close meet a closed socket, a reset (browsers: ``wasClean`` false).
+    """
+    ws.thread.join(timeout=WS_CLOSE_TIMEOUT)
+
+
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
+    try:
+        _stream_status(ws, job_name)
+    finally:
+        _await_peer_close(ws)
+
+
+def _stream_status(ws: Server, job_name: str) -> None:
     rt = runtime()
     try:
         first = rt.launcher.status(job_name)
