@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
     body            TEXT NOT NULL,
     manifest        TEXT,
     owner           TEXT,
-    lease_until     REAL NOT NULL DEFAULT 0
+    lease_until     REAL NOT NULL DEFAULT 0,
+    client          TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_terminal ON runs (terminal, mode);
@@ -67,17 +68,21 @@ class SQLiteRunStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "client" not in columns:  # a file from before runs recorded their client
+            self._db.execute("ALTER TABLE runs ADD COLUMN client TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS runs_by_client ON runs (client, terminal)")
 
     def _run(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
             return self._db.execute(sql, parameters)
 
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None) -> None:
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
         self._run(
             """
             INSERT INTO runs (job_name, mode, spec, pipeline_run_id, status, terminal, seq,
-                              created_at, updated_at, body, manifest)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              created_at, updated_at, body, manifest, client)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (job_name) DO UPDATE SET
                 status = excluded.status, terminal = excluded.terminal, seq = excluded.seq,
                 updated_at = excluded.updated_at, body = excluded.body,
@@ -96,6 +101,7 @@ class SQLiteRunStore:
                 status.updated_at.timestamp(),
                 status.json,
                 json.dumps(manifest) if manifest is not None else None,
+                client,
             ),
         )
 
@@ -116,8 +122,11 @@ class SQLiteRunStore:
         ).fetchall()
         return [JobStatus.from_json(body) for (body,) in rows]
 
-    def count_unfinished(self) -> int:
-        (count,) = self._run("SELECT COUNT(*) FROM runs WHERE terminal = 0").fetchone()
+    def count_unfinished(self, *, client: str | None = None) -> int:
+        if client is None:
+            (count,) = self._run("SELECT COUNT(*) FROM runs WHERE terminal = 0").fetchone()
+        else:
+            (count,) = self._run("SELECT COUNT(*) FROM runs WHERE client = ? AND terminal = 0", (client,)).fetchone()
         return int(count)
 
     def manifest(self, job_name: str) -> dict[str, Any] | None:
