@@ -330,6 +330,7 @@ class Bench:
             ADMIN_TOKEN=BENCH_ADMIN_TOKEN,
             RATE_LIMIT="1000000/minute",
             MAX_ACTIVE_JOBS="0",
+            MAX_STREAMS_PER_CLIENT="0",  # every benchmark stream comes from one address
             **overrides,
         )
         return self._start(LiveServer(env=env, log_path=self.workdir / f"jobpulse-{len(self.servers)}.log"))

@@ -2,7 +2,9 @@
 
 ``create_app`` is the application factory: it reads and validates the
 settings, builds the runtime (hub, run store, executors), registers the
-blueprints and starts the background work.
+blueprints, wraps the app in the middleware that limits strangers (a body
+read deadline; the trusted proxies' forwarded client address, when set) and
+starts the background work.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ MAX_BODY_BYTES = 16 * 1024
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """Build the app. ``test_config`` overrides environment variables (same names, same checks)."""
     from webapp.api import donations, jobs, page, probes, streams
+    from webapp.api.body_deadline import BodyDeadline
+    from webapp.api.clients import trust_proxies
     from webapp.api.errors import register_error_handlers
     from webapp.api.ratelimit import limiter
+    from webapp.api.stream_slots import StreamSlots
     from webapp.logs import configure_logging
     from webapp.runtime import build_runtime
 
@@ -50,6 +55,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
 
     runtime = build_runtime(settings)
     app.extensions["jobpulse"] = runtime
+    app.extensions["jobpulse.stream_slots"] = StreamSlots(
+        per_client=settings.max_streams_per_client, total=settings.max_streams
+    )
 
     register_error_handlers(app)
     page.add_security_headers(app)
@@ -57,6 +65,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     for blueprint in (page.bp, donations.bp, jobs.bp, streams.bp, probes.bp):
         app.register_blueprint(blueprint)
     streams.sock.init_app(app)
+    app.wsgi_app = BodyDeadline(app.wsgi_app, seconds=settings.body_timeout_seconds)  # type: ignore[method-assign]
+    trust_proxies(app, hops=settings.trusted_proxy_hops)  # outermost: everything inside sees the real client
 
     runtime.start()
     atexit.register(runtime.stop)

@@ -14,6 +14,8 @@ class JobpulseError(Exception):
 
     code = "internal_error"
     http_status = 500
+    retry_after: int | None = None
+    """Seconds for a ``Retry-After`` header, when trying again later may succeed."""
 
     def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None) -> None:
         super().__init__(message)
@@ -49,6 +51,22 @@ class Conflict(JobpulseError):
 class TooManyActiveJobs(JobpulseError):
     code = "too_many_active_jobs"
     http_status = 429
+    retry_after = 5
+
+
+class TooManyStreams(JobpulseError):
+    """This client already holds ``MAX_STREAMS_PER_CLIENT`` open streams."""
+
+    code = "too_many_streams"
+    http_status = 429
+    retry_after = 5
+
+
+class StreamsFull(JobpulseError):
+    """This process already holds ``MAX_STREAMS`` open streams; the rest of its connections stay free."""
+
+    code = "streams_full"
+    http_status = 503
     retry_after = 5
 
 

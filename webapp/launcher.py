@@ -1,10 +1,12 @@
 """Launching, finding and cancelling runs: what the API asks of the back end.
 
-The launcher turns a request into a run: checks the spec and the limits,
-claims the ``Idempotency-Key`` (so a retried request never makes a second
-run), renders the manifest, records the launch and hands it to the executor of
-the configured mode. Reads are answered from the hub's cache, then the run
-store — never by calling an executor.
+The launcher turns a request into a run: checks the spec and the limits
+(``MAX_ACTIVE_JOBS``, and each client's fair share of it), claims the
+``Idempotency-Key`` within the client's own keys (so a retried request never
+makes a second run, and one client's key is nothing to another), renders
+the manifest, records the launch and hands it to the executor of the
+configured mode. Reads are answered from the hub's cache, then the run store —
+never by calling an executor.
 """
 
 from __future__ import annotations
@@ -74,8 +76,13 @@ class Launcher:
         pipeline_run_id: str | None = None,
         idempotency_key: str | None = None,
         fingerprint: str | None = None,
+        client: str,
+        fair_share: bool = False,
     ) -> tuple[JobStatus, bool]:
-        """Start a run; return its status and whether it is new (``False``: an idempotent repeat)."""
+        """Start a run for ``client`` (its address); return its status and whether it is new (``False``: a repeat).
+
+        ``fair_share`` holds the client to ``MAX_ACTIVE_JOBS_PER_CLIENT`` unfinished runs (donations: strangers).
+        """
         spec = self._specs.get(spec_name)
         if spec is None:
             raise UnknownJobspec(
@@ -86,6 +93,7 @@ class Launcher:
         mode = self._settings.primary_mode
 
         if idempotency_key is not None:
+            idempotency_key = f"{client} {idempotency_key}"  # each client's keys are its own
             claim = self._store.claim_idempotency_key(idempotency_key, fingerprint=fingerprint or "", job_name=job_name)
             if not claim.won:
                 if claim.fingerprint != (fingerprint or ""):
@@ -98,12 +106,10 @@ class Launcher:
         shadow_mode = self._shadow_mode()
         shadow_name = new_job_name(run_id) if shadow_mode else None
         try:
-            max_active = self._settings.max_active_jobs
-            if max_active and self._store.count_unfinished() >= max_active:
-                raise TooManyActiveJobs(f"{max_active} tasks are already unfinished; try again shortly")
+            self._check_active_limits(client, fair_share=fair_share)
             status = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=run_id)
             status = dataclasses.replace(status, shadow_job_name=shadow_name)
-            status = self._start(status, spec, params)
+            status = self._start(status, spec, params, client=client)
         except Exception as error:
             if idempotency_key is not None:
                 self._store.release_idempotency_key(idempotency_key, job_name=job_name)
@@ -121,15 +127,23 @@ class Launcher:
         )
         self._hub.publish(status)
         if shadow_mode and shadow_name:
-            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name)
+            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, client=client)
         return self._hub.get(job_name) or status, True
+
+    def _check_active_limits(self, client: str, *, fair_share: bool) -> None:
+        max_active = self._settings.max_active_jobs
+        if max_active and self._store.count_unfinished() >= max_active:
+            raise TooManyActiveJobs(f"{max_active} tasks are already unfinished; try again shortly")
+        share = self._settings.max_active_jobs_per_client
+        if fair_share and share and self._store.count_unfinished(client=client) >= share:
+            raise TooManyActiveJobs(f"this address already has {share} unfinished tasks; try again when one ends")
 
     def _shadow_mode(self) -> str | None:
         if self._settings.execution_mode != "dual":
             return None
         return "k8s" if self._settings.primary_mode == "legacy" else "legacy"
 
-    def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str]) -> JobStatus:
+    def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str], *, client: str) -> JobStatus:
         """Record the run and hand it to its executor; leave no record behind if that fails."""
         manifest = render_job(
             spec,
@@ -138,7 +152,7 @@ class Launcher:
             params=params,
             task_image=self._settings.task_image,
         )
-        self._store.save(status, manifest=manifest)
+        self._store.save(status, manifest=manifest, client=client)
         try:
             return self._executors[status.mode].launch(status, manifest)
         except Exception:
@@ -146,13 +160,13 @@ class Launcher:
             raise
 
     def _start_shadow(
-        self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str
+        self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str, client: str
     ) -> None:
         """Start the dual-mode shadow run; its failure never fails the donor's request."""
         shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
         shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
         try:
-            self._hub.publish(self._start(shadow, spec, params))
+            self._hub.publish(self._start(shadow, spec, params, client=client))
         except Exception as error:
             metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()
             logger.warning(

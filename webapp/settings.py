@@ -101,6 +101,30 @@ class Settings:
     max_active_jobs: int = 100
     """Launches are refused (429) while this many runs are unfinished; 0 means no limit."""
 
+    max_active_jobs_per_client: int = 10
+    """A client's donations are refused (429) while it has this many unfinished runs; 0 means no limit.
+
+    Unset, a tenth of ``max_active_jobs`` (at least 1): two clients cannot take every slot.
+    """
+
+    max_streams_per_client: int = 50
+    """Open SSE and WebSocket streams one client may hold (429, WebSocket close 1008); 0 means no limit."""
+
+    max_streams: int = 9000
+    """Open streams per process (503, WebSocket close 1013); unset, nine tenths of ``worker_connections``.
+
+    The rest of the worker's connections stay free for probes, launches and polls.
+    """
+
+    worker_connections: int = 10000
+    """gunicorn's ``worker_connections`` (``WORKER_CONNECTIONS``, read by ``gunicorn.conf.py`` too)."""
+
+    body_timeout_seconds: float = 10.0
+    """A request body must arrive whole within this many seconds, else 408 and the connection is closed."""
+
+    trusted_proxy_hops: int = 0
+    """Reverse proxies in front whose ``X-Forwarded-For``/``-Proto``/``-Host``/``-Port`` are believed; 0: none."""
+
     completion_webhook_url: str | None = None
     """URL that receives the status object of every finished run."""
 
@@ -184,6 +208,12 @@ class _SettingsSchema(Schema):
     WS_PING_SECONDS = fields.Float(validate=validate.Range(min=0.05, max=3600))
     RATE_LIMIT = fields.String()
     MAX_ACTIVE_JOBS = fields.Integer(validate=validate.Range(min=0))
+    MAX_ACTIVE_JOBS_PER_CLIENT = fields.Integer(validate=validate.Range(min=0))
+    MAX_STREAMS_PER_CLIENT = fields.Integer(validate=validate.Range(min=0))
+    MAX_STREAMS = fields.Integer(validate=validate.Range(min=1))
+    WORKER_CONNECTIONS = fields.Integer(validate=validate.Range(min=2))
+    BODY_TIMEOUT_SECONDS = fields.Float(validate=validate.Range(min=0.1, max=3600))
+    TRUSTED_PROXY_HOPS = fields.Integer(validate=validate.Range(min=0, max=10))
     COMPLETION_WEBHOOK_URL = fields.Url(require_tld=False, schemes={"http", "https"})
     WEBHOOK_SECRET = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
     LOG_LEVEL = fields.String(validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")))
@@ -225,11 +255,19 @@ class _SettingsSchema(Schema):
             raise ValidationError("set COMPLETION_WEBHOOK_URL too", "WEBHOOK_SECRET")
         if data.get("COMPLETION_WEBHOOK_URL") and not data.get("WEBHOOK_SECRET"):
             raise ValidationError("required to sign webhooks", "WEBHOOK_SECRET")
+        connections = data.get("WORKER_CONNECTIONS", Settings.worker_connections)
+        if data.get("MAX_STREAMS", 0) >= connections:
+            raise ValidationError(
+                f"must be below WORKER_CONNECTIONS ({connections}), leaving connections for probes and launches",
+                "MAX_STREAMS",
+            )
 
     @post_load
     def _to_settings(self, data: dict[str, Any], **_: Any) -> Settings:
         mode = data.get("EXECUTION_MODE") or ("k8s" if data.get("USE_K8S_JOBS") else "legacy")
         defaults = Settings()
+        max_active = data.get("MAX_ACTIVE_JOBS", defaults.max_active_jobs)
+        connections = data.get("WORKER_CONNECTIONS", defaults.worker_connections)
         return Settings(
             execution_mode=mode,
             dual_primary=data.get("DUAL_PRIMARY", defaults.dual_primary),
@@ -250,7 +288,15 @@ class _SettingsSchema(Schema):
             sse_heartbeat_seconds=data.get("SSE_HEARTBEAT_SECONDS", defaults.sse_heartbeat_seconds),
             ws_ping_seconds=data.get("WS_PING_SECONDS", defaults.ws_ping_seconds),
             rate_limit=data.get("RATE_LIMIT", defaults.rate_limit),
-            max_active_jobs=data.get("MAX_ACTIVE_JOBS", defaults.max_active_jobs),
+            max_active_jobs=max_active,
+            max_active_jobs_per_client=data.get(
+                "MAX_ACTIVE_JOBS_PER_CLIENT", max(1, max_active // 10) if max_active else 0
+            ),
+            max_streams_per_client=data.get("MAX_STREAMS_PER_CLIENT", defaults.max_streams_per_client),
+            max_streams=data.get("MAX_STREAMS", connections * 9 // 10),
+            worker_connections=connections,
+            body_timeout_seconds=data.get("BODY_TIMEOUT_SECONDS", defaults.body_timeout_seconds),
+            trusted_proxy_hops=data.get("TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
             completion_webhook_url=data.get("COMPLETION_WEBHOOK_URL"),
             webhook_secret=data.get("WEBHOOK_SECRET"),
             log_level=data.get("LOG_LEVEL", defaults.log_level),

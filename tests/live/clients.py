@@ -248,3 +248,29 @@ def masked_frame_header(*, opcode: int, length: int, fin: bool = True, rsv1: boo
         size = bytes((0x80 | 127,)) + struct.pack("!Q", length)
     mask = os.urandom(4)
     return bytes((first,)) + size + mask, mask
+
+
+def post_json_from(
+    port: int, path: str, body: dict[str, Any], *, source: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST to 127.0.0.1:``port`` from the loopback address ``source`` (127.0.0.2, ...): another client."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def open_sse_socket(server: LiveServer, name: str, *, source: str = "127.0.0.1") -> tuple[socket.socket, bytes]:
+    """Open the job's SSE stream on a raw socket from ``source``; return it and the answer's head (headers)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(source, 0))
+    sock.sendall(f"GET /sse/task-status/{name} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head

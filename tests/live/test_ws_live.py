@@ -70,6 +70,15 @@ def test_a_foreign_origin_is_refused_before_the_handshake(make_live_server) -> N
     assert '"event": "stream.refused"' in server.log()
 
 
+@pytest.mark.parametrize("scheme", ["https", "ws"])
+def test_an_origin_with_another_scheme_is_refused(live_server: LiveServer, scheme: str) -> None:
+    name = donate(live_server)["job_name"]
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        ws_connect(live_server, name, origin=f"{scheme}://127.0.0.1:{live_server.port}")
+    assert refused.value.status_code == 403
+    ws_collect(ws_connect(live_server, name, origin=f"HTTP://127.0.0.1:{live_server.port}"))
+
+
 def test_a_client_that_leaves_frees_its_subscription_at_once(live_server: LiveServer) -> None:
     name = launch(live_server, "slow", seconds="60")
     ws = ws_connect(live_server, name)

@@ -7,6 +7,7 @@ once across instances, not once per object.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -350,3 +351,29 @@ def test_purge_forgets_old_finished_runs_keys_and_comparisons(stores: tuple[RunS
 
 def test_ping_answers_while_the_store_is_reachable(store: RunStore) -> None:
     store.ping()
+
+
+def test_unfinished_runs_are_counted_per_client(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    first.save(run("h1"), manifest=MANIFEST, client="192.0.2.1")
+    first.save(run("h2"), manifest=MANIFEST, client="192.0.2.1")
+    first.save(run("h3"), manifest=MANIFEST, client="2001:db8::7")
+    first.save(run("h4"))  # launched before runs recorded a client
+    assert [second.count_unfinished(client=c) for c in ("192.0.2.1", "2001:db8::7", "198.51.100.1")] == [2, 1, 0]
+    assert second.count_unfinished() == 4
+    second.save(run("h1", status=Phase.SUCCEEDED))  # later saves do not name the client
+    second.save(run("h2", status=Phase.RUNNING), client="2001:db8::7")  # nor change it
+    second.delete("task-runner-h3")
+    assert [first.count_unfinished(client=c) for c in ("192.0.2.1", "2001:db8::7")] == [1, 0]
+
+
+def test_a_sqlite_file_from_before_clients_were_recorded_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    SQLiteRunStore(path).close()
+    with sqlite3.connect(path) as old:
+        old.execute("DROP INDEX runs_by_client")
+        old.execute("ALTER TABLE runs DROP COLUMN client")
+    store = SQLiteRunStore(path)
+    store.save(run("i1"), client="192.0.2.1")
+    assert store.count_unfinished(client="192.0.2.1") == 1
+    store.close()

@@ -56,6 +56,11 @@ def test_execution_mode_and_the_seed_flag(environ: dict[str, str], mode: str) ->
         ({"WS_PING_SECONDS": "soon"}, "WS_PING_SECONDS", "number"),
         ({"RATE_LIMIT": "lots"}, "RATE_LIMIT", "rate limit"),
         ({"MAX_ACTIVE_JOBS": "-3"}, "MAX_ACTIVE_JOBS", "greater than or equal to 0"),
+        ({"MAX_STREAMS": "10000"}, "MAX_STREAMS", "below WORKER_CONNECTIONS (10000)"),
+        ({"MAX_STREAMS": "50", "WORKER_CONNECTIONS": "40"}, "MAX_STREAMS", "below WORKER_CONNECTIONS (40)"),
+        ({"MAX_STREAMS_PER_CLIENT": "-1"}, "MAX_STREAMS_PER_CLIENT", "greater than or equal to 0"),
+        ({"BODY_TIMEOUT_SECONDS": "0"}, "BODY_TIMEOUT_SECONDS", "greater than or equal to 0.1"),
+        ({"TRUSTED_PROXY_HOPS": "many"}, "TRUSTED_PROXY_HOPS", "integer"),
         ({"K8S_NAMESPACE": "Not_Valid"}, "K8S_NAMESPACE", "DNS-1123"),
         ({"STATUS_RETENTION_SECONDS": "5"}, "STATUS_RETENTION_SECONDS", "greater than or equal to 60"),
         ({"COMPLETION_WEBHOOK_URL": "https://hooks.example.org/x"}, "WEBHOOK_SECRET", "required"),
@@ -90,3 +95,20 @@ def test_primary_mode_follows_dual_primary() -> None:
     assert Settings.from_env({"EXECUTION_MODE": "dual", "DUAL_PRIMARY": "k8s"}).primary_mode == "k8s"
     assert Settings.from_env({"EXECUTION_MODE": "dual"}).primary_mode == "legacy"
     assert Settings.from_env({"EXECUTION_MODE": "k8s", "DUAL_PRIMARY": "legacy"}).primary_mode == "k8s"
+
+
+@pytest.mark.parametrize(
+    ("environ", "per_client", "max_streams"),
+    [
+        ({}, 10, 9000),
+        ({"MAX_ACTIVE_JOBS": "20", "WORKER_CONNECTIONS": "30"}, 2, 27),
+        ({"MAX_ACTIVE_JOBS": "5"}, 1, 9000),
+        ({"MAX_ACTIVE_JOBS": "0"}, 0, 9000),
+        ({"MAX_ACTIVE_JOBS_PER_CLIENT": "3", "MAX_STREAMS": "100"}, 3, 100),
+    ],
+)
+def test_shares_and_stream_headroom_follow_the_limits_they_divide(
+    environ: dict[str, str], per_client: int, max_streams: int
+) -> None:
+    settings = Settings.from_env(environ)
+    assert (settings.max_active_jobs_per_client, settings.max_streams) == (per_client, max_streams)

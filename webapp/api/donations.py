@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from webapp.api import runtime
+from webapp.api.clients import client_address
 from webapp.api.links import with_links
 from webapp.api.ratelimit import limiter
 from webapp.api.schemas import DonationSchema, idempotency_key, json_body
@@ -36,6 +37,8 @@ def create_donation() -> Response:
         params=params,
         idempotency_key=key,
         fingerprint=request_fingerprint({"donation": params}),
+        client=client_address(),
+        fair_share=True,
     )
     response = jsonify(with_links(status))
     response.status_code = 202 if created else 200

@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from webapp.api.ratelimit import seconds_until_allowed
-from webapp.errors import JobpulseError, TooManyActiveJobs
+from webapp.errors import JobpulseError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -45,7 +46,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(JobpulseError)
     def _ours(error: JobpulseError) -> Response:
         response = error_response(error.http_status, error.code, error.message, fields=error.fields)
-        if isinstance(error, TooManyActiveJobs):
+        if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
         return response
 

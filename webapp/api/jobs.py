@@ -7,6 +7,7 @@ from werkzeug.exceptions import BadRequest
 
 from webapp.api import runtime
 from webapp.api.auth import admin_required
+from webapp.api.clients import client_address
 from webapp.api.links import with_links
 from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
 from webapp.errors import Conflict, InvalidRequest
@@ -40,6 +41,7 @@ def launch_job() -> Response:
         pipeline_run_id=body["pipeline_run_id"],
         idempotency_key=key,
         fingerprint=request_fingerprint(body),
+        client=client_address(),
     )
     response = jsonify(with_links(status))
     response.status_code = 202 if created else 200

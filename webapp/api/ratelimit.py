@@ -1,4 +1,4 @@
-"""The launch rate limit (``RATE_LIMIT`` per client address), by Flask-Limiter."""
+"""The launch rate limit (``RATE_LIMIT`` per client address, :mod:`webapp.api.clients`), by Flask-Limiter."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import math
 import time
 
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+from webapp.api.clients import client_address
+
+limiter = Limiter(key_func=client_address, default_limits=[])
 
 
 def seconds_until_allowed() -> int:

@@ -19,16 +19,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
+from werkzeug.wsgi import ClosingIterator
 
 from webapp import metrics
 from webapp.api import runtime
+from webapp.api.clients import client_address
 from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter
 from webapp.api.handshake import check_handshake
-from webapp.errors import InvalidJobName, JobNotFound
+from webapp.api.stream_slots import StreamSlot, StreamSlots
+from webapp.errors import InvalidJobName, JobNotFound, StreamsFull, TooManyStreams
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
 from webapp.wire import (
@@ -49,6 +52,8 @@ sock = Sock()
 
 WS_CLOSE_NORMAL = 1000
 WS_CLOSE_GOING_AWAY = 1001
+WS_CLOSE_POLICY = 1008
+WS_CLOSE_TRY_AGAIN_LATER = 1013
 WS_CLOSE_BAD_NAME = 4400
 WS_CLOSE_UNKNOWN_JOB = 4404
 
@@ -67,6 +72,13 @@ WS_CLOSE_TIMEOUT = 5.0
 # server (``flask run``) hands it over too, but writes an HTTP response after the WebSocket's Close
 # frame (browsers: "Invalid frame header", 1006), so it is refused with 501 like any plain WSGI host.
 _SOCKET_KEYS = ("gunicorn.socket", "eventlet.input")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _take_stream_slot() -> StreamSlot:
+    """A place for this client's stream (:mod:`webapp.api.stream_slots`), or the error that refuses it."""
+    slots: StreamSlots = current_app.extensions["jobpulse.stream_slots"]
+    return slots.take(client_address())
 
 
 @contextmanager
@@ -127,6 +139,7 @@ def sse_status(job_name: str) -> Response:
         done = Response(status=204, headers={"Cache-Control": "no-cache"})
         del done.headers["Content-Type"]  # no body
         return done
+    slot = _take_stream_slot()  # 429 / 503 before any stream starts
     framing = {"HTTP/1.1": sse_status_chunk, "HTTP/1.0": sse_status_frame}  # as gunicorn frames the body
     encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
     express = (
@@ -154,7 +167,8 @@ def sse_status(job_name: str) -> Response:
                 return
             yield SSE_END
 
-    response = Response(stream(), mimetype="text/event-stream", direct_passthrough=True)  # bytes, as they are
+    # bytes, as they are; the slot is given back when the server closes the answer, even one it never started
+    response = Response(ClosingIterator(stream(), slot.release), mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -163,13 +177,32 @@ def sse_status(job_name: str) -> Response:
 # -- WebSocket -------------------------------------------------------------------
 
 
+def _origin_key(origin: str) -> tuple[str, str, int | None] | None:
+    """An origin as scheme, host and port (the default port filled in), to compare; ``None`` if malformed."""
+    parts = urlsplit(origin)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname or scheme not in _DEFAULT_PORTS:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
 def _origin_allowed(origin: str | None) -> bool:
-    """Same host, or listed in ``ALLOWED_ORIGINS``; a client without ``Origin`` is no browser."""
+    """Same scheme, host and port as this request, or listed in ``ALLOWED_ORIGINS``; no ``Origin``: no browser.
+
+    Behind a proxy the scheme, host and port are those it forwarded (``TRUSTED_PROXY_HOPS``).
+    """
     if origin is None:
         return True
-    if origin in runtime().settings.allowed_origins:
+    key = _origin_key(origin)
+    if key is None:
+        return False
+    if key in {_origin_key(allowed) for allowed in runtime().settings.allowed_origins}:
         return True
-    return urlsplit(origin).netloc.lower() == request.host.lower()
+    return key == _origin_key(f"{request.scheme}://{request.host}")
 
 
 @bp.before_request
@@ -186,9 +219,15 @@ def _guard_websocket() -> Response | None:
         response = error_response(refusal.http_status, refusal.code, refusal.message)
         response.headers.update(refusal.headers)
         return response
-    if not _origin_allowed(request.headers.get("Origin")):
-        logger.warning("stream.refused", extra={"transport": "ws", "reason": "origin"})
-        return error_response(403, "forbidden", "this Origin may not open WebSockets here")
+    origin = request.headers.get("Origin")
+    if not _origin_allowed(origin):
+        here, origin = f"{request.scheme}://{request.host}"[:200], (origin or "")[:200]
+        logger.warning("stream.refused", extra={"transport": "ws", "reason": "origin", "origin": origin, "here": here})
+        return error_response(
+            403,
+            "forbidden",
+            f"the Origin {origin} may not open WebSockets on {here} (behind a proxy, see TRUSTED_PROXY_HOPS)",
+        )
     return None
 
 
@@ -224,8 +263,14 @@ def _stream_status(ws: Server, job_name: str) -> None:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
     except JobNotFound as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_UNKNOWN_JOB)
+    try:
+        slot = _take_stream_slot()
+    except TooManyStreams as error:
+        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_POLICY)
+    except StreamsFull as error:
+        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
 
-    with rt.hub.subscribe(job_name) as subscription, _stream_opened("ws", job_name):
+    with slot, rt.hub.subscribe(job_name) as subscription, _stream_opened("ws", job_name):
         client_left = threading.Event()
 
         def read_until_gone() -> None:

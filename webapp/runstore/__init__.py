@@ -2,8 +2,9 @@
 
 A finished Job may be deleted by its ``ttlSecondsAfterFinished`` and the
 process may restart; the run store keeps each run's last status (and, for
-runs this host executes, the rendered manifest to resume them), plus the
-idempotency keys that make a double click launch one task. SQLite by default;
+runs this host executes, the rendered manifest to resume them) and the client
+address that launched it (for each client's fair share of ``MAX_ACTIVE_JOBS``),
+plus the idempotency keys that make a double click launch one task. SQLite by default;
 Redis when several instances share the work.
 """
 
@@ -35,8 +36,11 @@ class IdempotencyClaim:
 
 
 class RunStore(Protocol):
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None) -> None:
-        """Insert or update a run; an older ``seq`` never overwrites a newer one."""
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
+        """Insert or update a run; an older ``seq`` never overwrites a newer one.
+
+        ``client``, the address that launched the run, is recorded when the run is first saved.
+        """
 
     def get(self, job_name: str) -> JobStatus | None: ...
 
@@ -45,7 +49,8 @@ class RunStore(Protocol):
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]: ...
 
-    def count_unfinished(self) -> int: ...
+    def count_unfinished(self, *, client: str | None = None) -> int:
+        """Runs not yet terminal: all of them, or those ``client`` launched."""
 
     def manifest(self, job_name: str) -> dict[str, Any] | None: ...
 

@@ -10,9 +10,11 @@ is due) are the Redis server's clock, the one clock all instances share.
 Keys (all under ``jobpulse:``)::
 
     run:<job>                 hash: body, seq, terminal, mode, created_at, updated_at,
-                              manifest, owner, lease_until
+                              manifest, owner, lease_until, client
     runs:by-created           zset of job names by created_at   (recent)
     runs:unfinished           zset of job names by created_at   (unfinished, count)
+    runs:unfinished:client:<address>
+                              the same, of the runs one client launched (its fair share)
     runs:finished             zset of job names by updated_at   (purge)
     runs:owner:<owner>        set of job names leased by owner  (release_runs)
     idempotency:<key>         JSON {job_name, fingerprint, created_at}, SET NX with a TTL
@@ -109,7 +111,8 @@ local function fmt(x) return string.format('%.6f', x) end
 """
 
 # KEYS: run, by-created, unfinished, finished
-# ARGV: job_name, seq, terminal (0|1), mode, created_at, updated_at, body, manifest ('' = keep)
+# ARGV: job_name, seq, terminal (0|1), mode, created_at, updated_at, body, manifest ('' = keep),
+#       client ('' = none; recorded on insert), prefix of the per-client unfinished zsets
 _SAVE = """
 local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal')
 local exists = current[1] ~= false
@@ -123,13 +126,17 @@ if exists then
   created = redis.call('HGET', KEYS[1], 'created_at')
 else
   redis.call('HSET', KEYS[1], 'mode', ARGV[4], 'created_at', ARGV[5], 'owner', '', 'lease_until', '0')
+  if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'client', ARGV[9]) end
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 end
+local client = redis.call('HGET', KEYS[1], 'client')
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
+  if client then redis.call('ZREM', ARGV[10] .. client, ARGV[1]) end
 else
   redis.call('ZADD', KEYS[3], created, ARGV[1])
+  if client then redis.call('ZADD', ARGV[10] .. client, created, ARGV[1]) end
 end
 return 1
 """
@@ -288,6 +295,9 @@ class RedisRunStore:
     def _unfinished(self) -> str:
         return f"{self._prefix}runs:unfinished"
 
+    def _unfinished_of(self, client: str) -> str:
+        return f"{self._prefix}runs:unfinished:client:{client}"
+
     @property
     def _finished(self) -> str:
         return f"{self._prefix}runs:finished"
@@ -338,7 +348,7 @@ class RedisRunStore:
 
     # -- runs ------------------------------------------------------------------
 
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None) -> None:
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
         """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final."""
         with self._reaching_redis():
             self._save(
@@ -352,6 +362,8 @@ class RedisRunStore:
                     repr(status.updated_at.timestamp()),
                     status.json,
                     json.dumps(manifest) if manifest is not None else "",
+                    client or "",
+                    self._unfinished_of(""),
                 ],
             )
 
@@ -375,9 +387,9 @@ class RedisRunStore:
             runs = self._bodies(names)
         return [run for run in runs if not run.terminal and (mode is None or run.mode == mode)]
 
-    def count_unfinished(self) -> int:
+    def count_unfinished(self, *, client: str | None = None) -> int:
         with self._reaching_redis():
-            return int(self._redis.zcard(self._unfinished))
+            return int(self._redis.zcard(self._unfinished if client is None else self._unfinished_of(client)))
 
     def manifest(self, job_name: str) -> dict[str, Any] | None:
         with self._reaching_redis():
@@ -389,10 +401,13 @@ class RedisRunStore:
 
     def delete(self, job_name: str) -> None:
         with self._reaching_redis():
+            client = self._redis.hget(self._run_key(job_name), "client")
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(self._run_key(job_name))
             for index in (self._by_created, self._unfinished, self._finished):
                 pipe.zrem(index, job_name)
+            if client:
+                pipe.zrem(self._unfinished_of(str(client)), job_name)
             pipe.execute()
 
     # -- idempotency keys ------------------------------------------------------

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS runs (
     body            TEXT NOT NULL,
     manifest        TEXT,
     owner           TEXT,
-    lease_until     REAL NOT NULL DEFAULT 0
+    lease_until     REAL NOT NULL DEFAULT 0,
+    client          TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_terminal ON runs (terminal, mode);
@@ -124,6 +125,10 @@ class SQLiteRunStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                if "client" not in columns:  # a file from before runs recorded their client
+                    db.execute("ALTER TABLE runs ADD COLUMN client TEXT")
+                db.execute("CREATE INDEX IF NOT EXISTS runs_by_client ON runs (client, terminal)")
                 report = "\n".join(row for (row,) in db.execute("PRAGMA quick_check(3)").fetchall())
             problems = [line for line in report.splitlines() if line not in ("ok", "*** in database main ***")]
             if problems:
@@ -160,12 +165,12 @@ class SQLiteRunStore:
         with self._storage() as db:
             return db.execute(sql, parameters).fetchall()
 
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None) -> None:
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
         self._write(
             """
             INSERT INTO runs (job_name, mode, spec, pipeline_run_id, status, terminal, seq,
-                              created_at, updated_at, body, manifest)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              created_at, updated_at, body, manifest, client)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (job_name) DO UPDATE SET
                 status = excluded.status, terminal = excluded.terminal, seq = excluded.seq,
                 updated_at = excluded.updated_at, body = excluded.body,
@@ -184,6 +189,7 @@ class SQLiteRunStore:
                 status.updated_at.timestamp(),
                 status.json,
                 json.dumps(manifest) if manifest is not None else None,
+                client,
             ),
         )
 
@@ -204,8 +210,11 @@ class SQLiteRunStore:
         )
         return [JobStatus.from_json(body) for (body,) in rows]
 
-    def count_unfinished(self) -> int:
-        (count,) = self._one("SELECT COUNT(*) FROM runs WHERE terminal = 0")
+    def count_unfinished(self, *, client: str | None = None) -> int:
+        if client is None:
+            (count,) = self._one("SELECT COUNT(*) FROM runs WHERE terminal = 0")
+        else:
+            (count,) = self._one("SELECT COUNT(*) FROM runs WHERE client = ? AND terminal = 0", (client,))
         return int(count)
 
     def manifest(self, job_name: str) -> dict[str, Any] | None:

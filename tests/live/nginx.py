@@ -1,0 +1,104 @@
+"""A real nginx in front of the live server, as docs/DEPLOYMENT.md configures it, on a free loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import requests
+
+from tests.helpers import wait_for
+from tests.live.server import LiveServer, free_port
+
+# The location block of docs/DEPLOYMENT.md ("Behind nginx"), with the upstream filled in.
+LOCATION = """
+        proxy_pass http://jobpulse;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $host;
+        proxy_set_header X-Forwarded-Port $server_port;
+        proxy_read_timeout 1h;
+"""
+
+CONFIG = """
+daemon off;
+master_process off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {folder}/access.log;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+    upstream jobpulse {{
+        server 127.0.0.1:{upstream};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+{extra}{location}
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx as one foreground process with a generated configuration in ``folder``."""
+
+    def __init__(self, *, upstream: LiveServer, folder: Path, extra: str = "") -> None:
+        binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+        if binary is None:
+            raise AssertionError("nginx is needed for the proxy tests: apt-get install -y nginx-light")
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config = folder / "nginx.conf"
+        self.config.write_text(
+            CONFIG.format(folder=folder, upstream=upstream.port, port=self.port, location=LOCATION, extra=extra)
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [self.binary, "-p", str(self.folder), "-c", str(self.config), "-e", str(self.folder / "error.log")]
+        with (self.folder / "stdout.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._answers, timeout=10, what=f"nginx on {self.url} to answer")
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        path = self.folder / "error.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""

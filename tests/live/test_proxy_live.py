@@ -1,0 +1,78 @@
+"""Behind a real nginx: the Origin check and the per-client limits see what the proxy forwarded.
+
+With ``TRUSTED_PROXY_HOPS=1`` the app believes nginx's ``X-Forwarded-*``
+headers: the public host, port and scheme for the Origin check, and the real
+client address for the rate limit (and every other per-client limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import websocket
+
+from tests.live.clients import DONATION, launch, post_json_from, ws_collect
+from tests.live.nginx import Nginx
+from tests.live.server import LiveServer
+
+pytestmark = pytest.mark.live
+
+StartNginx = Callable[..., Nginx]
+
+
+@pytest.fixture
+def start_nginx(tmp_path: Path) -> Iterator[StartNginx]:
+    started: list[Nginx] = []
+
+    def start(upstream: LiveServer, *, extra: str = "") -> Nginx:
+        nginx = Nginx(upstream=upstream, folder=tmp_path / f"nginx-{len(started)}", extra=extra)
+        started.append(nginx)
+        nginx.start()
+        return nginx
+
+    yield start
+    for nginx in started:
+        nginx.stop()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("", id="host-not-forwarded"),
+        pytest.param("        proxy_set_header Host $host;\n", id="host-without-port"),
+    ],
+)
+def test_a_websocket_through_nginx_passes_the_origin_check(
+    make_live_server: Callable[..., LiveServer], start_nginx: StartNginx, extra: str
+) -> None:
+    server = make_live_server(TRUSTED_PROXY_HOPS="1")
+    nginx = start_nginx(server, extra=extra)
+    name = launch(server, "quick")
+    ws = websocket.create_connection(f"ws://127.0.0.1:{nginx.port}/ws/task-status/{name}", origin=nginx.url, timeout=30)
+    messages, code = ws_collect(ws)
+    assert code == 1000
+    assert messages[-1]["status"] == "Succeeded"
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:  # the check still refuses others
+        websocket.create_connection(
+            f"ws://127.0.0.1:{nginx.port}/ws/task-status/{name}", origin="https://evil.example.com", timeout=30
+        )
+    assert refused.value.status_code == 403
+
+
+def test_behind_nginx_each_donor_has_its_own_rate_limit(
+    make_live_server: Callable[..., LiveServer], start_nginx: StartNginx
+) -> None:
+    server = make_live_server(TRUSTED_PROXY_HOPS="1", RATE_LIMIT="1/minute")
+    nginx = start_nginx(server)
+    first, _ = post_json_from(nginx.port, "/api/donations", DONATION, source="127.0.0.2")
+    other, _ = post_json_from(nginx.port, "/api/donations", DONATION, source="127.0.0.3")
+    assert (first, other) == (202, 202)
+    # a donor cannot escape its limit by claiming another address: nginx appends the real one
+    again, body = post_json_from(
+        nginx.port, "/api/donations", DONATION, source="127.0.0.2", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
+    assert again == 429
+    assert body["error"] == "rate_limited"

@@ -1,0 +1,99 @@
+"""A deadline for reading a request body, so a client that trickles its body cannot hold a connection.
+
+gunicorn's gevent worker reads the body only when the app asks for it, and
+waits as long as bytes keep coming: ``Content-Length: 10000`` then one byte
+every two seconds held a connection (and its greenlet) for minutes. Here the
+body of each request must arrive whole within ``BODY_TIMEOUT_SECONDS`` of the
+request's start. When it does not, reading stops (the socket's read side is
+shut, which wakes a waiting read at once, under gevent or threads), the client
+gets ``408`` in the one error shape, and the connection is closed.
+
+Only under gunicorn, which hands its socket to the app. Hosts that read the
+whole body before calling the app (waitress) apply their own timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from werkzeug.exceptions import RequestTimeout
+from werkzeug.wsgi import ClosingIterator
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class BodyDeadline:
+    """WSGI middleware: the body of a request must be read within ``seconds`` of its start."""
+
+    def __init__(self, app: WSGIApp, *, seconds: float) -> None:
+        self._app = app
+        self._seconds = seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        sock = environ.get("gunicorn.socket")
+        length = environ.get("CONTENT_LENGTH", "")
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if sock is None or not (chunked or length not in ("", "0")):
+            return self._app(environ, start_response)
+        expected = None if chunked or not length.isdigit() else int(length)
+        body = _TimedBody(environ["wsgi.input"], sock, seconds=self._seconds, expected=expected)
+        environ["wsgi.input"] = body
+        try:
+            answer = self._app(environ, start_response)
+        except BaseException:
+            body.finish()
+            raise
+        return ClosingIterator(answer, body.finish)  # the server closes every answer, however it ends
+
+
+class _TimedBody:
+    """``wsgi.input`` with a deadline: reads after it raise :class:`RequestTimeout` (408)."""
+
+    def __init__(self, stream: Any, sock: socket.socket, *, seconds: float, expected: int | None) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._left = expected
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError):  # already gone
+            self._sock.shutdown(socket.SHUT_RD)  # a waiting read returns at once; the answer can still be written
+
+    def finish(self) -> None:
+        """The body is read, or the answer is done: no deadline any more."""
+        self._timer.cancel()
+
+    def _checked(self, data: bytes, *, wanted: int | None) -> bytes:
+        if self.expired:
+            raise RequestTimeout("the request body did not arrive in time")
+        if self._left is not None:
+            self._left -= len(data)
+        if (self._left is not None and self._left <= 0) or (not data and wanted != 0):
+            self.finish()  # all of it is here
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(self._reading(self._stream.read, size), wanted=size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._checked(self._reading(self._stream.readline, size), wanted=size)
+
+    def _reading(self, read: Callable[[int | None], bytes], size: int | None) -> bytes:
+        try:
+            return read(size)
+        except OSError as error:  # the server's reader saw the read side shut (gunicorn: NoMoreData)
+            if self.expired:
+                raise RequestTimeout("the request body did not arrive in time") from error
+            raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
