@@ -41,7 +41,7 @@ app-deps: $(VENV)/.jobpulse-app  ## What the app needs to run
 
 deps: $(VENV)/.jobpulse-dev  ## What the tests, the lint, the benchmarks and the control plane scripts need
 
-system-deps:  ## Debian packages the tests drive for real (curl, redis-server, chromium, npm)
+system-deps:  ## Debian packages the tests drive for real (curl, redis-server, chromium, npm, nginx)
 	bash tests/system-deps.sh
 
 lock: deps  ## Refresh requirements/ after editing setup.cfg; UPGRADE=name (or UPGRADE=all) moves pins on purpose
