@@ -17,7 +17,7 @@ from webapp import metrics
 from webapp.dual import DualComparator
 from webapp.executors import Executor
 from webapp.executors.http_runner import HttpRunner
-from webapp.executors.local import LocalRunner
+from webapp.executors.local import LocalRunner, find_python
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
@@ -170,6 +170,7 @@ def build_runtime(settings: Settings) -> Runtime:
             store=store,
             log_dir=settings.database_path.parent / "logs",
             max_concurrency=settings.legacy_max_concurrency,
+            python=find_python(settings.legacy_python),
         )
     if settings.k8s_enabled:
         from webapp.executors.k8s import KubernetesExecutor, connect  # the client is heavy: only when used

@@ -1,7 +1,8 @@
 """The legacy local runner: each run is a subprocess on this host.
 
 It honours what a Job manifest says as far as a host can: the first
-container's command (a leading ``python`` meaning this interpreter), its
+container's command (a leading ``python`` meaning this interpreter, found
+even where ``sys.executable`` is not a Python, or ``LEGACY_PYTHON``), its
 literal ``env``, ``backoffLimit`` retries, ``activeDeadlineSeconds``, and at
 most ``LEGACY_MAX_CONCURRENCY`` runs at once (the rest wait, ``Queued``, in
 order). Output goes to one file per run for the logs endpoint. Runs are
@@ -14,6 +15,8 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from webapp.executors.leases import RunLeases, being_launched
 from webapp.hub import StatusHub
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
 from webapp.runstore import RunStore
-from webapp.settings import PROJECT_ROOT
+from webapp.settings import PROJECT_ROOT, ConfigError
 from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
@@ -39,14 +42,46 @@ KILL_GRACE_SECONDS = 5.0
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
-def build_command(manifest: dict[str, Any]) -> list[str]:
-    """The first container's ``command`` + ``args``; ``python`` means this interpreter."""
+_PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*$")
+
+
+def find_python(configured: Path | None = None) -> str:
+    """The interpreter for a command starting with ``python``: ``LEGACY_PYTHON``, else the one running jobpulse.
+
+    ``sys.executable`` is not always a Python: an embedding host sets it to
+    its own binary (under uWSGI it is ``uwsgi``, under mod_wsgi often
+    ``httpd``). Then the interpreter of the same version is looked for in
+    this environment's ``bin`` (``sys.prefix``: the virtualenv), then on
+    ``PATH``. Raises :class:`ConfigError` naming ``LEGACY_PYTHON`` when none is found.
+    """
+    if configured is not None:
+        return str(configured)
+    if _PYTHON_NAME.match(Path(sys.executable).name):
+        return sys.executable
+    major, minor = sys.version_info[:2]
+    names = (f"python{major}.{minor}", f"python{major}", "python")
+    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix)):
+        for name in names:
+            candidate = Path(prefix) / "bin" / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    found = shutil.which(names[0])
+    if found is None:
+        raise ConfigError(
+            f"LEGACY_PYTHON: the local runner needs a Python {major}.{minor} interpreter for tasks and found none "
+            f"(this process runs in {sys.executable}, not a Python); set LEGACY_PYTHON to its path"
+        )
+    return found
+
+
+def build_command(manifest: dict[str, Any], *, python: str) -> list[str]:
+    """The first container's ``command`` + ``args``; ``python`` (or ``python3``) means ``python``."""
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     command = [*container.get("command", []), *container.get("args", [])]
     if not command:
         raise InvalidRequest("the jobspec's first container has no command for the legacy runner")
     if command[0] in ("python", "python3"):
-        command[0] = sys.executable
+        command[0] = python
     return command
 
 
@@ -94,7 +129,10 @@ class LocalRunner:
         max_concurrency: int,
         retry_backoff_seconds: float = 1.0,
         workdir: Path = PROJECT_ROOT,
+        python: str | None = None,
     ) -> None:
+        """``python``: the interpreter for commands starting with ``python`` (default: :func:`find_python`)."""
+        self._python = python or find_python()
         self._hub = hub
         self._store = store
         self._log_dir = log_dir
@@ -134,7 +172,7 @@ class LocalRunner:
     # -- launching -------------------------------------------------------------
 
     def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
-        build_command(manifest)  # refuse a spec we cannot run before anything starts
+        build_command(manifest, python=self._python)  # refuse a spec we cannot run before anything starts
         if self._stopping.is_set():
             raise ExecutorUnavailable("the local runner is shutting down")
         if not self._leases.claim(status.job_name):
@@ -236,7 +274,7 @@ class LocalRunner:
                     output.flush()
                 try:
                     run.process = subprocess.Popen(
-                        build_command(run.manifest),
+                        build_command(run.manifest, python=self._python),
                         env=build_env(run.manifest),
                         cwd=self._workdir,
                         stdin=subprocess.DEVNULL,
