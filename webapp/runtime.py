@@ -107,9 +107,16 @@ class Runtime:
         return reasons
 
     def _record_change(self, status: JobStatus, previous: JobStatus | None) -> None:
-        """Keep the run store and metrics in step with every status change."""
-        if previous is None or previous.status != status.status:
+        """Keep the run store and metrics in step with every status change.
+
+        Saved on every change of phase, and of ``attempt`` or ``active``: a
+        process that takes a run over must know whether an attempt was in
+        flight, so that it never starts one twice.
+        """
+        moved = previous is None or previous.status != status.status
+        if moved or (previous is not None and (previous.attempt, previous.active) != (status.attempt, status.active)):
             self.store.save(status)
+        if moved:
             metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
             logger.info(
                 "job.status",
