@@ -5,9 +5,11 @@ container's command (a leading ``python`` meaning this interpreter, found
 even where ``sys.executable`` is not a Python, or ``LEGACY_PYTHON``), its
 literal ``env``, ``backoffLimit`` retries, ``activeDeadlineSeconds``, and at
 most ``LEGACY_MAX_CONCURRENCY`` runs at once (the rest wait, ``Queued``, in
-order). Output goes to one file per run for the logs endpoint. Runs are
-leased in the run store, so runs a stopped process did not finish are resumed
-by the next one.
+order). Output goes to one file per run for the logs endpoint. Each attempt
+runs under :mod:`~webapp.executors.task_supervisor`, so it dies with the worker
+and leaves a record of how it ended. Runs are leased in the run store, so runs
+a stopped or dead process did not finish are resumed by the next one — run
+again only when that record proves the attempt did not finish.
 """
 
 from __future__ import annotations
