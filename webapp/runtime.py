@@ -23,7 +23,7 @@ from webapp.dual import DualComparator
 from webapp.errors import RunStoreUnavailable
 from webapp.executors import Executor
 from webapp.executors.http_runner import HttpRunner
-from webapp.executors.local import LocalRunner
+from webapp.executors.local import LocalRunner, find_python
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
@@ -130,9 +130,16 @@ class Runtime:
         return reasons
 
     def _record_change(self, status: JobStatus, previous: JobStatus | None) -> None:
-        """Keep the run store and metrics in step with every status change."""
-        if previous is None or previous.status != status.status:
+        """Keep the run store and metrics in step with every status change.
+
+        Saved on every change of phase, and of ``attempt`` or ``active``: a
+        process that takes a run over must know whether an attempt was in
+        flight, so that it never starts one twice.
+        """
+        moved = previous is None or previous.status != status.status
+        if moved or (previous is not None and (previous.attempt, previous.active) != (status.attempt, status.active)):
             self._save(status)
+        if moved:
             metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
             logger.info(
                 "job.status",
@@ -243,6 +250,7 @@ def build_runtime(settings: Settings) -> Runtime:
             store=store,
             log_dir=settings.database_path.parent / "logs",
             max_concurrency=settings.legacy_max_concurrency,
+            python=find_python(settings.legacy_python),
         )
     if settings.k8s_enabled:
         from webapp.executors.k8s import KubernetesExecutor, connect  # the client is heavy: only when used

@@ -9,6 +9,7 @@ variable's name and the reason, instead of failing later on a donor's request.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,6 +71,9 @@ class Settings:
 
     legacy_max_concurrency: int = 4
     """How many local runs at once; the rest wait as ``Queued``."""
+
+    legacy_python: Path | None = None
+    """The interpreter the local runner uses for a command starting with ``python``; unset means this one."""
 
     redis_url: str | None = None
     """Redis for several instances (run store, idempotency, rate limits, status fan-out)."""
@@ -198,6 +202,7 @@ class _SettingsSchema(Schema):
     LEGACY_RUNNER = fields.String(validate=validate.OneOf(LEGACY_RUNNERS))
     LEGACY_RUNNER_URL = fields.Url(require_tld=False, schemes={"http", "https"})
     LEGACY_MAX_CONCURRENCY = fields.Integer(validate=validate.Range(min=1, max=1000))
+    LEGACY_PYTHON = fields.String()
     REDIS_URL = fields.Url(require_tld=False, schemes={"redis", "rediss", "unix"})
     DATABASE_PATH = fields.String()
     ADMIN_TOKEN = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
@@ -233,6 +238,14 @@ class _SettingsSchema(Schema):
         bad = [o for o in _csv(value) if not re.fullmatch(r"https?://[^/\s]+", o)]
         if bad:
             raise ValidationError(f"origins are scheme://host[:port]: {', '.join(bad)}")
+
+    @validates("LEGACY_PYTHON")
+    def _check_legacy_python(self, value: str, **_: Any) -> None:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise ValidationError("give an absolute path to a Python interpreter")
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ValidationError(f"{value} is not an executable file")
 
     @validates("RATE_LIMIT")
     def _check_rate_limit(self, value: str, **_: Any) -> None:
@@ -279,6 +292,8 @@ class _SettingsSchema(Schema):
             legacy_runner=data.get("LEGACY_RUNNER", defaults.legacy_runner),
             legacy_runner_url=(data.get("LEGACY_RUNNER_URL") or "").rstrip("/") or None,
             legacy_max_concurrency=data.get("LEGACY_MAX_CONCURRENCY", defaults.legacy_max_concurrency),
+            # not resolved: a virtualenv's python is a symlink, and following it would leave the virtualenv
+            legacy_python=Path(data["LEGACY_PYTHON"]).expanduser() if "LEGACY_PYTHON" in data else None,
             redis_url=data.get("REDIS_URL"),
             database_path=_path(data.get("DATABASE_PATH"), defaults.database_path),
             admin_token=data.get("ADMIN_TOKEN"),

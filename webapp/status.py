@@ -74,6 +74,8 @@ class JobStatus:
     active: int = 0
     succeeded: int = 0
     failed: int = 0
+    attempt: int = 0
+    """The legacy local runner's execution attempt (1, 2, …) of this run; 0 before the first or when not counted."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     seq: int = 1
@@ -145,6 +147,7 @@ class JobStatus:
             "active": self.active,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "attempt": self.attempt,
             "created_at": format_time(self.created_at),
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
@@ -185,6 +188,7 @@ class JobStatus:
             active=body.get("active", 0),
             succeeded=body.get("succeeded", 0),
             failed=body.get("failed", 0),
+            attempt=body.get("attempt", 0),
             started_at=parse_time(body.get("started_at")),
             finished_at=parse_time(body.get("finished_at")),
             seq=body.get("seq", 1),

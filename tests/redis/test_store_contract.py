@@ -224,6 +224,17 @@ def test_an_expired_lease_can_be_taken_over(stores: tuple[RunStore, RunStore]) -
     assert not first.claim_run(status.job_name, owner="instance-a", lease_seconds=30)
 
 
+def test_a_live_lease_of_an_owner_known_dead_is_taken_at_once(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    status = run("h4")
+    first.save(status)
+    assert first.claim_run(status.job_name, owner="instance-a", lease_seconds=30)
+    assert not second.claim_run(status.job_name, owner="instance-b", lease_seconds=30, replacing="instance-c")
+    assert second.claim_run(status.job_name, owner="instance-b", lease_seconds=30, replacing="instance-a")
+    assert not first.claim_run(status.job_name, owner="instance-a", lease_seconds=30)
+    assert not first.claim_run(status.job_name, owner="instance-c", lease_seconds=30, replacing="instance-a")
+
+
 def test_finished_or_unknown_runs_cannot_be_leased(store: RunStore) -> None:
     finished = run("h3", status=Phase.SUCCEEDED)
     store.save(finished)

@@ -27,6 +27,7 @@ def test_the_test_jobspecs_load() -> None:
         "retry",
         "slow",
         "medium",
+        "marked",
         "deadline",
         "unschedulable",
         "k8s-fails",

@@ -44,6 +44,8 @@ def test_execution_mode_and_the_seed_flag(environ: dict[str, str], mode: str) ->
         ({"DUAL_PRIMARY": "both"}, "DUAL_PRIMARY", "Must be one of"),
         ({"LEGACY_MAX_CONCURRENCY": "0"}, "LEGACY_MAX_CONCURRENCY", "greater than or equal to 1"),
         ({"LEGACY_MAX_CONCURRENCY": "four"}, "LEGACY_MAX_CONCURRENCY", "integer"),
+        ({"LEGACY_PYTHON": "python3"}, "LEGACY_PYTHON", "absolute path"),
+        ({"LEGACY_PYTHON": "/nonexistent/bin/python3"}, "LEGACY_PYTHON", "not an executable file"),
         ({"LEGACY_RUNNER": "http"}, "LEGACY_RUNNER_URL", "required when LEGACY_RUNNER=http"),
         ({"LEGACY_RUNNER": "ssh"}, "LEGACY_RUNNER", "Must be one of"),
         ({"LEGACY_RUNNER_URL": "not a url"}, "LEGACY_RUNNER_URL", "URL"),

@@ -2,7 +2,8 @@
 
 A runner claims each run it executes in the run store and keeps the lease
 fresh. A process that stops hands its runs back; one that dies lets its leases
-expire. Either way another process adopts the runs — never two at once.
+expire, or a process that can prove it dead takes them at once. Either way
+another process adopts the runs — never two at once.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class RunLeases:
         self._lease_seconds = lease_seconds
         self._stopping = threading.Event()
 
-    def claim(self, job_name: str) -> bool:
-        return self._store.claim_run(job_name, owner=self.owner, lease_seconds=self._lease_seconds)
+    def claim(self, job_name: str, *, replacing: str | None = None) -> bool:
+        """Take or renew the run's lease; ``replacing`` names an owner known to be dead, whose lease is taken now."""
+        return self._store.claim_run(job_name, owner=self.owner, lease_seconds=self._lease_seconds, replacing=replacing)
 
     def adopt_now(self) -> None:
         """Adopt orphaned runs at once; if the run store is down, the renewal loop tries again."""

@@ -1,19 +1,25 @@
 """The legacy local runner: each run is a subprocess on this host.
 
 It honours what a Job manifest says as far as a host can: the first
-container's command (a leading ``python`` meaning this interpreter), its
+container's command (a leading ``python`` meaning this interpreter, found
+even where ``sys.executable`` is not a Python, or ``LEGACY_PYTHON``), its
 literal ``env``, ``backoffLimit`` retries, ``activeDeadlineSeconds``, and at
 most ``LEGACY_MAX_CONCURRENCY`` runs at once (the rest wait, ``Queued``, in
-order). Output goes to one file per run for the logs endpoint. Runs are
-leased in the run store, so runs a stopped process did not finish are resumed
-by the next one.
+order). Output goes to one file per run for the logs endpoint. Each attempt
+runs under :mod:`~webapp.executors.task_supervisor`, so it dies with the worker
+and leaves a record of how it ended. Runs are leased in the run store, so runs
+a stopped or dead process did not finish are resumed by the next one — run
+again only when that record proves the attempt did not finish.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.executors import task_supervisor
 from webapp.executors.leases import RunLeases, being_launched
+from webapp.executors.task_supervisor import AttemptRecord
 from webapp.hub import StatusHub
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
 from webapp.runstore import RunStore
-from webapp.settings import PROJECT_ROOT
+from webapp.settings import PROJECT_ROOT, ConfigError
 from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
@@ -36,17 +44,51 @@ logger = logging.getLogger(__name__)
 LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
 """Marks a run that the legacy task-runner service (``LEGACY_RUNNER=http``) executes."""
 KILL_GRACE_SECONDS = 5.0
+SUPERVISOR_SLACK_SECONDS = 3.0
+"""How much longer than the grace period the runner waits for a supervisor to stop its task and exit."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
-def build_command(manifest: dict[str, Any]) -> list[str]:
-    """The first container's ``command`` + ``args``; ``python`` means this interpreter."""
+_PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*$")
+
+
+def find_python(configured: Path | None = None) -> str:
+    """The interpreter for a command starting with ``python``: ``LEGACY_PYTHON``, else the one running jobpulse.
+
+    ``sys.executable`` is not always a Python: an embedding host sets it to
+    its own binary (under uWSGI it is ``uwsgi``, under mod_wsgi often
+    ``httpd``). Then the interpreter of the same version is looked for in
+    this environment's ``bin`` (``sys.prefix``: the virtualenv), then on
+    ``PATH``. Raises :class:`ConfigError` naming ``LEGACY_PYTHON`` when none is found.
+    """
+    if configured is not None:
+        return str(configured)
+    if _PYTHON_NAME.match(Path(sys.executable).name):
+        return sys.executable
+    major, minor = sys.version_info[:2]
+    names = (f"python{major}.{minor}", f"python{major}", "python")
+    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix)):
+        for name in names:
+            candidate = Path(prefix) / "bin" / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    found = shutil.which(names[0])
+    if found is None:
+        raise ConfigError(
+            f"LEGACY_PYTHON: the local runner needs a Python {major}.{minor} interpreter for tasks and found none "
+            f"(this process runs in {sys.executable}, not a Python); set LEGACY_PYTHON to its path"
+        )
+    return found
+
+
+def build_command(manifest: dict[str, Any], *, python: str) -> list[str]:
+    """The first container's ``command`` + ``args``; ``python`` (or ``python3``) means ``python``."""
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     command = [*container.get("command", []), *container.get("args", [])]
     if not command:
         raise InvalidRequest("the jobspec's first container has no command for the legacy runner")
     if command[0] in ("python", "python3"):
-        command[0] = sys.executable
+        command[0] = python
     return command
 
 
@@ -94,7 +136,10 @@ class LocalRunner:
         max_concurrency: int,
         retry_backoff_seconds: float = 1.0,
         workdir: Path = PROJECT_ROOT,
+        python: str | None = None,
     ) -> None:
+        """``python``: the interpreter for commands starting with ``python`` (default: :func:`find_python`)."""
+        self._python = python or find_python()
         self._hub = hub
         self._store = store
         self._log_dir = log_dir
@@ -114,19 +159,38 @@ class LocalRunner:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        self._log_dir.mkdir(parents=True, exist_ok=True)
+        (self._log_dir / "attempts").mkdir(parents=True, exist_ok=True)
         self._leases.adopt_now()
         self._leases.start()
 
     def stop(self) -> None:
-        """Stop every process and hand the unfinished runs back to the run store."""
+        """Stop every process and hand the unfinished runs back to the run store, saying how each attempt ended."""
         self._stopping.set()
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
             run.wake.set()
             self._terminate(run)
+            self._record_interruption(run)
         self._leases.stop()
+
+    def _record_interruption(self, run: _LocalRun) -> None:
+        """After a shutdown stopped an attempt: it finished after all, or it runs again elsewhere."""
+        status = run.status
+        if status.terminal or not status.active:
+            return
+        record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
+        if record is not None and record.finished:
+            self._update(run, status=Phase.SUCCEEDED, succeeded=1, active=0, reason=None, message=None)
+            return
+        self._update(
+            run,
+            status=Phase.QUEUED,
+            reason="Interrupted",
+            message=f"attempt {status.attempt} was stopped by a server shutdown before it finished; "
+            f"it runs again as attempt {status.attempt + 1} when a server takes the run over",
+            active=0,
+        )
 
     def unready_reason(self) -> str | None:
         return "the local runner is stopping" if self._stopping.is_set() else None
@@ -134,7 +198,7 @@ class LocalRunner:
     # -- launching -------------------------------------------------------------
 
     def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
-        build_command(manifest)  # refuse a spec we cannot run before anything starts
+        build_command(manifest, python=self._python)  # refuse a spec we cannot run before anything starts
         if self._stopping.is_set():
             raise ExecutorUnavailable("the local runner is shutting down")
         if not self._leases.claim(status.job_name):
@@ -150,7 +214,17 @@ class LocalRunner:
         thread.start()
 
     def _resume_unfinished(self) -> None:
-        """Take over runs that a stopped process accepted but did not finish."""
+        """Take over runs that a stopped or dead process accepted but did not finish.
+
+        A run whose attempt was in flight (``active``) is settled from that
+        attempt's record (:mod:`~webapp.executors.task_supervisor`) before
+        anything else: it finished (``Succeeded``), failed (counted against
+        ``backoffLimit``), or was stopped before it finished (run again as
+        the next attempt). Without a record that says how it ended — its
+        worker was on another host, or the record is gone — its outcome is
+        unknown, and it is not run again (``Failed``, ``AttemptLost``): a
+        donation must never run twice.
+        """
         for status in self._store.unfinished(mode=self.mode):
             with self._lock:
                 if status.job_name in self._runs or being_launched(status):
@@ -158,12 +232,72 @@ class LocalRunner:
             manifest = self._store.manifest(status.job_name)
             if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
                 continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
-            if not self._leases.claim(status.job_name):
+            record = None
+            if status.active and status.attempt:
+                record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
+                if record is not None and record.supervisor_running:
+                    continue  # its worker is alive, or the supervisor is still stopping the task: not ours (yet)
+            dead_owner = record.owner if record is not None and not record.worker_running else None
+            if not self._leases.claim(status.job_name, replacing=dead_owner):
                 continue
+            self._take_over(status, manifest, record)
+
+    def _take_over(self, status: JobStatus, manifest: dict[str, Any], record: AttemptRecord | None) -> None:
+        job_name, attempt = status.job_name, status.attempt
+        if not status.active or not attempt:  # no attempt in flight: start the next one
             resumed = status.evolve(
                 status=Phase.QUEUED, reason="Resumed", message="restarted after the server restarted", active=0
             )
-            logger.info("job.resumed", extra={"job_name": status.job_name, "mode": self.mode})
+        elif record is None or not record.ended:
+            resumed = status.evolve(
+                status=Phase.FAILED,
+                reason="AttemptLost",
+                message=f"attempt {attempt} was running when its worker stopped, and nothing on this host recorded "
+                "how it ended; it is not run again, so that it never runs twice",
+                active=0,
+            )
+        elif record.finished:
+            resumed = status.evolve(
+                status=Phase.SUCCEEDED,
+                succeeded=1,
+                active=0,
+                reason=None,
+                message=f"attempt {attempt} finished after its worker stopped",
+            )
+        elif record.interrupted:
+            resumed = status.evolve(
+                status=Phase.QUEUED,
+                reason="Interrupted",
+                message=f"attempt {attempt} was stopped before it finished, when its worker stopped; "
+                f"it runs again as attempt {attempt + 1}",
+                active=0,
+            )
+        else:
+            assert record.exit_code is not None  # ended, not interrupted: the task ran and exited
+            failures = status.failed + 1
+            backoff_limit = int(manifest["spec"].get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
+            exit_text = _describe_exit(record.exit_code)
+            resumed = status.evolve(
+                **(
+                    _backoff_exceeded(exit_text, failures, backoff_limit)
+                    if failures > backoff_limit
+                    else {
+                        "status": Phase.QUEUED,
+                        "reason": "Resumed",
+                        "message": f"{exit_text} in attempt {attempt}, after its worker stopped; retrying",
+                        "active": 0,
+                        "failed": failures,
+                    }
+                )
+            )
+        logger.info(
+            "job.resumed",
+            extra={"job_name": job_name, "mode": self.mode, "attempt": attempt, "reason": resumed.reason},
+        )
+        if resumed.terminal:
+            self._hub.publish(resumed)
+            self._forget_records(job_name)
+        else:
             self._start_run(_LocalRun(resumed, manifest))
 
     def _held_runs(self) -> list[str]:
@@ -190,6 +324,8 @@ class LocalRunner:
             logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
             self._update(run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__)
         finally:
+            if run.status.terminal:
+                self._forget_records(job_name)
             if run.status.terminal or not self._stopping.is_set():
                 with self._lock:
                     self._runs.pop(job_name, None)
@@ -227,17 +363,32 @@ class LocalRunner:
         started = time.monotonic()
         deadline = started + deadline_seconds if deadline_seconds is not None else None
         failures = run.status.failed  # attempts used before a restart still count
-        log_path = self.log_path(run.status.job_name)
+        job_name = run.status.job_name
+        log_path = self.log_path(job_name)
         while not run.cancelled and not self._stopping.is_set():
-            self._update(run, status=Phase.PENDING, reason=None, message=None, active=1)
+            attempt = run.status.attempt + 1
+            # saved before the process starts: whoever takes the run over knows this attempt may be running
+            self._update(run, status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
+            record_path = self._record_path(job_name, attempt)
+            command = task_supervisor.command_line(
+                self._python,
+                record=record_path,
+                parent=os.getpid(),
+                owner=self._leases.owner,
+                grace=KILL_GRACE_SECONDS,
+                command=build_command(run.manifest, python=self._python),
+            )
+            env = {**build_env(run.manifest), "JOBPULSE_RUN_ID": job_name, "JOBPULSE_ATTEMPT": str(attempt)}
             with log_path.open("ab") as output:
-                if failures:
-                    output.write(f"[jobpulse] attempt {failures + 1} of {backoff_limit + 1}\n".encode())
+                if attempt > 1:
+                    retries = f", retry {failures} of {backoff_limit}" if failures else ""
+                    output.write(f"[jobpulse] attempt {attempt}{retries}\n".encode())
                     output.flush()
                 try:
+                    # in a session of its own: a cancel stops the supervisor's group, never this server's
                     run.process = subprocess.Popen(
-                        build_command(run.manifest),
-                        env=build_env(run.manifest),
+                        command,
+                        env=env,
                         cwd=self._workdir,
                         stdin=subprocess.DEVNULL,
                         stdout=output,
@@ -253,7 +404,7 @@ class LocalRunner:
             self._update(run, status=Phase.RUNNING, active=1)
             timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
             try:
-                code = run.process.wait(timeout=timeout)
+                code = self._exit_code(run.process.wait(timeout=timeout), record_path)
             except subprocess.TimeoutExpired:
                 self._terminate(run)
                 self._update(
@@ -273,15 +424,7 @@ class LocalRunner:
             failures += 1
             exit_text = _describe_exit(code)
             if failures > backoff_limit:
-                attempts = "attempt" if failures == 1 else "attempts"
-                self._update(
-                    run,
-                    status=Phase.FAILED,
-                    reason="BackoffLimitExceeded",
-                    message=f"{exit_text} ({failures} {attempts}, backoffLimit {backoff_limit})",
-                    active=0,
-                    failed=failures,
-                )
+                self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
                 return
             pause = min(self._retry_backoff * 2 ** (failures - 1), 60.0)
             self._update(
@@ -296,18 +439,39 @@ class LocalRunner:
                 return
 
     def _terminate(self, run: _LocalRun) -> None:
+        """Stop the attempt: its supervisor stops the task (``SIGTERM``, ``SIGKILL`` after the grace period)."""
         process = run.process
         if process is None or process.poll() is not None:
             return
         try:
             os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=KILL_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
+                process.wait(timeout=KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS)
+            except subprocess.TimeoutExpired:  # the supervisor itself is stuck: kill it and the task's group
+                record = AttemptRecord.read(self._record_path(run.status.job_name, run.status.attempt))
+                if record is not None and record.task_pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(record.task_pid, signal.SIGKILL)
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         except ProcessLookupError:
             pass
+
+    @staticmethod
+    def _exit_code(supervisor_code: int, record_path: Path) -> int:
+        """The task's exit code as its supervisor recorded it; the supervisor's own if it left no record."""
+        record = AttemptRecord.read(record_path)
+        if record is not None and record.ended and record.exit_code is not None:
+            return record.exit_code
+        return supervisor_code
+
+    def _record_path(self, job_name: str, attempt: int) -> Path:
+        return self._log_dir / "attempts" / f"{job_name}.{attempt}.json"
+
+    def _forget_records(self, job_name: str) -> None:
+        """A finished run's attempt records are no longer needed."""
+        for path in (self._log_dir / "attempts").glob(f"{job_name}.*.json"):
+            path.unlink(missing_ok=True)
 
     # -- cancelling and output -------------------------------------------------
 
@@ -369,6 +533,17 @@ class LocalRunner:
                 return
             else:
                 time.sleep(0.25)  # polling a growing file, as tail -f does
+
+
+def _backoff_exceeded(exit_text: str, failures: int, backoff_limit: int) -> dict[str, Any]:
+    attempts = "attempt" if failures == 1 else "attempts"
+    return {
+        "status": Phase.FAILED,
+        "reason": "BackoffLimitExceeded",
+        "message": f"{exit_text} ({failures} {attempts}, backoffLimit {backoff_limit})",
+        "active": 0,
+        "failed": failures,
+    }
 
 
 def _describe_exit(code: int) -> str:

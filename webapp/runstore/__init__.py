@@ -62,8 +62,11 @@ class RunStore(Protocol):
 
     def delete(self, job_name: str) -> None: ...
 
-    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
-        """Take charge of executing a run unless another live owner holds its lease."""
+    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float, replacing: str | None = None) -> bool:
+        """Take charge of executing a run unless another live owner holds its lease.
+
+        ``replacing``: an owner known to be dead (its process is gone), whose lease is taken at once.
+        """
 
     def release_runs(self, *, owner: str) -> None:
         """Give up every lease ``owner`` holds (graceful shutdown)."""

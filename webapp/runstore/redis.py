@@ -141,7 +141,7 @@ end
 return 1
 """
 
-# KEYS: run, owner set   ARGV: job_name, owner, lease_seconds, owner-set ttl
+# KEYS: run, owner set   ARGV: job_name, owner, lease_seconds, owner-set ttl, dead owner to replace ('' = none)
 _CLAIM_RUN = (
     _NOW
     + """
@@ -149,7 +149,7 @@ local run = redis.call('HMGET', KEYS[1], 'terminal', 'owner', 'lease_until')
 if run[1] == false or run[1] == '1' then return 0 end
 local t = now()
 local holder = run[2] or ''
-if holder ~= '' and holder ~= ARGV[2] and tonumber(run[3] or '0') >= t then return 0 end
+if holder ~= '' and holder ~= ARGV[2] and holder ~= ARGV[5] and tonumber(run[3] or '0') >= t then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'lease_until', fmt(t + tonumber(ARGV[3])))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -434,12 +434,12 @@ class RedisRunStore:
 
     # -- leases ----------------------------------------------------------------
 
-    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
-        """Take charge of executing a run unless another live owner holds its lease."""
+    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float, replacing: str | None = None) -> bool:
+        """Take charge of executing a run unless another live owner holds its lease (or ``replacing``, dead, does)."""
         with self._reaching_redis():
             claimed = self._claim_run(
                 keys=[self._run_key(job_name), self._owner_key(owner)],
-                args=[job_name, owner, lease_seconds, self._ttl],
+                args=[job_name, owner, lease_seconds, self._ttl, replacing or ""],
             )
         return bool(claimed)
 

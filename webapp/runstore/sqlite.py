@@ -240,14 +240,14 @@ class SQLiteRunStore:
     def delete(self, job_name: str) -> None:
         self._write("DELETE FROM runs WHERE job_name = ?", (job_name,))
 
-    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
+    def claim_run(self, job_name: str, *, owner: str, lease_seconds: float, replacing: str | None = None) -> bool:
         now = time.time()
         claimed = self._write(
             """
             UPDATE runs SET owner = ?, lease_until = ?
-            WHERE job_name = ? AND terminal = 0 AND (owner IS NULL OR owner = ? OR lease_until < ?)
+            WHERE job_name = ? AND terminal = 0 AND (owner IS NULL OR owner IN (?, ?) OR lease_until < ?)
             """,
-            (owner, now + lease_seconds, job_name, owner, now),
+            (owner, now + lease_seconds, job_name, owner, replacing or owner, now),
         )
         return bool(claimed)
 
