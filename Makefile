@@ -21,19 +21,22 @@ test: deps system-deps cluster lint  ## Install what the tests need, lint, and r
 
 # -- installing -----------------------------------------------------------------
 # A stamp in the virtualenv records that it holds a lock's exact versions; it
-# is redone whenever the lock or the package metadata changes. The package
-# itself is installed editable, built with the locked setuptools.
+# is redone whenever the lock or the package metadata changes. The locked build
+# backend goes in first, and everything built from source (the package itself,
+# editable; uWSGI for the tests) is built with it, never with whatever is newest.
 
 $(PYTHON):
 	python3 -m venv $(VENV)
 
 $(VENV)/.jobpulse-app: requirements/build.txt requirements/app.txt setup.cfg pyproject.toml | $(PYTHON)
-	$(PIP) install -q --require-hashes -r requirements/build.txt -r requirements/app.txt
+	$(PIP) install -q --require-hashes -r requirements/build.txt
+	$(PIP) install -q --require-hashes --no-build-isolation -r requirements/app.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.jobpulse-dev: requirements/build.txt requirements/dev.txt setup.cfg pyproject.toml | $(PYTHON)
-	$(PIP) install -q --require-hashes -r requirements/build.txt -r requirements/dev.txt
+	$(PIP) install -q --require-hashes -r requirements/build.txt
+	$(PIP) install -q --require-hashes --no-build-isolation -r requirements/dev.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
