@@ -3,10 +3,15 @@
 Executors and run stores wrap their clients' exceptions (Kubernetes
 ``ApiException``, Redis, SQLite, HTTP) in these, ``raise ... from error``;
 the API maps each to the one JSON error shape in one place
-(``webapp.api.errors``).
+(``webapp.api.errors``). Their messages are public (answers, ``/readyz``,
+statuses): a failed connection is put in words by
+:func:`describe_connection_error`, and the client's own message, which names
+hosts, ports and URLs, goes only to the logs.
 """
 
 from __future__ import annotations
+
+import ssl
 
 
 class JobpulseError(Exception):
@@ -89,3 +94,41 @@ class RunStoreUnavailable(JobpulseError):
 
 class JobspecError(Exception):
     """A jobspec file is not a valid Job manifest; stops start-up with file and reason."""
+
+
+def describe_connection_error(error: BaseException) -> str:
+    """Why a connection failed, in words anyone may read: ``Connection refused``, ``timed out``, ...
+
+    Never a host, port, URL or socket path. The clients' own messages name
+    them (urllib3's ``HTTPSConnectionPool(host='10.0.0.5', port=6443): Max
+    retries exceeded with url: /apis/...``, a certificate's "not valid for
+    'runner.internal'"), so only the logs may carry those. What is trusted is
+    the operating system's reason (``strerror`` of an ``OSError`` with an
+    ``errno``), found anywhere in the chain of causes the clients build.
+    """
+    chain = _causes(error)
+    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in chain):
+        return "TLS certificate verification failed"
+    if any(isinstance(cause, ssl.SSLError) for cause in chain):
+        return "TLS failed"
+    if any(isinstance(cause, TimeoutError) for cause in chain):
+        return "timed out"
+    for cause in chain:
+        if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.strerror:
+            return str(cause.strerror)
+    if any(isinstance(cause, ConnectionError) for cause in chain):
+        return "connection closed"  # e.g. the peer hung up without an answer
+    return "connection failed"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception behind it: causes, contexts, wrapped arguments, urllib3's ``reason``."""
+    seen: list[BaseException] = []
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return seen

@@ -43,6 +43,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -786,6 +787,23 @@ class ControlPlane:
             self._spawn("kube-apiserver", info["args"])
             self._write_state()
             self._wait_apiserver(time.monotonic() + timeout)
+
+    @contextlib.contextmanager
+    def apiserver_stopped(self, *, grace: float = 1.0, timeout: float = 90.0) -> Iterator[None]:
+        """kube-apiserver stopped for the block (its port refuses connections), then started again on the same port.
+
+        Stopped as :meth:`restart_apiserver` stops it; after the block it waits for /readyz.
+        """
+        with self._lock:
+            info = self.procs["kube-apiserver"]
+            self._kill("kube-apiserver", grace=grace)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._spawn("kube-apiserver", info["args"])
+                self._write_state()
+                self._wait_apiserver(time.monotonic() + timeout)
 
     def apiserver_metrics(self) -> str:
         """The API server's ``/metrics`` (Prometheus text), read as admin."""

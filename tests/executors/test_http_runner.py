@@ -7,10 +7,12 @@ run store, the rendered ``donation-receipt`` manifest, the pollers' threads.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,10 +24,12 @@ from typing import Any
 import pytest
 import requests
 import responses
+import urllib3
 from prometheus_client import REGISTRY
 from requests.models import PreparedRequest
 
 from tests.helpers import wait_for
+from tests.live.server import free_port
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
 from webapp.executors.http_runner import TASK_ID_ANNOTATION, HttpRunner
 from webapp.hub import StatusHub
@@ -42,6 +46,40 @@ FAST = {"poll_seconds": 0.01, "max_poll_seconds": 0.05, "request_timeout": 2.0}
 
 Answer = Exception | int
 """An injected failure: an exception to raise (no HTTP answer) or an HTTP status to answer."""
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when nothing listens: a real refusal of a real loopback port, wrapped as requests does.
+
+    urllib3 is called directly, so ``responses`` does not intercept it; the
+    message names the URL, the OS's reason lies deeper in the chain.
+    """
+    try:
+        urllib3.PoolManager(retries=urllib3.Retry(0)).request("POST", f"http://127.0.0.1:{free_port()}/tasks")
+    except urllib3.exceptions.MaxRetryError as error:
+        return requests.ConnectionError(error)
+    raise AssertionError("a closed port answered")
+
+
+def hung_up() -> requests.ConnectionError:
+    """The service closed the connection without an answer (no OS reason): the message names its host, port, URL."""
+    pool = urllib3.HTTPConnectionPool("legacy-runner.test", 8080)
+    dropped = urllib3.exceptions.ProtocolError(
+        "Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection without response")
+    )
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(pool, "/tasks/1", reason=dropped))
+
+
+def untrusted_certificate() -> requests.ConnectionError:
+    """TLS verification failed: the OS-style reason itself names the host, as Python's ssl module words it."""
+    mismatch = ssl.SSLCertVerificationError(
+        1,
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
+        "certificate is not valid for 'legacy-runner.test'. (_ssl.c:1000)",
+    )
+    pool = urllib3.HTTPSConnectionPool("legacy-runner.test", 8443)
+    reason = urllib3.exceptions.SSLError(mismatch)
+    return requests.exceptions.SSLError(urllib3.exceptions.MaxRetryError(pool, "/tasks", reason=reason))
 
 
 class FakeLegacyService:
@@ -258,12 +296,12 @@ def test_a_failed_task_is_failed_with_the_services_message(
 @pytest.mark.parametrize(
     ("answer", "error", "message"),
     [
+        (refused, ExecutorUnavailable, "the legacy task runner is unreachable: Connection refused"),
         (
-            requests.ConnectionError("Connection refused"),
+            requests.ReadTimeout("read timed out"),
             ExecutorUnavailable,
-            "the legacy task runner is unreachable: ",
+            "the legacy task runner is unreachable: timed out",
         ),
-        (requests.ReadTimeout("read timed out"), ExecutorUnavailable, "the legacy task runner is unreachable: timeout"),
         (502, ExecutorUnavailable, "the legacy task runner answered 502"),
         (503, ExecutorUnavailable, "the legacy task runner answered 503"),
         ((422, {"message": "unknown spec"}), InvalidRequest, "the legacy task runner refused the task: unknown spec"),
@@ -275,11 +313,11 @@ def test_a_launch_the_service_does_not_take_leaves_nothing_behind(
     node: Node,
     service: FakeLegacyService,
     store: SQLiteRunStore,
-    answer: Answer | tuple[int, dict[str, Any]],
+    answer: Answer | tuple[int, dict[str, Any]] | Callable[[], Exception],
     error: type[Exception],
     message: str,
 ) -> None:
-    service.launch_answer = answer
+    service.launch_answer = answer() if callable(answer) else answer
     with pytest.raises(error, match=re.escape(message)):
         node.launch()
     assert len(service.requests("POST")) == 1
@@ -289,7 +327,7 @@ def test_a_launch_the_service_does_not_take_leaves_nothing_behind(
 
 
 def test_readiness_follows_the_last_requests(node: Node, service: FakeLegacyService) -> None:
-    service.launch_answer = requests.ConnectionError("Connection refused")
+    service.launch_answer = refused()
     for _ in range(3):
         assert node.runner.unready_reason() is None
         with pytest.raises(ExecutorUnavailable):
@@ -298,6 +336,49 @@ def test_readiness_follows_the_last_requests(node: Node, service: FakeLegacyServ
     service.launch_answer = None
     node.launch()
     assert node.runner.unready_reason() is None
+
+
+@pytest.mark.parametrize(
+    ("trouble", "words"),
+    [(hung_up, "connection closed"), (untrusted_certificate, "TLS certificate verification failed")],
+)
+def test_public_answers_name_no_address_of_the_service_and_the_logs_keep_it(
+    make_node: Callable[..., Node], service: FakeLegacyService, trouble: Callable[[], Exception], words: str
+) -> None:
+    handler = Recorder()
+    logger = logging.getLogger("webapp.executors.http_runner")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        node = make_node()
+        service.launch_answer = trouble()
+        for _ in range(3):
+            with pytest.raises(ExecutorUnavailable) as refusal:
+                node.launch()
+        public = [refusal.value.message, node.runner.unready_reason()]  # a 503 body's message, /readyz's reason
+        service.launch_answer = None
+        service.poll_troubles = [trouble()]
+        launched = node.launch()
+        troubled = wait_for(
+            lambda: [s for s in node.seen if s.job_name == launched.job_name and s.reason == "RunnerUnreachable"],
+            what="a failed poll",
+        )
+        public.append(troubled[0].message)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert public == [
+        f"the legacy task runner is unreachable: {words}",
+        f"the legacy task runner is unreachable: {words}",
+        f"the legacy task runner did not answer: {words}",
+    ]
+    for text in public:
+        for address in ("legacy-runner.test", "8080", "8443", "http", "/tasks"):
+            assert address not in str(text)
+    logged = {r.getMessage(): str(r.error) for r in handler.records if hasattr(r, "error")}
+    assert "legacy-runner.test" in logged["legacy.launch_failed"], logged
+    assert "legacy-runner.test" in logged["legacy.poll_failed"], logged
 
 
 def test_params_are_never_logged(make_node: Callable[..., Node], service: FakeLegacyService) -> None:
@@ -334,7 +415,7 @@ def test_timeouts_and_errors_while_polling_become_plain_reasons_and_polling_goes
     service.poll_troubles = [
         requests.ReadTimeout("read timed out"),
         500,
-        requests.ConnectionError("Connection refused"),
+        refused(),
         503,
     ]
     launched = node.launch()
@@ -344,7 +425,7 @@ def test_timeouts_and_errors_while_polling_become_plain_reasons_and_polling_goes
 
     troubles = [(s.status, s.reason, s.message) for s in node.seen if s.reason == "RunnerUnreachable"]
     assert troubles == [
-        (Phase.PENDING, "RunnerUnreachable", "the legacy task runner did not answer: timeout"),
+        (Phase.PENDING, "RunnerUnreachable", "the legacy task runner did not answer: timed out"),
         (Phase.PENDING, "RunnerUnreachable", "the legacy task runner answered 500"),
         (Phase.PENDING, "RunnerUnreachable", "the legacy task runner did not answer: Connection refused"),
         (Phase.PENDING, "RunnerUnreachable", "the legacy task runner answered 503"),
@@ -455,7 +536,7 @@ def test_cancel_stops_polling_and_tells_the_service(node: Node, service: FakeLeg
 
 def test_cancel_when_the_service_is_down_still_cancels(node: Node, service: FakeLegacyService) -> None:
     launched = node.launch()
-    service.down = requests.ConnectionError("Connection refused")
+    service.down = refused()
     node.runner.cancel(launched.job_name)
     cancelled = node.hub.get(launched.job_name)
     assert cancelled is not None and cancelled.status == Phase.CANCELLED

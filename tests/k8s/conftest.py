@@ -27,8 +27,8 @@ from tests.live.server import LiveServer
 class ExistingCluster:
     """Any cluster named by ``TEST_KUBECONFIG`` (kind, k3d, a real one), with the admin rights it grants.
 
-    It offers what most tests use; tests that must restart the API server or
-    compact etcd, or set KWOK's pod logs, skip on it (they need the built control plane).
+    It offers what most tests use; tests that must stop or restart the API
+    server, compact etcd, or set KWOK's pod logs, skip on it (they need the built control plane).
     """
 
     def __init__(self, kubeconfig: str, workdir: Path) -> None:
@@ -107,6 +107,9 @@ class ExistingCluster:
 
     def restart_apiserver(self) -> None:
         pytest.skip("TEST_KUBECONFIG: cannot restart the API server of an existing cluster")
+
+    def apiserver_stopped(self) -> Any:
+        pytest.skip("TEST_KUBECONFIG: cannot stop the API server of an existing cluster")
 
     def compact_etcd(self) -> None:
         pytest.skip("TEST_KUBECONFIG: cannot compact the etcd of an existing cluster")

@@ -6,7 +6,9 @@ We do not own that service; its contract is all we may rely on (DESIGN.md,
 state of ``queued``, ``running``, ``succeeded`` or ``failed``. It has no push
 channel, so this module polls: one poller per active task, never one per
 client, backing off while nothing changes and on errors. Trouble with the
-service becomes a plain ``reason`` on the status while polling goes on.
+service becomes a plain ``reason`` on the status while polling goes on; like
+every public answer it never names the service's address (which the client's
+own errors do): that stays in the log lines.
 
 The service's task id is kept in the run store (as an annotation on the
 rendered manifest) and runs are leased there, as the local runner does, so
@@ -31,7 +33,7 @@ from requests.adapters import HTTPAdapter
 
 from webapp import metrics
 from webapp.backoff import Backoff
-from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound, describe_connection_error
 from webapp.executors.leases import LEASE_SECONDS, RunLeases, being_launched
 from webapp.executors.local import LEGACY_TASK_ID_ANNOTATION
 from webapp.hub import StatusHub
@@ -67,13 +69,17 @@ class _Observation:
 
 
 class _RunnerTrouble(Exception):
-    """A poll that got no usable answer; ``reason`` and ``message`` go on the status meanwhile."""
+    """A poll that got no usable answer; ``reason`` and ``message`` go on the status meanwhile.
 
-    def __init__(self, reason: str, message: str, *, kind: str) -> None:
+    ``detail`` is for the log only: it may name the service's address.
+    """
+
+    def __init__(self, reason: str, message: str, *, kind: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.kind = kind  # the metric label: timeout, unreachable, server_error, bad_answer
+        self.detail = detail or message
 
 
 class _TaskLost(Exception):
@@ -81,12 +87,17 @@ class _TaskLost(Exception):
 
 
 class _Unreachable(Exception):
-    """No HTTP answer at all: connection refused, DNS failure, timeout."""
+    """No HTTP answer at all: connection refused, DNS failure, timeout.
 
-    def __init__(self, detail: str, *, timeout: bool) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.timeout = timeout
+    ``public`` says why in words anyone may read; ``detail`` is the client's
+    own message, which names the service's URL, for the log only.
+    """
+
+    def __init__(self, error: requests.RequestException) -> None:
+        self.timeout = isinstance(error, requests.Timeout)
+        self.public = "timed out" if self.timeout else describe_connection_error(error)
+        self.detail = str(error) or type(error).__name__
+        super().__init__(self.public)
 
 
 class _HttpRun:
@@ -193,7 +204,10 @@ class HttpRunner:
         try:
             response = self._send("POST", "/tasks", body=body)
         except _Unreachable as error:
-            raise ExecutorUnavailable(f"the legacy task runner is unreachable: {error.detail}") from error
+            logger.warning(
+                "legacy.launch_failed", extra={"job_name": status.job_name, "mode": self.mode, "error": error.detail}
+            )
+            raise ExecutorUnavailable(f"the legacy task runner is unreachable: {error.public}") from error
         code = response.status_code
         if code >= 500:
             raise ExecutorUnavailable(f"the legacy task runner answered {code}")
@@ -308,7 +322,7 @@ class HttpRunner:
                 failing_since = failing_since if failing_since is not None else time.monotonic()
                 if time.monotonic() - failing_since >= self._give_up_after:
                     logger.warning(
-                        "legacy.poll_gave_up", extra={"job_name": job_name, "mode": self.mode, "error": trouble.message}
+                        "legacy.poll_gave_up", extra={"job_name": job_name, "mode": self.mode, "error": trouble.detail}
                     )
                     self._update(
                         run,
@@ -319,7 +333,7 @@ class HttpRunner:
                     return
                 if self._update(run, reason=trouble.reason, message=trouble.message):
                     logger.warning(
-                        "legacy.poll_failed", extra={"job_name": job_name, "mode": self.mode, "error": trouble.message}
+                        "legacy.poll_failed", extra={"job_name": job_name, "mode": self.mode, "error": trouble.detail}
                     )
                 delay = errors.next_delay()
                 continue
@@ -341,8 +355,9 @@ class HttpRunner:
         except _Unreachable as error:
             raise _RunnerTrouble(
                 "RunnerUnreachable",
-                f"the legacy task runner did not answer: {error.detail}",
+                f"the legacy task runner did not answer: {error.public}",
                 kind="timeout" if error.timeout else "unreachable",
+                detail=f"the legacy task runner did not answer: {error.detail}",
             ) from error
         code = response.status_code
         if code == 404:
@@ -381,9 +396,9 @@ class HttpRunner:
         try:
             response = self._session.request(method, self._base_url + path, json=body, timeout=self._timeout)
         except requests.RequestException as error:
-            detail = "timeout" if isinstance(error, requests.Timeout) else _describe_connection_error(error)
-            self._note_answer(failure=detail)
-            raise _Unreachable(detail, timeout=isinstance(error, requests.Timeout)) from error
+            unreachable = _Unreachable(error)
+            self._note_answer(failure=unreachable.public)
+            raise unreachable from error
         self._note_answer(failure=f"it answered {response.status_code}" if response.status_code >= 500 else None)
         return response
 
@@ -511,22 +526,3 @@ def _clip(text: Any) -> str | None:
     if not isinstance(text, str) or not text:
         return None
     return text if len(text) <= _SERVICE_MESSAGE_LIMIT else text[: _SERVICE_MESSAGE_LIMIT - 1] + "…"
-
-
-def _describe_connection_error(error: BaseException) -> str:
-    """Plain words for a failed connection (``Connection refused``), not urllib3's object reprs."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        reason = getattr(current, "reason", None)
-        nested = [arg for arg in current.args if isinstance(arg, BaseException)]
-        pending += [current.__cause__, current.__context__, *nested]
-        if isinstance(reason, BaseException):
-            pending.append(reason)
-    return _clip(str(error)) or type(error).__name__

@@ -4,6 +4,8 @@ The only module (with its watch, ``k8s_watch``) that talks to the API server.
 Client errors become our own: an unreachable or failing API server is
 :class:`~webapp.errors.ExecutorUnavailable` (503) and nothing half-created is
 left behind; a manifest the server refuses is :class:`~webapp.errors.InvalidRequest`.
+A 503 says what failed in public words, never the API server's address; the
+``k8s.call_failed`` log line keeps the client's full error.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest
-from webapp.executors.k8s_watch import JOB_NAME_LABEL, JobWatcher, raw_json
+from webapp.executors.k8s_watch import JOB_NAME_LABEL, JobWatcher, describe_api_failure, raw_json
 from webapp.hub import StatusHub
 from webapp.runstore import RunStore
 from webapp.settings import ConfigError, Settings
@@ -101,12 +103,10 @@ class KubernetesExecutor:
                 raise Conflict(f"a Job named {name} already exists") from error
             if error.status is not None and error.status >= 500:
                 self._delete_quietly(name)  # the outcome is unknown: leave nothing half-created
-            raise ExecutorUnavailable(
-                f"the Kubernetes API server could not create the Job: {_api_message(error)}"
-            ) from error
+            raise _unavailable("could not create the Job", error, job_name=name) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self._delete_quietly(name)
-            raise ExecutorUnavailable(f"the Kubernetes API server is unreachable: {error}") from error
+            raise _unavailable("could not create the Job", error, job_name=name) from error
         return status.evolve(status=Phase.PENDING)
 
     def _delete_quietly(self, name: str) -> None:
@@ -125,9 +125,9 @@ class KubernetesExecutor:
             )
         except ApiException as error:
             if error.status != 404:
-                raise ExecutorUnavailable(f"could not delete the Job: {_api_message(error)}") from error
+                raise _unavailable("could not delete the Job", error, job_name=job_name) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ExecutorUnavailable(f"the Kubernetes API server is unreachable: {error}") from error
+            raise _unavailable("could not delete the Job", error, job_name=job_name) from error
         self.watcher.mark_cancelled(job_name)
 
     def _newest_pod(self, job_name: str) -> str | None:
@@ -141,10 +141,8 @@ class KubernetesExecutor:
                 ).get("items")
                 or []
             )
-        except ApiException as error:
-            raise ExecutorUnavailable(f"could not list the Job's pods: {_api_message(error)}") from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ExecutorUnavailable(f"the Kubernetes API server is unreachable: {error}") from error
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            raise _unavailable("could not list the Job's pods", error, job_name=job_name) from error
         if not pods:
             return None
         newest = max(pods, key=lambda pod: str(pod["metadata"]["creationTimestamp"]))
@@ -162,9 +160,9 @@ class KubernetesExecutor:
         except ApiException as error:
             if error.status in (400, 404):  # not started yet, or gone
                 return ""
-            raise ExecutorUnavailable(f"could not read the pod's log: {_api_message(error)}") from error
+            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ExecutorUnavailable(f"the Kubernetes API server is unreachable: {error}") from error
+            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
         return text
 
     def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
@@ -178,9 +176,9 @@ class KubernetesExecutor:
         except ApiException as error:
             if error.status in (400, 404):
                 return iter(())
-            raise ExecutorUnavailable(f"could not read the pod's log: {_api_message(error)}") from error
+            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ExecutorUnavailable(f"the Kubernetes API server is unreachable: {error}") from error
+            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
 
         def chunks() -> Iterator[str]:
             try:
@@ -190,6 +188,13 @@ class KubernetesExecutor:
                 response.release_conn()
 
         return chunks()
+
+
+def _unavailable(failed: str, error: Exception, *, job_name: str) -> ExecutorUnavailable:
+    """The 503 for a failed call: what ``failed``, and why in public words; the client's full error goes to the log."""
+    detail = _api_message(error) if isinstance(error, ApiException) else str(error) or type(error).__name__
+    logger.warning("k8s.call_failed", extra={"job_name": job_name, "mode": "k8s", "failed": failed, "detail": detail})
+    return ExecutorUnavailable(f"{failed}: {describe_api_failure(error)}")
 
 
 def _api_message(error: ApiException) -> str:

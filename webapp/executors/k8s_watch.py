@@ -11,6 +11,10 @@ loop never dies. Not ready until the first list is in.
 While a Job waits with an active pod that is not ready, its pods are looked
 at (one list per probe for all such Jobs, never per client) to say why:
 ``Unschedulable``, ``ImagePullBackOff``, ...
+
+``/readyz`` says why the watch fails in public words
+(:func:`describe_api_failure`); the ``watch.restarted`` log line keeps the
+client's full error, with the API server's address, for operators.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import random
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from http import HTTPStatus
 from typing import Any
 
 import urllib3
@@ -30,6 +35,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from webapp import metrics
 from webapp.backoff import Backoff
+from webapp.errors import describe_connection_error
 from webapp.hub import StatusHub
 from webapp.jobspecs import MANAGED_SELECTOR
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
@@ -56,6 +62,27 @@ def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, A
         return body
     finally:
         response.release_conn()
+
+
+def describe_api_failure(error: BaseException) -> str:
+    """What went wrong with a call to the API server, in words anyone may read (``/readyz``, ``503`` answers).
+
+    Never the server's host, port or URLs, which urllib3's messages name, nor
+    the server's own message for a refusal, which may name internal parts (an
+    etcd address, a ServiceAccount): those are for the logs.
+    """
+    if isinstance(error, ApiException):
+        return f"the Kubernetes API server answered {_status_words(error.status)}"
+    if isinstance(error, urllib3.exceptions.HTTPError | OSError):
+        return f"the Kubernetes API server is unreachable: {describe_connection_error(error)}"
+    return f"the call to the Kubernetes API server failed ({type(error).__name__})"
+
+
+def _status_words(status: int | None) -> str:
+    try:
+        return f"{status} {HTTPStatus(status or 0).phrase}"
+    except ValueError:
+        return str(status) if status else "an error"
 
 
 class _Gone(Exception):
@@ -128,9 +155,9 @@ class JobWatcher:
                 self._restarted("silence", f"no event for {READ_TIMEOUT:g}s; reopening the watch")
             except Exception as error:  # the loop never dies
                 self._synced.clear()
-                self._last_error = str(error) or type(error).__name__
+                self._last_error = describe_api_failure(error)
                 delay = backoff.next_delay()
-                self._restarted("error", f"{self._last_error}; retrying in {delay:.1f}s")
+                self._restarted("error", f"{str(error) or type(error).__name__}; retrying in {delay:.1f}s")
                 self._stopping.wait(delay)
 
     def _restarted(self, reason: str, detail: str) -> None:
