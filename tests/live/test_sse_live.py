@@ -136,4 +136,8 @@ def test_a_running_job_keeps_streaming_to_a_client_with_its_current_seq(live_ser
     running = wait_for_status(live_server, name, "Running")
     status, body = curl_sse_reconnect(live_server, name, str(running["seq"]))
     assert status == 200
-    assert parse_sse(body)[-1]["event"] == "end"
+    frames = parse_sse(body)
+    assert frames[-1]["event"] == "end"
+    sent = [int(frame["id"]) for frame in frames if frame.get("event") == "status"]
+    assert sent, body
+    assert min(sent) > running["seq"], "the status the client already had is not sent again"

@@ -133,7 +133,8 @@ def _changes(
 def sse_status(job_name: str) -> Response:
     rt = runtime()
     first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
-    if first.terminal and request.headers.get("Last-Event-ID") == str(first.seq):
+    last_event_id = request.headers.get("Last-Event-ID")  # an EventSource reconnecting: the seq it has
+    if first.terminal and last_event_id == str(first.seq):
         # The client has the final status already; 204 is how the HTML Standard tells any
         # EventSource (not only ours, which stops at ``event: end``) to stop reconnecting.
         done = Response(status=204, headers={"Cache-Control": "no-cache"})
@@ -152,8 +153,9 @@ def sse_status(job_name: str) -> Response:
         with rt.hub.subscribe(job_name, heartbeat=True) as subscription, _stream_opened("sse", job_name):
             yield SSE_PREAMBLE
             current = rt.hub.get(job_name) or first
-            yield sse_status_frame(current)
-            _delivered("sse", current)
+            if last_event_id != str(current.seq):  # a reconnecting client that has it already waits for the next
+                yield sse_status_frame(current)
+                _delivered("sse", current)
             try:
                 for status in _changes(subscription, current, express):
                     if status is None:
