@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -42,3 +43,15 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
 
 def statuses(frames: Iterable[dict[str, Any]]) -> list[str]:
     return [f["data"]["status"] for f in frames if f.get("event") == "status"]
+
+
+def stop_process(process: subprocess.Popen[Any] | None, *, timeout: float = 10.0) -> None:
+    """SIGTERM a server the tests started, wait for it, and SIGKILL it if it lingers; nothing if it has exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 from tests.live.server import LiveServer, free_port
 
 # The location block of docs/DEPLOYMENT.md ("Behind nginx"), with the upstream filled in.
@@ -91,13 +91,7 @@ class Nginx:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def log(self) -> str:
         path = self.folder / "error.log"

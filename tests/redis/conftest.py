@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 from tests.live.server import free_port
 
 
@@ -53,14 +53,7 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def restart(self) -> None:
         """Stop, then start again on the same port (everything stored is gone: no persistence)."""
