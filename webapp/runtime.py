@@ -72,7 +72,7 @@ class Runtime:
         self.executors = executors
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, hub=hub, store=store)
-        self._unsaved = StatusBacklog()
+        self._unsaved = StatusBacklog(current=hub.get)
         self._unsaved_error: str | None = None
         self._stopping = threading.Event()
         self._started = False
@@ -172,9 +172,7 @@ class Runtime:
         else:
             self._unsaved.settled(status)
 
-    def _save_late(self, unsaved: JobStatus) -> None:
-        latest = self.hub.get(unsaved.job_name)
-        status = latest if latest is not None and latest.seq > unsaved.seq else unsaved
+    def _save_late(self, status: JobStatus) -> None:
         self.store.save(status)
         logger.info(
             "store.saved_late",
