@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,3 +44,21 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
 
 def statuses(frames: Iterable[dict[str, Any]]) -> list[str]:
     return [f["data"]["status"] for f in frames if f.get("event") == "status"]
+
+
+@contextmanager
+def captured_logs(name: str = "webapp") -> Iterator[list[logging.LogRecord]]:
+    """The records logged under ``name`` during the block, whatever handlers the app's logging set up."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)

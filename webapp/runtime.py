@@ -203,15 +203,25 @@ class Runtime:
     def _housekeeping(self) -> None:
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):
             try:
-                now = utcnow()
-                for status in self.hub.known_jobs():
-                    if status.terminal and now - status.updated_at > FORGET_FINISHED_AFTER:
-                        self.hub.forget(status.job_name)
-                purged = self.store.purge(before=now - timedelta(seconds=self.settings.status_retention_seconds))
-                if purged:
-                    logger.info("runs.purged", extra={"count": purged})
+                self._keep_house()
+            except RunStoreUnavailable as error:  # the store says why (disk full, Redis down): no traceback
+                logger.warning("housekeeping.failed", extra={"error": error.message})
             except Exception:
                 logger.exception("housekeeping.failed")
+
+    def _keep_house(self) -> None:
+        """Forget finished runs nobody watches (not those whose final status is still unsaved); purge old ones."""
+        now = utcnow()
+        for status in self.hub.known_jobs():
+            if (
+                status.terminal
+                and now - status.updated_at > FORGET_FINISHED_AFTER
+                and not self._unsaved.holds(status.job_name)
+            ):
+                self.hub.forget(status.job_name)
+        purged = self.store.purge(before=now - timedelta(seconds=self.settings.status_retention_seconds))
+        if purged:
+            logger.info("runs.purged", extra={"count": purged})
 
 
 def build_runtime(settings: Settings) -> Runtime:

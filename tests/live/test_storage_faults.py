@@ -17,10 +17,8 @@ say so (deselect them with ``-m "not storage"``).
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ import requests
 from tests.helpers import wait_for
 from tests.live.clients import ADMIN, launch, status, wait_for_status
 from tests.live.server import LiveServer
+from tests.storage import SmallDisk
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase
 
@@ -63,48 +62,6 @@ spec:
               marker.touch()
               sys.exit(3 if first else 0)
 """
-
-
-class SmallDisk:
-    """A tmpfs of 1 MiB: filled, freed and remounted read-only for real."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        """Take every free byte (the kernel answers ENOSPC when none is left)."""
-        descriptor = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            for size in (65536, 4096, 512, 1):
-                try:
-                    while True:
-                        os.write(descriptor, b"\0" * size)
-                except OSError as error:
-                    assert error.errno == 28, error  # ENOSPC
-        finally:
-            os.close(descriptor)
-
-    def free(self) -> None:
-        self.filler.unlink()
-
-    def remount(self, option: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{option}", str(self.path)], check=True, capture_output=True)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield SmallDisk(mount_point)
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 @pytest.fixture
