@@ -48,7 +48,7 @@ def statuses(frames: Iterable[dict[str, Any]]) -> list[str]:
 
 @contextmanager
 def captured_logs(name: str = "webapp") -> Iterator[list[logging.LogRecord]]:
-    """The records logged under ``name`` during the block, whatever handlers the app's logging set up."""
+    """The records (``INFO`` and up) logged under ``name`` during the block, whatever logging the app set up."""
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -57,8 +57,11 @@ def captured_logs(name: str = "webapp") -> Iterator[list[logging.LogRecord]]:
 
     handler = Keep(logging.DEBUG)
     logger = logging.getLogger(name)
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         yield records
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)

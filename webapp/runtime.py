@@ -91,11 +91,17 @@ class Runtime:
         threading.Thread(target=self._retry_unsaved, name="run-store-retry", daemon=True).start()
 
     def stop(self) -> None:
-        """End streams (WebSocket 1001) and stop executors. Idempotent."""
+        """End streams (WebSocket 1001) and stop executors. Idempotent.
+
+        Status changes the store refused are written before the executors hand
+        their runs back: a run handed back is adopted by another process from
+        what the store says, so the store must already know which runs finished.
+        """
         if self._stopping.is_set():
             return
         self._stopping.set()
         self.hub.close()
+        self._save_unsaved()
         parts: list[Executor | Service] = [*self.executors.values(), *self.services]
         for part in parts:
             try:
