@@ -261,18 +261,26 @@ class SQLiteRunStore:
         row = self._one("SELECT manifest FROM runs WHERE job_name = ?", (job_name,))
         return json.loads(row[0]) if row and row[0] else None
 
-    def claim_idempotency_key(self, key: str, *, fingerprint: str, job_name: str) -> IdempotencyClaim:
+    def claim_idempotency_key(
+        self, key: str, *, fingerprint: str, job_name: str, replacing: str | None = None
+    ) -> IdempotencyClaim:
+        now = time.time()
         with self._storage() as db:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                (key, fingerprint, job_name, time.time()),
+            bound = db.execute(
+                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?)", (key, fingerprint, job_name, now)
             ).rowcount
-            if inserted:
-                return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint)
-            held_job, held_print = db.execute(
-                "SELECT job_name, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
+            if not bound and replacing is not None:
+                bound = db.execute(
+                    "UPDATE idempotency_keys SET fingerprint = ?, job_name = ?, created_at = ? "
+                    "WHERE key = ? AND job_name = ?",
+                    (fingerprint, job_name, now, key, replacing),
+                ).rowcount
+            if bound:
+                return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint, claimed_at=now)
+            held_job, held_print, claimed_at = db.execute(
+                "SELECT job_name, fingerprint, created_at FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
-        return IdempotencyClaim(won=False, job_name=held_job, fingerprint=held_print)
+        return IdempotencyClaim(won=False, job_name=held_job, fingerprint=held_print, claimed_at=claimed_at)
 
     def release_idempotency_key(self, key: str, *, job_name: str) -> None:
         self._write("DELETE FROM idempotency_keys WHERE key = ? AND job_name = ?", (key, job_name))
