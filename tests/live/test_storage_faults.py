@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.live.clients import ADMIN, launch, status, wait_for_status
+from tests.live.clients import ADMIN, launch, status, wait_for_status, ws_collect, ws_connect
 from tests.live.server import LiveServer
 from tests.storage import SmallDisk
 from webapp.executors.task_supervisor import AttemptRecord
@@ -269,3 +269,8 @@ def test_a_file_damaged_under_a_running_server_answers_503_and_readiness_says_so
     code, body = readiness(server)
     assert code == 503, body
     assert "run store: SQLite: database disk image is malformed" in str(body["message"]), body
+
+    messages, close_code = ws_collect(ws_connect(server, UNKNOWN_JOB))  # not in the hub: only the store could say
+    assert close_code == 1013, "try again later, said on the WebSocket (not an HTTP 503 written onto it)"
+    assert messages == [{"type": "error", "error": "store_unavailable", "message": messages[0]["message"]}]
+    assert "damaged" in messages[0]["message"]
