@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.live.server import LiveServer
+from tests.storage import SmallDisk
 from webapp import create_app
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -108,3 +110,18 @@ def make_live_server(app_env: dict[str, str], tmp_path: Path) -> Iterator[Callab
 @pytest.fixture
 def live_server(make_live_server: Callable[..., LiveServer]) -> LiveServer:
     return make_live_server()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(mount_point)
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)

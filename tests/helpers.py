@@ -1,11 +1,13 @@
-"""Small test helpers: waiting on conditions with deadlines, reading SSE frames."""
+"""Small test helpers: waiting on conditions with deadlines, reading SSE frames, capturing logs, stopping servers."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -55,3 +57,24 @@ def stop_process(process: subprocess.Popen[Any] | None, *, timeout: float = 10.0
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@contextmanager
+def captured_logs(name: str = "webapp") -> Iterator[list[logging.LogRecord]]:
+    """The records (``INFO`` and up) logged under ``name`` during the block, whatever logging the app set up."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -75,7 +75,7 @@ class RedisStatusChannel:
         self._ping_seconds = ping_seconds
         self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self._receiving = threading.local()
-        self._unsent = StatusBacklog()
+        self._unsent = StatusBacklog(current=hub.get)
         self._subscribed = False
         self._last_error: str | None = None
         self._stopping = threading.Event()
@@ -128,9 +128,7 @@ class RedisStatusChannel:
         """Save and publish what could not be published while Redis was away (store first: re-syncs read it)."""
         self._unsent.drain(self._republish)
 
-    def _republish(self, unsent: JobStatus) -> None:
-        latest = self._hub.get(unsent.job_name)
-        status = latest if latest is not None and latest.seq > unsent.seq else unsent
+    def _republish(self, status: JobStatus) -> None:
         self._store.save(status)
         self._publisher.publish(self._channel, status.json)
         logger.info("redis.republished", extra={"job_name": status.job_name, "mode": status.mode, "seq": status.seq})

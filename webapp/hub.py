@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from webapp.errors import RunStoreUnavailable
 from webapp.status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class StatusHub:
         for listener in self._listeners:
             try:
                 listener(status, previous)
+            except RunStoreUnavailable as error:  # an outage, not a bug: the store says why, no traceback
+                logger.warning("hub.listener_failed", extra={"job_name": status.job_name, "error": error.message})
             except Exception:
                 logger.exception("hub.listener_failed", extra={"job_name": status.job_name})
         return True

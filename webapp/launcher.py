@@ -3,7 +3,8 @@
 The launcher turns a request into a run: checks the spec and the limits
 (``MAX_ACTIVE_JOBS``, and each client's fair share of it), claims the
 ``Idempotency-Key`` within the client's own keys (so a retried request never
-makes a second run, and one client's key is nothing to another), renders
+makes a second run, and one client's key is nothing to another; a key left
+bound to a run that was never saved is taken over by a later retry), renders
 the manifest, records the launch and hands it to the executor of the
 configured mode. Reads are answered from the hub's cache, then the run store —
 never by calling an executor.
@@ -35,11 +36,20 @@ from webapp.executors import Executor
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, render_job
 from webapp.names import is_valid_job_name, new_job_name, new_pipeline_run_id
-from webapp.runstore import RunStore
+from webapp.runstore import IdempotencyClaim, RunStore
 from webapp.settings import Settings
 from webapp.status import JobStatus
 
 logger = logging.getLogger(__name__)
+
+ORPHANED_CLAIM_SECONDS = 30.0
+"""An ``Idempotency-Key`` bound this long to a job that has no run is orphaned: the next request takes it over.
+
+A launch saves its run within moments of claiming the key (well within the
+store's own timeouts); a key still without a run after this long belongs to
+a launch that failed and could not give the key back (the store refused
+both), and would otherwise answer ``409`` for ``STATUS_RETENTION_SECONDS``.
+"""
 
 
 def request_fingerprint(body: Mapping[str, Any]) -> str:
@@ -95,6 +105,10 @@ class Launcher:
         if idempotency_key is not None:
             idempotency_key = f"{client} {idempotency_key}"  # each client's keys are its own
             claim = self._store.claim_idempotency_key(idempotency_key, fingerprint=fingerprint or "", job_name=job_name)
+            if not claim.won and claim.fingerprint == (fingerprint or "") and self._orphaned(claim):
+                claim = self._store.claim_idempotency_key(
+                    idempotency_key, fingerprint=fingerprint or "", job_name=job_name, replacing=claim.job_name
+                )
             if not claim.won:
                 if claim.fingerprint != (fingerprint or ""):
                     raise Conflict("this Idempotency-Key was already used for a different request")
@@ -112,7 +126,7 @@ class Launcher:
             status = self._start(status, spec, params, client=client)
         except Exception as error:
             if idempotency_key is not None:
-                self._store.release_idempotency_key(idempotency_key, job_name=job_name)
+                self._release_key(idempotency_key, job_name=job_name)
             result = "unavailable" if isinstance(error, (ExecutorUnavailable, RunStoreUnavailable)) else "refused"
             metrics.LAUNCHES.labels(mode=mode, result=result).inc()
             logger.warning(
@@ -129,6 +143,19 @@ class Launcher:
         if shadow_mode and shadow_name:
             self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, client=client)
         return self._hub.get(job_name) or status, True
+
+    def _orphaned(self, claim: IdempotencyClaim) -> bool:
+        """The key's launch failed and left no run, and could not give the key back (the store refused that too)."""
+        if time.time() - claim.claimed_at < ORPHANED_CLAIM_SECONDS:
+            return False  # maybe still being launched by another request
+        return self._hub.get(claim.job_name) is None and self._store.get(claim.job_name) is None
+
+    def _release_key(self, idempotency_key: str, *, job_name: str) -> None:
+        """Give back the key of a failed launch; if the store refuses, the next request takes it over."""
+        try:
+            self._store.release_idempotency_key(idempotency_key, job_name=job_name)
+        except RunStoreUnavailable as error:
+            logger.warning("idempotency.release_failed", extra={"job_name": job_name, "error": error.message})
 
     def _check_active_limits(self, client: str, *, fair_share: bool) -> None:
         max_active = self._settings.max_active_jobs

@@ -72,7 +72,7 @@ class Runtime:
         self.executors = executors
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, hub=hub, store=store)
-        self._unsaved = StatusBacklog()
+        self._unsaved = StatusBacklog(current=hub.get)
         self._unsaved_error: str | None = None
         self._stopping = threading.Event()
         self._started = False
@@ -91,11 +91,17 @@ class Runtime:
         threading.Thread(target=self._retry_unsaved, name="run-store-retry", daemon=True).start()
 
     def stop(self) -> None:
-        """End streams (WebSocket 1001) and stop executors. Idempotent."""
+        """End streams (WebSocket 1001) and stop executors. Idempotent.
+
+        Status changes the store refused are written before the executors hand
+        their runs back: a run handed back is adopted by another process from
+        what the store says, so the store must already know which runs finished.
+        """
         if self._stopping.is_set():
             return
         self._stopping.set()
         self.hub.close()
+        self._save_unsaved()
         parts: list[Executor | Service] = [*self.executors.values(), *self.services]
         for part in parts:
             try:
@@ -172,9 +178,7 @@ class Runtime:
         else:
             self._unsaved.settled(status)
 
-    def _save_late(self, unsaved: JobStatus) -> None:
-        latest = self.hub.get(unsaved.job_name)
-        status = latest if latest is not None and latest.seq > unsaved.seq else unsaved
+    def _save_late(self, status: JobStatus) -> None:
         self.store.save(status)
         logger.info(
             "store.saved_late",
@@ -205,15 +209,25 @@ class Runtime:
     def _housekeeping(self) -> None:
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):
             try:
-                now = utcnow()
-                for status in self.hub.known_jobs():
-                    if status.terminal and now - status.updated_at > FORGET_FINISHED_AFTER:
-                        self.hub.forget(status.job_name)
-                purged = self.store.purge(before=now - timedelta(seconds=self.settings.status_retention_seconds))
-                if purged:
-                    logger.info("runs.purged", extra={"count": purged})
+                self._keep_house()
+            except RunStoreUnavailable as error:  # the store says why (disk full, Redis down): no traceback
+                logger.warning("housekeeping.failed", extra={"error": error.message})
             except Exception:
                 logger.exception("housekeeping.failed")
+
+    def _keep_house(self) -> None:
+        """Forget finished runs nobody watches (not those whose final status is still unsaved); purge old ones."""
+        now = utcnow()
+        for status in self.hub.known_jobs():
+            if (
+                status.terminal
+                and now - status.updated_at > FORGET_FINISHED_AFTER
+                and not self._unsaved.holds(status.job_name)
+            ):
+                self.hub.forget(status.job_name)
+        purged = self.store.purge(before=now - timedelta(seconds=self.settings.status_retention_seconds))
+        if purged:
+            logger.info("runs.purged", extra={"count": purged})
 
 
 def build_runtime(settings: Settings) -> Runtime:

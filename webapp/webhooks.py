@@ -6,6 +6,10 @@ lease, so exactly one instance sends each, and retries with backoff until the
 receiver answers 2xx. The outbox is persistent, so a delivery survives a
 restart: at least once. The body is signed with HMAC-SHA256 over the exact
 bytes sent (``X-Jobpulse-Signature: sha256=<hex>``).
+
+A finish the outbox cannot take (disk full, Redis down) is not lost: it waits
+in a backlog, as refused status saves do, and the sender's loop puts it in
+the outbox on each pass until the store takes it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import threading
 
 import requests
 
+from webapp.errors import RunStoreUnavailable
 from webapp.hub import StatusHub
 from webapp.identity import process_owner
 from webapp.runstore import PendingWebhook, RunStore
+from webapp.runstore.backlog import StatusBacklog
 from webapp.status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -61,19 +67,38 @@ class WebhookSender:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._last_error: str | None = None
+        self._unqueued = StatusBacklog()
+        """Finishes the outbox refused (a storage fault), to put in it on the next pass."""
         hub.add_listener(self._on_change)
 
     def _on_change(self, status: JobStatus, previous: JobStatus | None) -> None:
-        finished_now = status.terminal and (previous is None or not previous.terminal)
-        if finished_now and self._store.enqueue_webhook(status.job_name, status.json):
+        if not status.terminal or (previous is not None and previous.terminal):
+            return
+        try:
+            self._enqueue(status)
+        except RunStoreUnavailable as error:
+            self._unqueued.keep(status)
+            logger.warning("webhook.enqueue_failed", extra={"job_name": status.job_name, "error": error.message})
+
+    def _enqueue(self, status: JobStatus) -> None:
+        if self._store.enqueue_webhook(status.job_name, status.json):
             self._wake.set()
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="webhook-sender", daemon=True).start()
 
     def stop(self) -> None:
+        """Stop the loop; finishes still waiting for the outbox are tried once more, and named if refused again."""
         self._stopping.set()
         self._wake.set()
+        try:
+            self._unqueued.drain(self._enqueue)
+        except RunStoreUnavailable as error:
+            unqueued = self._unqueued.job_names()
+            logger.error(
+                "webhook.unqueued_at_exit",
+                extra={"job_names": unqueued, "count": len(unqueued), "error": error.message},
+            )
 
     def unready_reason(self) -> str | None:
         return None  # a receiver that is down delays deliveries; it does not make us unready
@@ -81,7 +106,10 @@ class WebhookSender:
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
+                self._unqueued.drain(self._enqueue)
                 self.deliver_due()
+            except RunStoreUnavailable as error:  # the store says why (disk full, Redis down): no traceback
+                logger.warning("webhook.loop_failed", extra={"error": error.message})
             except Exception:
                 logger.exception("webhook.loop_failed")
             self._wake.wait(self._poll_seconds)

@@ -17,18 +17,18 @@ say so (deselect them with ``-m "not storage"``).
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.live.clients import ADMIN, launch, status, wait_for_status
+from tests.live.clients import ADMIN, launch, status, wait_for_status, ws_collect, ws_connect
 from tests.live.server import LiveServer
+from tests.storage import SmallDisk
+from webapp.executors.task_supervisor import AttemptRecord
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase
 
@@ -38,6 +38,7 @@ UNKNOWN_JOB = "task-runner-nobody-0123abcd"
 
 FAIL_ONCE_SPEC = """\
 # Waits for the file TASK_PARAM_GO, then fails (exit 3) the first time it runs and succeeds after.
+# Each execution adds a line to TASK_PARAM_MARKER.
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -60,51 +61,27 @@ spec:
               while not go.exists():
                   time.sleep(0.05)
               first = not marker.exists()
-              marker.touch()
+              with marker.open("a") as executions:
+                  executions.write("ran\\n")
               sys.exit(3 if first else 0)
 """
 
-
-class SmallDisk:
-    """A tmpfs of 1 MiB: filled, freed and remounted read-only for real."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        """Take every free byte (the kernel answers ENOSPC when none is left)."""
-        descriptor = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            for size in (65536, 4096, 512, 1):
-                try:
-                    while True:
-                        os.write(descriptor, b"\0" * size)
-                except OSError as error:
-                    assert error.errno == 28, error  # ENOSPC
-        finally:
-            os.close(descriptor)
-
-    def free(self) -> None:
-        self.filler.unlink()
-
-    def remount(self, option: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{option}", str(self.path)], check=True, capture_output=True)
+SUCCEED_SPEC = (
+    FAIL_ONCE_SPEC.replace("name: fail-once", "name: succeed")
+    .replace("backoffLimit: 0", "backoffLimit: 2")
+    .replace("sys.exit(3 if first else 0)", "sys.exit(0)")
+)
+"""The same, but it always succeeds, and a failed attempt would be retried twice."""
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield SmallDisk(mount_point)
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
+def executions(marker: Path) -> int:
+    return marker.read_text().count("ran") if marker.exists() else 0
+
+
+def task_started(small_disk: SmallDisk, name: str) -> None:
+    """Wait until the attempt's supervisor has started the task and recorded it (before the disk is filled)."""
+    record = small_disk.path / "logs" / "attempts" / f"{name}.1.json"
+    wait_for(lambda: (found := AttemptRecord.read(record)) and found.task_pid, timeout=30, what="the task to start")
 
 
 @pytest.fixture
@@ -113,6 +90,7 @@ def start_on_small_disk(
 ) -> Callable[[], LiveServer]:
     """Start a real server whose run store (and task output) is on the small disk."""
     (jobspecs_dir / "fail-once.yaml").write_text(FAIL_ONCE_SPEC)
+    (jobspecs_dir / "succeed.yaml").write_text(SUCCEED_SPEC)
 
     def start() -> LiveServer:
         return make_live_server(DATABASE_PATH=str(small_disk.path / "jobpulse.sqlite3"))
@@ -135,6 +113,7 @@ def test_on_a_full_disk_launches_answer_503_and_a_final_status_waits_in_memory_u
     server = start_on_small_disk()
     name = launch(server, "fail-once", go=str(tmp_path / "go"), marker=str(tmp_path / "marker"))
     wait_for_status(server, name, "Running")
+    task_started(small_disk, name)
 
     small_disk.fill()
     refused = requests.post(f"{server.url}/api/jobs", json={"spec": "quick"}, headers=ADMIN, timeout=15)
@@ -157,6 +136,7 @@ def test_on_a_full_disk_launches_answer_503_and_a_final_status_waits_in_memory_u
     assert saved is not None and saved.status == Phase.FAILED, "saved once the disk had room"
     assert launch(server, "quick")
     assert "Traceback" not in server.log()
+    assert executions(tmp_path / "marker") == 1, "the task ran exactly once"
 
 
 def test_a_final_status_refused_by_a_full_disk_is_still_final_after_a_restart(
@@ -165,6 +145,7 @@ def test_a_final_status_refused_by_a_full_disk_is_still_final_after_a_restart(
     server = start_on_small_disk()
     name = launch(server, "fail-once", go=str(tmp_path / "go"), marker=str(tmp_path / "marker"))
     wait_for_status(server, name, "Running")
+    task_started(small_disk, name)
     small_disk.fill()
     (tmp_path / "go").touch()
     wait_for_status(server, name, "Failed")
@@ -176,6 +157,28 @@ def test_a_final_status_refused_by_a_full_disk_is_still_final_after_a_restart(
     after = status(server, name)
     assert (after["status"], after["reason"]) == ("Failed", "BackoffLimitExceeded"), after
     assert [step["status"] for step in after["history"]][-1] == "Failed"
+    assert executions(tmp_path / "marker") == 1, "the task ran exactly once"
+
+
+def test_a_task_that_succeeds_while_the_disk_is_full_succeeded_and_is_not_run_again(
+    start_on_small_disk: Callable[[], LiveServer], small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    server = start_on_small_disk()
+    marker = tmp_path / "marker"
+    name = launch(server, "succeed", go=str(tmp_path / "go"), marker=str(marker))
+    wait_for_status(server, name, "Running")
+    task_started(small_disk, name)
+    small_disk.fill()  # the attempt's record cannot be written to the end: its supervisor's exit code says it all
+    (tmp_path / "go").touch()
+    done = wait_for(lambda: (s := status(server, name))["terminal"] and s, timeout=60, what="the run to end")
+    assert (done["status"], done["failed"], done["attempt"]) == ("Succeeded", 0, 1), done  # not exit code 1
+
+    small_disk.free()
+    wait_for(lambda: readiness(server)[0] == 200, timeout=15, what="ready once the disk has room")
+    server.restart()
+    after = status(server, name)
+    assert (after["status"], after["attempt"]) == ("Succeeded", 1), after
+    assert executions(marker) == 1, "the task ran exactly once"
 
 
 # -- a damaged or read-only file -----------------------------------------------------
@@ -266,3 +269,8 @@ def test_a_file_damaged_under_a_running_server_answers_503_and_readiness_says_so
     code, body = readiness(server)
     assert code == 503, body
     assert "run store: SQLite: database disk image is malformed" in str(body["message"]), body
+
+    messages, close_code = ws_collect(ws_connect(server, UNKNOWN_JOB))  # not in the hub: only the store could say
+    assert close_code == 1013, "try again later, said on the WebSocket (not an HTTP 503 written onto it)"
+    assert messages == [{"type": "error", "error": "store_unavailable", "message": messages[0]["message"]}]
+    assert "damaged" in messages[0]["message"]

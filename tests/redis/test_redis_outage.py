@@ -14,10 +14,11 @@ import pytest
 import requests
 from flask import Flask
 
-from tests.helpers import parse_sse, statuses, wait_for
+from tests.helpers import captured_logs, parse_sse, statuses, wait_for
 from tests.live.clients import ADMIN, DONATION, launch, open_streams, start_curl_sse, status, wait_for_status
 from tests.live.server import LiveServer, free_port
 from tests.redis.conftest import RedisServer
+from webapp import runtime as runtime_module
 
 pytestmark = pytest.mark.redis
 
@@ -167,3 +168,20 @@ def test_the_app_starts_while_redis_is_down_and_says_so(make_app: Callable[..., 
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert "Redis unreachable" in response.get_json()["message"]
+
+
+def test_an_outage_is_a_warning_in_the_background_loops_not_a_traceback_each_pass(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "HOUSEKEEPING_SECONDS", 0.05)
+    loops = {"housekeeping.failed", "webhook.loop_failed"}
+    with captured_logs() as records:
+        make_app(
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nobody listens there: the store is down from the start
+            COMPLETION_WEBHOOK_URL="https://hooks.example.org/jobpulse",
+            WEBHOOK_SECRET="webhook-secret-0123456789",
+        )
+        wait_for(lambda: loops <= {r.msg for r in records}, timeout=30, what="a pass of each loop")
+    failures = [record for record in records if record.msg in loops]
+    assert {(r.levelname, r.exc_info) for r in failures} == {("WARNING", None)}, failures
+    assert all(r.__dict__["error"].startswith("Redis unreachable") for r in failures), failures

@@ -19,9 +19,10 @@ from tests.helpers import wait_for
 from tests.redis.conftest import RedisServer
 from webapp import metrics
 from webapp.backoff import Backoff
+from webapp.errors import RunStoreUnavailable
 from webapp.fanout import DEFAULT_CHANNEL, RedisStatusChannel
 from webapp.hub import StatusHub
-from webapp.runstore.redis import RedisRunStore, RunStoreUnavailable
+from webapp.runstore.redis import RedisRunStore
 from webapp.status import JobStatus, Phase
 
 pytestmark = pytest.mark.redis

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -177,6 +178,28 @@ def test_only_the_job_a_key_is_bound_to_can_release_it(stores: tuple[RunStore, R
     assert not second.claim_idempotency_key("key-2", fingerprint="p", job_name="task-runner-b").won
     second.release_idempotency_key("key-2", job_name="task-runner-a")
     assert second.claim_idempotency_key("key-2", fingerprint="p", job_name="task-runner-b").won
+
+
+def test_a_key_is_taken_from_a_job_only_while_it_is_still_bound_to_that_job(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    first, second = stores
+    held = first.claim_idempotency_key("key-4", fingerprint="p", job_name="task-runner-orphan")
+    assert held.won and held.claimed_at <= time.time()
+    stale = second.claim_idempotency_key("key-4", fingerprint="p", job_name="task-runner-b", replacing="task-runner-x")
+    assert (stale.won, stale.job_name, stale.claimed_at) == (
+        False,
+        "task-runner-orphan",
+        pytest.approx(held.claimed_at),
+    )
+    taken = second.claim_idempotency_key(
+        "key-4", fingerprint="p", job_name="task-runner-b", replacing="task-runner-orphan"
+    )
+    assert (taken.won, taken.job_name) == (True, "task-runner-b")
+    late = first.claim_idempotency_key(
+        "key-4", fingerprint="p", job_name="task-runner-c", replacing="task-runner-orphan"
+    )
+    assert (late.won, late.job_name) == (False, "task-runner-b"), "only one request takes an orphaned key over"
 
 
 def test_concurrent_claims_of_one_key_have_one_winner(stores: tuple[RunStore, RunStore]) -> None:

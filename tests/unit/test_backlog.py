@@ -60,3 +60,19 @@ def test_when_a_write_fails_that_status_and_every_later_one_stay_held() -> None:
         backlog.drain(write)
     assert written == [older], "oldest run first"
     assert sorted(backlog.job_names()) == sorted([failing.job_name, younger.job_name])
+
+
+def test_what_is_written_is_the_newest_status_known_by_then() -> None:
+    held = queued("a").evolve(status=Phase.RUNNING)
+    moved_on = held.evolve(status=Phase.SUCCEEDED)
+    known = {held.job_name: moved_on}
+    backlog = StatusBacklog(current=known.get)
+    backlog.keep(held)
+    written: list[JobStatus] = []
+    backlog.drain(written.append)
+    assert written == [moved_on]
+
+    backlog.keep(moved_on)
+    known[held.job_name] = held  # an older one known elsewhere never replaces what is held
+    backlog.drain(written.append)
+    assert written == [moved_on, moved_on]

@@ -4,6 +4,8 @@ import threading
 
 import pytest
 
+from tests.helpers import captured_logs
+from webapp.errors import RunStoreUnavailable
 from webapp.hub import HubClosed, StatusHub
 from webapp.status import JobStatus, Phase
 
@@ -127,3 +129,26 @@ def test_heartbeats_wake_only_the_subscriptions_that_want_them() -> None:
         hub.publish(first)
         assert sse.get() == first
         assert ws.get() == first  # its first wake is the change: the heartbeat passed it by
+
+
+def test_a_listener_meeting_an_unavailable_store_is_a_warning_without_traceback() -> None:
+    hub = StatusHub()
+
+    def store_down(new: JobStatus, old: JobStatus | None) -> None:
+        raise RunStoreUnavailable("SQLite: database or disk is full (the disk is full)")
+
+    def bug(new: JobStatus, old: JobStatus | None) -> None:
+        raise KeyError("a bug")
+
+    heard: list[JobStatus] = []
+    for listener in (store_down, bug, lambda new, old: heard.append(new)):
+        hub.add_listener(listener)
+    with captured_logs("webapp.hub") as records:
+        hub.publish(status())
+
+    assert len(heard) == 1, "a failing listener does not stop the others"
+    outage, failure = (record for record in records if record.msg == "hub.listener_failed")
+    assert (outage.levelname, outage.exc_info) == ("WARNING", None)
+    assert outage.__dict__["error"] == "SQLite: database or disk is full (the disk is full)"
+
+    assert failure.levelname == "ERROR" and failure.exc_info is not None, "a bug keeps its traceback"

@@ -13,7 +13,8 @@ import requests
 import responses
 
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import wait_for
+from tests.helpers import captured_logs, wait_for
+from tests.storage import SmallDisk
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus
@@ -110,3 +111,25 @@ def test_webhook_settings_go_together(make_app: Any) -> None:
 
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
         make_app(COMPLETION_WEBHOOK_URL=RECEIVER)
+
+
+@pytest.mark.storage
+def test_a_finish_the_outbox_refused_on_a_full_disk_is_sent_once_the_disk_has_room(
+    small_disk: SmallDisk, receiver: Any
+) -> None:
+    receiver.add(responses.POST, RECEIVER, status=204)
+    store = SQLiteRunStore(small_disk.path / "runs.sqlite3")
+    hub = StatusHub()
+    webhooks = sender(hub, store)
+    webhooks.start()
+    try:
+        small_disk.fill()
+        with captured_logs() as records:
+            hub.publish(done := finished())
+            assert [(r.msg, r.levelname) for r in records] == [("webhook.enqueue_failed", "WARNING")]
+        small_disk.free()
+        wait_for(lambda: len(receiver.calls) == 1, timeout=15, what="the webhook, once the outbox took it")
+    finally:
+        webhooks.stop()
+        store.close()
+    assert verify(receiver.calls[0])["job_name"] == done.job_name

@@ -7,7 +7,10 @@ SSE answers ``204`` to a reconnect that already has the final status, so any
 EventSource stops. The WebSocket keeps to RFC 6455 where simple-websocket
 leaves it to us: bad handshakes are refused (:mod:`webapp.api.handshake`),
 client messages are capped (:data:`WS_MAX_MESSAGE_BYTES`, close ``1009``) and
-the closing handshake completes before TCP is closed.
+the closing handshake completes before TCP is closed — except for the two
+closes simple-websocket's reader makes itself (``1009``, and ``1008`` for a
+missed ping), after which it closes TCP at once. A job that cannot be looked
+up now (the run store is down) is closed with ``1013``, try again later.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter
 from webapp.api.handshake import check_handshake
 from webapp.api.stream_slots import StreamSlot, StreamSlots
-from webapp.errors import InvalidJobName, JobNotFound, StreamsFull, TooManyStreams
+from webapp.errors import (
+    ExecutorUnavailable,
+    InvalidJobName,
+    JobNotFound,
+    RunStoreUnavailable,
+    StreamsFull,
+    TooManyStreams,
+)
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
 from webapp.wire import (
@@ -265,6 +275,8 @@ def _stream_status(ws: Server, job_name: str) -> None:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
     except JobNotFound as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_UNKNOWN_JOB)
+    except (RunStoreUnavailable, ExecutorUnavailable) as error:  # not in the hub, and the store cannot say
+        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
     try:
         slot = _take_stream_slot()
     except TooManyStreams as error:

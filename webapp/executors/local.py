@@ -224,11 +224,18 @@ class LocalRunner:
         worker was on another host, or the record is gone — its outcome is
         unknown, and it is not run again (``Failed``, ``AttemptLost``): a
         donation must never run twice.
+
+        A run the hub knows as finished is left alone whatever the store
+        says: the store refused its final status (which waits in the
+        runtime's backlog), so the store's copy is out of date.
         """
         for status in self._store.unfinished(mode=self.mode):
             with self._lock:
                 if status.job_name in self._runs or being_launched(status):
                     continue
+            known = self._hub.get(status.job_name)
+            if known is not None and known.terminal:
+                continue  # it finished; the store has not taken its final status yet (disk full, Redis down)
             manifest = self._store.manifest(status.job_name)
             if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
                 continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
@@ -423,6 +430,8 @@ class LocalRunner:
                 return
             failures += 1
             exit_text = _describe_exit(code)
+            if code == task_supervisor.UNRECORDED and AttemptRecord.read(record_path) is None:
+                exit_text = "the attempt could not be recorded (is the disk full?), so its task was not started"
             if failures > backoff_limit:
                 self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
                 return

@@ -17,7 +17,10 @@ starts in milliseconds), in a session of its own. The supervisor
   ``SIGKILL`` after the grace period;
 - writes the attempt's record to FILE, atomically: once when it starts (its
   pid and start time, its worker's, the lease owner) and once when the task
-  has ended (the exit code, and whether it was interrupted).
+  has ended (the exit code, and whether it was interrupted). If the disk
+  refuses the first record, the task is not started (exit code
+  :data:`UNRECORDED`); if it refuses a later one, the supervisor goes on, and
+  its exit code (the task's) still tells the worker how the task ended.
 
 A worker that takes over a run whose worker died reads the record
 (:class:`AttemptRecord`) to learn, for certain, whether the attempt finished.
@@ -41,6 +44,8 @@ from types import FrameType
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+UNRECORDED = 125
+"""The supervisor's exit code when it could not write the attempt's first record, so did not start the task."""
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -145,6 +150,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _say(text: str) -> None:
+    """A line for the run's output, unbuffered: on a full disk a buffered one would make the exit code 120."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"[jobpulse] {text}\n".encode())
+
+
+def _recorded(record: AttemptRecord, path: Path) -> bool:
+    """Write the record; ``False`` (and a line saying why) if the disk refuses it."""
+    try:
+        record.write(path)
+    except OSError as error:
+        _say(f"cannot write the attempt's record {path}: {error.strerror or error}")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     interrupted = False
@@ -176,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         pid=me,
         start=start_ticks(me),
     )
-    record.write(args.record)
+    if not _recorded(record, args.record):
+        return UNRECORDED  # a task must not start unrecorded: whoever takes the run over could not settle it
 
     def die_with_supervisor() -> None:  # in the task, between fork and exec
         die_with_parent(signal.SIGKILL)
@@ -189,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             # the supervisor has no threads, so a preexec_fn is safe here
             task = subprocess.Popen(args.command, process_group=0, preexec_fn=die_with_supervisor)  # noqa: PLW1509
         except OSError as error:
-            print(f"[jobpulse] cannot start the task: {error}", file=sys.stderr, flush=True)
+            _say(f"cannot start the task: {error}")
             code = 127
     if task is not None:
         record.task_pid = task.pid
-        record.write(args.record)
+        _recorded(record, args.record)
         if interrupted:  # told to stop while the task was being started
             _signal_group(task.pid, signal.SIGTERM)
         try:
@@ -211,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                 code = task.wait()
         _signal_group(task.pid, signal.SIGKILL)  # whatever the task left running in its group
     if interrupted:
-        print("[jobpulse] attempt stopped before the task ended", file=sys.stderr, flush=True)
+        _say("attempt stopped before the task ended")
     record.ended, record.exit_code, record.interrupted = True, code, interrupted
-    record.write(args.record)
+    _recorded(record, args.record)  # if the disk refuses it, the exit code below still tells the worker
     if code is None:
         return 128 + signal.SIGTERM
     return code if code >= 0 else 128 - code

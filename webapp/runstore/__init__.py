@@ -29,10 +29,12 @@ class PendingWebhook:
 class IdempotencyClaim:
     """The outcome of claiming an ``Idempotency-Key``: ours, or someone's earlier job."""
 
-    def __init__(self, *, won: bool, job_name: str, fingerprint: str) -> None:
+    def __init__(self, *, won: bool, job_name: str, fingerprint: str, claimed_at: float) -> None:
         self.won = won
         self.job_name = job_name
         self.fingerprint = fingerprint
+        self.claimed_at = claimed_at
+        """When the key was bound to ``job_name`` (``time.time()``)."""
 
 
 class RunStore(Protocol):
@@ -54,8 +56,14 @@ class RunStore(Protocol):
 
     def manifest(self, job_name: str) -> dict[str, Any] | None: ...
 
-    def claim_idempotency_key(self, key: str, *, fingerprint: str, job_name: str) -> IdempotencyClaim:
-        """Atomically bind ``key`` to ``job_name`` unless it is already bound."""
+    def claim_idempotency_key(
+        self, key: str, *, fingerprint: str, job_name: str, replacing: str | None = None
+    ) -> IdempotencyClaim:
+        """Atomically bind ``key`` to ``job_name`` unless it is already bound.
+
+        ``replacing``: a job the key may be taken from, because its launch left
+        no run behind; the key is taken only if it is still bound to that job.
+        """
 
     def release_idempotency_key(self, key: str, *, job_name: str) -> None:
         """Undo a claim whose launch failed (nothing half-created remains)."""

@@ -6,7 +6,8 @@ publish. What could not be written is kept here and written again once the
 other side accepts it: the runtime does so for the run store, the Redis
 status channel for its channel. Each message is the whole state, so only the
 newest status per job is kept: a backlog never holds more than one entry per
-run, however long the outage.
+run, however long the outage; and when it is written at last, what is written
+is the newest status known by then (the hub's, if it moved on meanwhile).
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from collections.abc import Callable
 
 from webapp.status import JobStatus
 
+Current = Callable[[str], JobStatus | None]
+"""The newest status known now of a job (the hub's ``get``), if any."""
+
 
 class StatusBacklog:
     """The newest not-yet-written status of each job (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, current: Current | None = None) -> None:
+        """``current``: where a newer status than the one held may be found when it is written (the hub)."""
         self._held: dict[str, JobStatus] = {}
         self._lock = threading.Lock()
+        self._current = current
 
     def keep(self, status: JobStatus) -> None:
         """Hold ``status`` unless a newer one of its job is held already."""
@@ -41,20 +47,28 @@ class StatusBacklog:
     def drain(self, write: Callable[[JobStatus], None]) -> int:
         """Write everything held, oldest run first; return how many went through.
 
-        On the first failure that status and every one after it stay held
-        (none is lost), and the error is raised.
+        Each job's newest status is written: the one held, or the one
+        ``current`` knows if it is newer. On the first failure that status and
+        every one after it stay held (none is lost), and the error is raised.
         """
         with self._lock:
             pending = sorted(self._held.values(), key=lambda status: status.created_at)
             self._held = {}
         for index, status in enumerate(pending):
             try:
-                write(status)
+                write(self._newest(status))
             except BaseException:
                 for unwritten in pending[index:]:
                     self.keep(unwritten)
                 raise
         return len(pending)
+
+    def _newest(self, held: JobStatus) -> JobStatus:
+        latest = self._current(held.job_name) if self._current is not None else None
+        return latest if latest is not None and latest.seq > held.seq else held
+
+    def holds(self, job_name: str) -> bool:
+        return job_name in self._held
 
     def job_names(self) -> list[str]:
         with self._lock:

@@ -169,6 +169,16 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# KEYS: idempotency key   ARGV: replaced job_name, new value, ttl
+_REPLACE_IDEMPOTENCY_KEY = """
+local held = redis.call('GET', KEYS[1])
+if held and cjson.decode(held)['job_name'] == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
 # KEYS: idempotency key   ARGV: job_name
 _RELEASE_IDEMPOTENCY_KEY = """
 local held = redis.call('GET', KEYS[1])
@@ -276,6 +286,7 @@ class RedisRunStore:
         self._claim_run = self._redis.register_script(_CLAIM_RUN)
         self._release_runs = self._redis.register_script(_RELEASE_RUNS)
         self._release_key = self._redis.register_script(_RELEASE_IDEMPOTENCY_KEY)
+        self._replace_key = self._redis.register_script(_REPLACE_IDEMPOTENCY_KEY)
         self._record_comparison = self._redis.register_script(_RECORD_COMPARISON)
         self._enqueue_webhook = self._redis.register_script(_ENQUEUE_WEBHOOK)
         self._claim_webhooks = self._redis.register_script(_CLAIM_WEBHOOKS)
@@ -412,19 +423,32 @@ class RedisRunStore:
 
     # -- idempotency keys ------------------------------------------------------
 
-    def claim_idempotency_key(self, key: str, *, fingerprint: str, job_name: str) -> IdempotencyClaim:
-        """Atomically bind ``key`` to ``job_name`` unless it is already bound (``SET NX``, across instances)."""
+    def claim_idempotency_key(
+        self, key: str, *, fingerprint: str, job_name: str, replacing: str | None = None
+    ) -> IdempotencyClaim:
+        """Atomically bind ``key`` to ``job_name`` unless it is already bound (``SET NX``, across instances).
+
+        ``replacing``: take the key if it is still bound to that job (compare and set, in Redis).
+        """
         now = time.time()
         value = json.dumps({"job_name": job_name, "fingerprint": fingerprint, "created_at": now})
+        redis_key = self._idempotency_key(key)
         with self._reaching_redis():
-            if self._redis.set(self._idempotency_key(key), value, nx=True, ex=self._ttl):
+            if self._redis.set(redis_key, value, nx=True, ex=self._ttl) or (
+                replacing is not None and self._replace_key(keys=[redis_key], args=[replacing, value, self._ttl])
+            ):
                 self._redis.zadd(self._idempotency_index, {key: now})
-                return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint)
-            held = self._redis.get(self._idempotency_key(key))
+                return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint, claimed_at=now)
+            held = self._redis.get(redis_key)
         if held is None:  # released or expired between our SET and GET: try once more
             return self.claim_idempotency_key(key, fingerprint=fingerprint, job_name=job_name)
         bound = json.loads(held)
-        return IdempotencyClaim(won=False, job_name=bound["job_name"], fingerprint=bound["fingerprint"])
+        return IdempotencyClaim(
+            won=False,
+            job_name=bound["job_name"],
+            fingerprint=bound["fingerprint"],
+            claimed_at=float(bound.get("created_at", now)),
+        )
 
     def release_idempotency_key(self, key: str, *, job_name: str) -> None:
         """Undo a claim whose launch failed, only if the key is still bound to ``job_name``."""

@@ -4,9 +4,12 @@ Storage faults are ours to explain, not SQLite's to leak as 500s: a full
 disk, an I/O error, a read-only file or a damaged one raise
 :class:`~webapp.errors.RunStoreUnavailable` (HTTP 503) naming the fault. The
 file is checked when the store opens it (a sound database that takes a
-write), and :meth:`SQLiteRunStore.ping` writes a probe row, so readiness says
-whether writes go through now. A damaged file does not heal: once seen, the
-store stays unavailable until an operator restores or replaces the file.
+write), and :meth:`SQLiteRunStore.ping` writes a probe row (at most once a
+second, however often readiness is asked), so readiness says whether writes
+go through now. A damaged file does not heal: once seen, every read and write
+is refused until an operator restores or replaces the file (and restarts).
+A mistake in our own SQL is not a storage fault: it stays an error (a 500
+with a traceback), to be fixed, not waited out.
 """
 
 from __future__ import annotations
@@ -72,11 +75,25 @@ CREATE TABLE IF NOT EXISTS write_probe (
 );
 """
 
+PROBE_SECONDS = 1.0
+"""How long one probe write of :meth:`SQLiteRunStore.ping` answers for readiness."""
+
 _PROBE_WRITE = """
 INSERT INTO write_probe (id, written_at) VALUES (1, ?)
 ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at
 """
 
+_STORAGE_FAULTS = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_READONLY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+)
+"""SQLite's primary result codes that say the file or the disk is at fault, not the statement."""
 _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 _REPAIR = "the file is damaged: restore it from a backup, or move it away to start empty"
 _HINTS = {
@@ -89,14 +106,26 @@ _HINTS = {
 }
 
 
+def storage_fault(error: sqlite3.Error) -> str | None:
+    """The primary result code (``SQLITE_FULL``…) if ``error`` is a fault of the file or the disk, else ``None``.
+
+    Decided by SQLite's result code, not the exception class: a mistake in
+    our SQL (``no such table``, a syntax error) is an ``OperationalError``
+    too, with ``SQLITE_ERROR``. Extended codes (``SQLITE_IOERR_WRITE``) count
+    as their primary one.
+    """
+    name = getattr(error, "sqlite_errorname", None) or ""
+    return next((fault for fault in _STORAGE_FAULTS if name == fault or name.startswith(f"{fault}_")), None)
+
+
 def is_storage_fault(error: sqlite3.Error) -> bool:
-    """A fault of the file or the disk (full, I/O, read-only, damaged, locked), not a mistake in our SQL."""
-    return type(error) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+    """A fault of the file or the disk (full, I/O, read-only, damaged, busy or locked), not a mistake in our SQL."""
+    return storage_fault(error) is not None
 
 
 def describe_sqlite_error(error: sqlite3.Error) -> str:
     """Words for error answers, ``/readyz`` and start-up: what SQLite said, and what it means."""
-    hint = _HINTS.get(getattr(error, "sqlite_errorname", ""))
+    hint = _HINTS.get(storage_fault(error) or "")
     return f"SQLite: {error}" + (f" ({hint})" if hint else "")
 
 
@@ -108,10 +137,14 @@ class SQLiteRunStore:
     says why, and nothing starts on top of it.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, probe_seconds: float = PROBE_SECONDS) -> None:
+        """``probe_seconds``: how long :meth:`ping`'s probe write answers for (see :data:`PROBE_SECONDS`)."""
         self.path = path
         self._lock = threading.Lock()
         self._damage: str | None = None
+        self._probe_seconds = probe_seconds
+        self._probed: tuple[float, str | None] | None = None
+        """When the last probe write was made (``time.monotonic()``) and why it failed, if it did."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -140,15 +173,22 @@ class SQLiteRunStore:
 
     @contextmanager
     def _storage(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under the lock; a storage fault leaves as :class:`RunStoreUnavailable` (HTTP 503)."""
+        """The connection, under the lock; a storage fault leaves as :class:`RunStoreUnavailable` (HTTP 503).
+
+        A file once seen damaged is not used again: every later call is refused
+        with what was seen.
+        """
         with self._lock:
+            if self._damage is not None:
+                raise RunStoreUnavailable(self._damage)
             try:
                 yield self._db
             except sqlite3.Error as error:
-                if not is_storage_fault(error):
+                fault = storage_fault(error)
+                if fault is None:
                     raise
                 description = describe_sqlite_error(error)
-                if getattr(error, "sqlite_errorname", "") in _DAMAGED:
+                if fault in _DAMAGED:
                     self._damage = description
                 raise RunStoreUnavailable(description) from error
 
@@ -221,18 +261,26 @@ class SQLiteRunStore:
         row = self._one("SELECT manifest FROM runs WHERE job_name = ?", (job_name,))
         return json.loads(row[0]) if row and row[0] else None
 
-    def claim_idempotency_key(self, key: str, *, fingerprint: str, job_name: str) -> IdempotencyClaim:
+    def claim_idempotency_key(
+        self, key: str, *, fingerprint: str, job_name: str, replacing: str | None = None
+    ) -> IdempotencyClaim:
+        now = time.time()
         with self._storage() as db:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                (key, fingerprint, job_name, time.time()),
+            bound = db.execute(
+                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?)", (key, fingerprint, job_name, now)
             ).rowcount
-            if inserted:
-                return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint)
-            held_job, held_print = db.execute(
-                "SELECT job_name, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
+            if not bound and replacing is not None:
+                bound = db.execute(
+                    "UPDATE idempotency_keys SET fingerprint = ?, job_name = ?, created_at = ? "
+                    "WHERE key = ? AND job_name = ?",
+                    (fingerprint, job_name, now, key, replacing),
+                ).rowcount
+            if bound:
+                return IdempotencyClaim(won=True, job_name=job_name, fingerprint=fingerprint, claimed_at=now)
+            held_job, held_print, claimed_at = db.execute(
+                "SELECT job_name, fingerprint, created_at FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
-        return IdempotencyClaim(won=False, job_name=held_job, fingerprint=held_print)
+        return IdempotencyClaim(won=False, job_name=held_job, fingerprint=held_print, claimed_at=claimed_at)
 
     def release_idempotency_key(self, key: str, *, job_name: str) -> None:
         self._write("DELETE FROM idempotency_keys WHERE key = ? AND job_name = ?", (key, job_name))
@@ -329,13 +377,24 @@ class SQLiteRunStore:
         """Raise :class:`RunStoreUnavailable` unless the file reads and takes a write now.
 
         The probe is one small committed write, so a full disk, a read-only
-        file or an I/O error shows in readiness before a launch meets it.
+        file or an I/O error shows in readiness before a launch meets it. Its
+        result (taken or refused) answers for ``probe_seconds``: readiness may
+        be asked many times a second, and each probe holds the store's lock.
+        A damaged file is refused at once, whenever it was seen.
         """
-        with self._storage() as db:
-            if self._damage is not None:
-                raise RunStoreUnavailable(self._damage)
-            db.execute("SELECT job_name FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
-            db.execute(_PROBE_WRITE, (time.time(),))
+        now = time.monotonic()
+        if self._damage is None and self._probed is not None and now - self._probed[0] < self._probe_seconds:
+            if self._probed[1] is not None:
+                raise RunStoreUnavailable(self._probed[1])
+            return
+        try:
+            with self._storage() as db:
+                db.execute("SELECT job_name FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+                db.execute(_PROBE_WRITE, (time.time(),))
+        except RunStoreUnavailable as error:
+            self._probed = (now, error.message)
+            raise
+        self._probed = (now, None)
 
     def close(self) -> None:
         with self._lock:
