@@ -131,3 +131,75 @@ def test_a_body_that_trickles_in_gets_408_and_the_connection_closes(
     assert json.loads(body)["error"] == "request_timeout"
     _still_serves(server)
     assert _no_error_logged(server)
+
+
+def _trickle(sock: socket.socket, piece: Callable[[], bytes], stop: threading.Event) -> None:
+    """Send one small piece every 0.3 s until stopped or the server closes."""
+    while not stop.wait(0.3):
+        try:
+            sock.send(piece())
+        except OSError:
+            return
+
+
+def _answer_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            answer += chunk
+    except ConnectionResetError:  # closed with our unread bytes in its buffer
+        pass
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("first", "piece"),
+    [
+        pytest.param(b"1\r\n{\r\n", b"1\r\n \r\n", id="cut-in-a-size-line"),  # gunicorn: NoMoreData
+        pytest.param(b"1\r\n{", b"", id="stalled-before-a-terminator"),  # gunicorn: ChunkMissingTerminator
+    ],
+)
+def test_a_chunked_body_that_trickles_in_gets_408_or_a_closed_connection_never_500(
+    make_live_server: Callable[..., LiveServer], first: bytes, piece: bytes
+) -> None:
+    server = make_live_server(BODY_TIMEOUT_SECONDS="1")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # the deadline of this test
+    sock.sendall(
+        b"POST /api/donations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + first
+    )
+    stop = threading.Event()
+    threading.Thread(target=_trickle, args=(sock, lambda: piece, stop), daemon=True).start()
+    try:
+        answer = _answer_until_closed(sock)
+    finally:
+        stop.set()
+        sock.close()
+    if answer:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(body)["error"] == "request_timeout"
+    _still_serves(server)
+    assert _no_error_logged(server)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        pytest.param(b"zz\r\n{}\r\n0\r\n\r\n", id="size-not-hex"),
+        pytest.param(b"2\r\n{}XX0\r\n\r\n", id="no-terminator"),
+    ],
+)
+def test_a_malformed_chunked_body_gets_400(make_live_server: Callable[..., LiveServer], chunks: bytes) -> None:
+    server = make_live_server(BODY_TIMEOUT_SECONDS="30")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/donations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        answer = _answer_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(body)["error"] == "bad_request"
+    _still_serves(server)
+    assert _no_error_logged(server)
