@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.live.clients import donate, launch, open_sse_socket, ws_collect, ws_connect
+from tests.live.clients import ADMIN, donate, launch, open_sse_socket, ws_collect, ws_connect
 from tests.live.server import LiveServer
 
 pytestmark = pytest.mark.live
@@ -202,4 +202,35 @@ def test_a_malformed_chunked_body_gets_400(make_live_server: Callable[..., LiveS
     assert head.startswith(b"HTTP/1.1 400"), answer
     assert json.loads(body)["error"] == "bad_request"
     _still_serves(server)
+    assert _no_error_logged(server)
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    """One response head (status line and headers), read byte by byte so nothing after it is taken."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"closed after {head!r}"
+        head += byte
+    return head
+
+
+def test_head_on_a_stream_answers_headers_only_and_holds_no_place(
+    make_live_server: Callable[..., LiveServer], held: list[socket.socket]
+) -> None:
+    server = make_live_server(MAX_STREAMS_PER_CLIENT="1")
+    name = launch(server, "slow", seconds="60")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # the deadline of this test
+    held.append(sock)
+    sock.sendall(f"HEAD /sse/task-status/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = _read_head(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"text/event-stream" in head
+
+    assert _open(held, server, name).startswith(b"HTTP/1.1 200")  # the HEAD took no place of this client's one
+    cancelled = requests.delete(f"{server.url}/api/jobs/{name}", headers=ADMIN, timeout=10)
+    assert cancelled.status_code in (200, 202), cancelled.text  # a status published while the HEAD's connection is open
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the connection serves the next request
+    after = _read_head(sock)
+    assert after.startswith(b"HTTP/1.1 200"), after  # not body bytes written after the HEAD's headers
     assert _no_error_logged(server)
