@@ -18,11 +18,15 @@ def client_address() -> str:
 
 
 def trust_proxies(app: Flask, *, hops: int) -> None:
-    """Believe ``hops`` proxies' ``X-Forwarded-*`` headers: client address, scheme, host and port.
+    """Believe ``hops`` proxies' ``X-Forwarded-For``, and the nearest proxy's ``X-Forwarded-Proto/Host/Port``.
 
-    Werkzeug's ProxyFix takes, of each header, the value the ``hops``-th proxy
-    from us appended, so a client cannot choose its own address by sending the
-    header itself.
+    Werkzeug's ProxyFix takes, of each header, the value the ``n``-th proxy
+    from us appended, and ignores a header with fewer than ``n`` values. Each
+    proxy appends to ``X-Forwarded-For``, so the client's address is ``hops``
+    back and a client cannot choose its own by sending the header itself. The
+    scheme, host and port headers are set, not appended (nginx's
+    ``proxy_set_header``, ingress-nginx): there is one value, the nearest
+    proxy's, whatever the number of proxies.
     """
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
