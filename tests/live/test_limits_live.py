@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.live.clients import ADMIN, donate, launch, open_sse_socket, ws_collect, ws_connect
+from tests.live.clients import ADMIN, DONATION, donate, launch, open_sse_socket, ws_collect, ws_connect
 from tests.live.server import LiveServer
 
 pytestmark = pytest.mark.live
@@ -233,4 +233,23 @@ def test_head_on_a_stream_answers_headers_only_and_holds_no_place(
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the connection serves the next request
     after = _read_head(sock)
     assert after.startswith(b"HTTP/1.1 200"), after  # not body bytes written after the HEAD's headers
+    assert _no_error_logged(server)
+
+
+def test_one_ipv6_slash_64_is_one_client(make_live_server: Callable[..., LiveServer]) -> None:
+    # the test stands in for the trusted proxy, forwarding the addresses its clients came from
+    server = make_live_server(TRUSTED_PROXY_HOPS="1", RATE_LIMIT="1/minute")
+
+    def donate_as(address: str) -> requests.Response:
+        return requests.post(
+            f"{server.url}/api/donations", json=DONATION, headers={"X-Forwarded-For": address}, timeout=10
+        )
+
+    assert donate_as("2001:db8:1:2::1").status_code == 202
+    refused = donate_as("2001:db8:1:2:ffff:ffff:ffff:fffe")  # another address of the same /64: the same client
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert donate_as("2001:db8:1:3::1").status_code == 202  # the next /64 is another client
+    assert donate_as("192.0.2.1").status_code == 202
+    assert donate_as("192.0.2.2").status_code == 202  # IPv4: each address is a client
     assert _no_error_logged(server)
