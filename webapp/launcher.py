@@ -141,7 +141,7 @@ class Launcher:
         )
         self._hub.publish(status)
         if shadow_mode and shadow_name:
-            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, client=client)
+            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name)
         return self._hub.get(job_name) or status, True
 
     def _orphaned(self, claim: IdempotencyClaim) -> bool:
@@ -170,8 +170,11 @@ class Launcher:
             return None
         return "k8s" if self._settings.primary_mode == "legacy" else "legacy"
 
-    def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str], *, client: str) -> JobStatus:
-        """Record the run and hand it to its executor; leave no record behind if that fails."""
+    def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str], *, client: str | None) -> JobStatus:
+        """Record the run (``client``: whose share it counts against) and hand it to its executor.
+
+        Leave no record behind if that fails.
+        """
         manifest = render_job(
             spec,
             job_name=status.job_name,
@@ -187,13 +190,17 @@ class Launcher:
             raise
 
     def _start_shadow(
-        self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str, client: str
+        self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str
     ) -> None:
-        """Start the dual-mode shadow run; its failure never fails the donor's request."""
+        """Start the dual-mode shadow run; its failure never fails the donor's request.
+
+        The shadow is saved with no client: it is our comparison, not a second donation, so it does not count
+        against the donor's fair share (it does count against ``MAX_ACTIVE_JOBS``: it takes a slot).
+        """
         shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
         shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
         try:
-            self._hub.publish(self._start(shadow, spec, params, client=client))
+            self._hub.publish(self._start(shadow, spec, params, client=None))
         except Exception as error:
             metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()
             logger.warning(

@@ -1,4 +1,4 @@
-"""A real nginx in front of the live server, as docs/DEPLOYMENT.md configures it, on a free loopback port."""
+"""A real nginx on a free loopback port in front of the live server or of another nginx, as docs/DEPLOYMENT.md says."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ LOCATION = """
         proxy_set_header X-Forwarded-Port $server_port;
         proxy_read_timeout 1h;
 """
+
+# The same behind a load balancer that sets X-Forwarded-Proto, -Host and -Port (docs/DEPLOYMENT.md): passed on.
+LOCATION_BEHIND_A_BALANCER = (
+    LOCATION.replace("$scheme;", "$http_x_forwarded_proto;")
+    .replace("$host;", "$http_x_forwarded_host;")
+    .replace("$server_port;", "$http_x_forwarded_port;")
+)
 
 CONFIG = """
 daemon off;
@@ -57,7 +64,9 @@ http {{
 class Nginx:
     """nginx as one foreground process with a generated configuration in ``folder``."""
 
-    def __init__(self, *, upstream: LiveServer, folder: Path, extra: str = "") -> None:
+    def __init__(
+        self, *, upstream: LiveServer | Nginx, folder: Path, extra: str = "", location: str = LOCATION
+    ) -> None:
         binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
         if binary is None:
             raise AssertionError("nginx is needed for the proxy tests: apt-get install -y nginx-light")
@@ -67,7 +76,7 @@ class Nginx:
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "nginx.conf"
         self.config.write_text(
-            CONFIG.format(folder=folder, upstream=upstream.port, port=self.port, location=LOCATION, extra=extra)
+            CONFIG.format(folder=folder, upstream=upstream.port, port=self.port, location=location, extra=extra)
         )
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.live.clients import donate, launch, open_sse_socket, ws_collect, ws_connect
+from tests.live.clients import ADMIN, DONATION, donate, launch, open_sse_socket, ws_collect, ws_connect
 from tests.live.server import LiveServer
 
 pytestmark = pytest.mark.live
@@ -130,4 +130,126 @@ def test_a_body_that_trickles_in_gets_408_and_the_connection_closes(
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert json.loads(body)["error"] == "request_timeout"
     _still_serves(server)
+    assert _no_error_logged(server)
+
+
+def _trickle(sock: socket.socket, piece: Callable[[], bytes], stop: threading.Event) -> None:
+    """Send one small piece every 0.3 s until stopped or the server closes."""
+    while not stop.wait(0.3):
+        try:
+            sock.send(piece())
+        except OSError:
+            return
+
+
+def _answer_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            answer += chunk
+    except ConnectionResetError:  # closed with our unread bytes in its buffer
+        pass
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("first", "piece"),
+    [
+        pytest.param(b"1\r\n{\r\n", b"1\r\n \r\n", id="cut-in-a-size-line"),  # gunicorn: NoMoreData
+        pytest.param(b"1\r\n{", b"", id="stalled-before-a-terminator"),  # gunicorn: ChunkMissingTerminator
+    ],
+)
+def test_a_chunked_body_that_trickles_in_gets_408_or_a_closed_connection_never_500(
+    make_live_server: Callable[..., LiveServer], first: bytes, piece: bytes
+) -> None:
+    server = make_live_server(BODY_TIMEOUT_SECONDS="1")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # the deadline of this test
+    sock.sendall(
+        b"POST /api/donations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + first
+    )
+    stop = threading.Event()
+    threading.Thread(target=_trickle, args=(sock, lambda: piece, stop), daemon=True).start()
+    try:
+        answer = _answer_until_closed(sock)
+    finally:
+        stop.set()
+        sock.close()
+    if answer:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(body)["error"] == "request_timeout"
+    _still_serves(server)
+    assert _no_error_logged(server)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        pytest.param(b"zz\r\n{}\r\n0\r\n\r\n", id="size-not-hex"),
+        pytest.param(b"2\r\n{}XX0\r\n\r\n", id="no-terminator"),
+    ],
+)
+def test_a_malformed_chunked_body_gets_400(make_live_server: Callable[..., LiveServer], chunks: bytes) -> None:
+    server = make_live_server(BODY_TIMEOUT_SECONDS="30")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/donations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        answer = _answer_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(body)["error"] == "bad_request"
+    _still_serves(server)
+    assert _no_error_logged(server)
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    """One response head (status line and headers), read byte by byte so nothing after it is taken."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"closed after {head!r}"
+        head += byte
+    return head
+
+
+def test_head_on_a_stream_answers_headers_only_and_holds_no_place(
+    make_live_server: Callable[..., LiveServer], held: list[socket.socket]
+) -> None:
+    server = make_live_server(MAX_STREAMS_PER_CLIENT="1")
+    name = launch(server, "slow", seconds="60")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # the deadline of this test
+    held.append(sock)
+    sock.sendall(f"HEAD /sse/task-status/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = _read_head(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"text/event-stream" in head
+
+    assert _open(held, server, name).startswith(b"HTTP/1.1 200")  # the HEAD took no place of this client's one
+    cancelled = requests.delete(f"{server.url}/api/jobs/{name}", headers=ADMIN, timeout=10)
+    assert cancelled.status_code in (200, 202), cancelled.text  # a status published while the HEAD's connection is open
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the connection serves the next request
+    after = _read_head(sock)
+    assert after.startswith(b"HTTP/1.1 200"), after  # not body bytes written after the HEAD's headers
+    assert _no_error_logged(server)
+
+
+def test_one_ipv6_slash_64_is_one_client(make_live_server: Callable[..., LiveServer]) -> None:
+    # the test stands in for the trusted proxy, forwarding the addresses its clients came from
+    server = make_live_server(TRUSTED_PROXY_HOPS="1", RATE_LIMIT="1/minute")
+
+    def donate_as(address: str) -> requests.Response:
+        return requests.post(
+            f"{server.url}/api/donations", json=DONATION, headers={"X-Forwarded-For": address}, timeout=10
+        )
+
+    assert donate_as("2001:db8:1:2::1").status_code == 202
+    refused = donate_as("2001:db8:1:2:ffff:ffff:ffff:fffe")  # another address of the same /64: the same client
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert donate_as("2001:db8:1:3::1").status_code == 202  # the next /64 is another client
+    assert donate_as("192.0.2.1").status_code == 202
+    assert donate_as("192.0.2.2").status_code == 202  # IPv4: each address is a client
     assert _no_error_logged(server)

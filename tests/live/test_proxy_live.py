@@ -14,7 +14,7 @@ import pytest
 import websocket
 
 from tests.live.clients import DONATION, launch, post_json_from, ws_collect
-from tests.live.nginx import Nginx
+from tests.live.nginx import LOCATION, LOCATION_BEHIND_A_BALANCER, Nginx
 from tests.live.server import LiveServer
 
 pytestmark = pytest.mark.live
@@ -26,8 +26,8 @@ StartNginx = Callable[..., Nginx]
 def start_nginx(tmp_path: Path) -> Iterator[StartNginx]:
     started: list[Nginx] = []
 
-    def start(upstream: LiveServer, *, extra: str = "") -> Nginx:
-        nginx = Nginx(upstream=upstream, folder=tmp_path / f"nginx-{len(started)}", extra=extra)
+    def start(upstream: LiveServer | Nginx, *, extra: str = "", location: str = LOCATION) -> Nginx:
+        nginx = Nginx(upstream=upstream, folder=tmp_path / f"nginx-{len(started)}", extra=extra, location=location)
         started.append(nginx)
         nginx.start()
         return nginx
@@ -73,6 +73,48 @@ def test_behind_nginx_each_donor_has_its_own_rate_limit(
     # a donor cannot escape its limit by claiming another address: nginx appends the real one
     again, body = post_json_from(
         nginx.port, "/api/donations", DONATION, source="127.0.0.2", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
+    assert again == 429
+    assert body["error"] == "rate_limited"
+
+
+def _two_hops(
+    make_live_server: Callable[..., LiveServer], start_nginx: StartNginx, **settings: str
+) -> tuple[LiveServer, Nginx]:
+    """A load balancer (an nginx keeping the Host) in front of nginx configured as DEPLOYMENT.md says for that case."""
+    server = make_live_server(TRUSTED_PROXY_HOPS="2", **settings)
+    inner = start_nginx(server, location=LOCATION_BEHIND_A_BALANCER)
+    return server, start_nginx(inner, extra="        proxy_set_header Host $http_host;\n")
+
+
+def test_a_websocket_through_two_proxies_passes_the_origin_check(
+    make_live_server: Callable[..., LiveServer], start_nginx: StartNginx
+) -> None:
+    server, balancer = _two_hops(make_live_server, start_nginx)
+    name = launch(server, "quick")
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{balancer.port}/ws/task-status/{name}", origin=balancer.url, timeout=30
+    )
+    messages, code = ws_collect(ws)
+    assert code == 1000
+    assert messages[-1]["status"] == "Succeeded"
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(
+            f"ws://127.0.0.1:{balancer.port}/ws/task-status/{name}", origin="https://evil.example.com", timeout=30
+        )
+    assert refused.value.status_code == 403
+
+
+def test_behind_two_proxies_each_donor_has_its_own_rate_limit(
+    make_live_server: Callable[..., LiveServer], start_nginx: StartNginx
+) -> None:
+    _, balancer = _two_hops(make_live_server, start_nginx, RATE_LIMIT="1/minute")
+    first, _ = post_json_from(balancer.port, "/api/donations", DONATION, source="127.0.0.2")
+    other, _ = post_json_from(balancer.port, "/api/donations", DONATION, source="127.0.0.3")
+    assert (first, other) == (202, 202)
+    again, body = post_json_from(
+        balancer.port, "/api/donations", DONATION, source="127.0.0.2", headers={"X-Forwarded-For": "203.0.113.9"}
     )
     assert again == 429
     assert body["error"] == "rate_limited"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -76,3 +77,50 @@ def test_what_is_written_is_the_newest_status_known_by_then() -> None:
     known[held.job_name] = held  # an older one known elsewhere never replaces what is held
     backlog.drain(written.append)
     assert written == [moved_on, moved_on]
+
+
+def test_what_is_being_written_is_still_held_until_its_write_went_through() -> None:
+    backlog = StatusBacklog()
+    first, second = queued("a", minutes_ago=2), queued("b", minutes_ago=1)
+    backlog.keep(first)
+    backlog.keep(second)
+    seen: list[tuple[bool, int]] = []
+
+    def write(status: JobStatus) -> None:  # what housekeeping, readiness and stop() see meanwhile
+        seen.append((backlog.holds(status.job_name), len(backlog)))
+
+    assert backlog.drain(write) == 2
+    assert seen == [(True, 2), (True, 1)]
+    assert len(backlog) == 0
+
+
+def test_a_drain_during_another_returns_only_once_that_ones_writes_went_through() -> None:
+    backlog = StatusBacklog()
+    held = queued("a")
+    backlog.keep(held)
+    writing, go_on = threading.Event(), threading.Event()
+    written: list[JobStatus] = []
+
+    def slow_write(status: JobStatus) -> None:
+        writing.set()
+        assert go_on.wait(10)
+        written.append(status)
+
+    first = threading.Thread(target=backlog.drain, args=(slow_write,))
+    first.start()
+    assert writing.wait(10)
+    seen_by_second: list[list[JobStatus]] = []
+
+    def second_drain() -> None:  # stop()'s drain while the retry thread's is under way
+        backlog.drain(written.append)
+        seen_by_second.append(list(written))
+
+    second = threading.Thread(target=second_drain)
+    second.start()
+    second.join(0.5)  # the second drain's chance to return too early, or to write the same status again
+    go_on.set()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    assert seen_by_second == [[held]]  # it returned after the write, and wrote nothing twice
+    assert written == [held]

@@ -6,7 +6,10 @@ every two seconds held a connection (and its greenlet) for minutes. Here the
 body of each request must arrive whole within ``BODY_TIMEOUT_SECONDS`` of the
 request's start. When it does not, reading stops (the socket's read side is
 shut, which wakes a waiting read at once, under gevent or threads), the client
-gets ``408`` in the one error shape, and the connection is closed.
+gets ``408`` in the one error shape, and the connection is closed — whatever
+gunicorn's reader raised on the shut socket (an ``OSError``, or a parse error
+for a chunk cut short). A chunked body whose framing is broken (a size that
+is not hex, a chunk without its CRLF) is the client's mistake: ``400``.
 
 Only under gunicorn, which hands its socket to the app. Hosts that read the
 whole body before calling the app (waitress) apply their own timeouts.
@@ -20,7 +23,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from werkzeug.exceptions import RequestTimeout
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import BadRequest, RequestTimeout
 from werkzeug.wsgi import ClosingIterator
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -51,7 +55,7 @@ class BodyDeadline:
 
 
 class _TimedBody:
-    """``wsgi.input`` with a deadline: reads after it raise :class:`RequestTimeout` (408)."""
+    """``wsgi.input`` with a deadline: reads after it raise :class:`RequestTimeout` (408), bad framing 400."""
 
     def __init__(self, stream: Any, sock: socket.socket, *, seconds: float, expected: int | None) -> None:
         self._stream = stream
@@ -89,9 +93,11 @@ class _TimedBody:
     def _reading(self, read: Callable[[int | None], bytes], size: int | None) -> bytes:
         try:
             return read(size)
-        except OSError as error:  # the server's reader saw the read side shut (gunicorn: NoMoreData)
-            if self.expired:
+        except Exception as error:
+            if self.expired:  # whatever the server's reader made of the shut read side (NoMoreData, a cut chunk)
                 raise RequestTimeout("the request body did not arrive in time") from error
+            if isinstance(error, ParseException):  # the client's own chunked framing is broken
+                raise BadRequest(f"the request body is malformed: {type(error).__name__}") from error
             raise
 
     def __iter__(self) -> Iterator[bytes]:

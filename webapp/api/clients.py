@@ -1,28 +1,52 @@
 """Who is asking: the client address that per-client limits are keyed by.
 
 The address is the peer's (``REMOTE_ADDR``), or, with ``TRUSTED_PROXY_HOPS``
-set, the one the trusted proxies forwarded (:func:`trust_proxies`). The rate
-limit, the stream cap, the fair share of ``MAX_ACTIVE_JOBS`` and the scope of
-idempotency keys all use this one answer.
+set, the one the trusted proxies forwarded (:func:`trust_proxies`). An IPv6
+client is its /64: one subscriber is given at least that many addresses and
+can pick a new one for each request. The rate limit, the stream cap, the fair
+share of ``MAX_ACTIVE_JOBS`` and the scope of idempotency keys all use this
+one answer.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+IPV6_CLIENT_PREFIX = 64
+"""The IPv6 prefix length that is one client (RFC 6177: a subscriber's smallest allocation is a /64)."""
+
 
 def client_address() -> str:
-    """The current request's client address."""
-    return request.remote_addr or "unknown"
+    """The current request's client: its IPv4 address, or its IPv6 address's /64."""
+    return client_key(request.remote_addr or "unknown")
+
+
+def client_key(address: str) -> str:
+    """What per-client limits key ``address`` by: an IPv4 address as it is, an IPv6 one as its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a unix socket's peer): as it is
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip), IPV6_CLIENT_PREFIX), strict=False))
 
 
 def trust_proxies(app: Flask, *, hops: int) -> None:
-    """Believe ``hops`` proxies' ``X-Forwarded-*`` headers: client address, scheme, host and port.
+    """Believe ``hops`` proxies' ``X-Forwarded-For``, and the nearest proxy's ``X-Forwarded-Proto/Host/Port``.
 
-    Werkzeug's ProxyFix takes, of each header, the value the ``hops``-th proxy
-    from us appended, so a client cannot choose its own address by sending the
-    header itself.
+    Werkzeug's ProxyFix takes, of each header, the value the ``n``-th proxy
+    from us appended, and ignores a header with fewer than ``n`` values. Each
+    proxy appends to ``X-Forwarded-For``, so the client's address is ``hops``
+    back and a client cannot choose its own by sending the header itself. The
+    scheme, host and port headers are set, not appended (nginx's
+    ``proxy_set_header``, ingress-nginx): there is one value, the nearest
+    proxy's, whatever the number of proxies.
     """
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]

@@ -28,6 +28,7 @@ class StatusBacklog:
         """``current``: where a newer status than the one held may be found when it is written (the hub)."""
         self._held: dict[str, JobStatus] = {}
         self._lock = threading.Lock()
+        self._draining = threading.Lock()
         self._current = current
 
     def keep(self, status: JobStatus) -> None:
@@ -48,31 +49,33 @@ class StatusBacklog:
         """Write everything held, oldest run first; return how many went through.
 
         Each job's newest status is written: the one held, or the one
-        ``current`` knows if it is newer. On the first failure that status and
+        ``current`` knows if it is newer. A status stays held until its write
+        went through, so :meth:`holds` and ``len`` tell the truth while a drain
+        is under way; one drain runs at a time (a second waits, then finds
+        only what is still unwritten). On the first failure that status and
         every one after it stay held (none is lost), and the error is raised.
         """
-        with self._lock:
-            pending = sorted(self._held.values(), key=lambda status: status.created_at)
-            self._held = {}
-        for index, status in enumerate(pending):
-            try:
-                write(self._newest(status))
-            except BaseException:
-                for unwritten in pending[index:]:
-                    self.keep(unwritten)
-                raise
-        return len(pending)
+        with self._draining:
+            with self._lock:
+                pending = sorted(self._held.values(), key=lambda status: status.created_at)
+            for status in pending:
+                written = self._newest(status)
+                write(written)
+                self.settled(written)
+            return len(pending)
 
     def _newest(self, held: JobStatus) -> JobStatus:
         latest = self._current(held.job_name) if self._current is not None else None
         return latest if latest is not None and latest.seq > held.seq else held
 
     def holds(self, job_name: str) -> bool:
-        return job_name in self._held
+        with self._lock:
+            return job_name in self._held
 
     def job_names(self) -> list[str]:
         with self._lock:
             return list(self._held)
 
     def __len__(self) -> int:
-        return len(self._held)
+        with self._lock:
+            return len(self._held)

@@ -1,0 +1,53 @@
+"""The body deadline over gunicorn's own chunked reader and a real socket, under plain threads.
+
+Under gevent a read waiting when the deadline fires is woken with an
+``OSError``; a read that starts just after it finds the read side shut and
+gunicorn's chunk parser raises a parse error instead. Plain threads give that
+second case every time: the waiting ``recv`` returns ``b""``.
+"""
+
+from __future__ import annotations
+
+import socket
+import types
+from collections.abc import Iterator
+
+import pytest
+from gunicorn.http.body import Body, ChunkedReader
+from gunicorn.http.unreader import SocketUnreader
+from werkzeug.exceptions import BadRequest, RequestTimeout
+
+from webapp.api.body_deadline import _TimedBody
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    client, server = socket.socketpair()
+    server.settimeout(30)  # the deadline of a test
+    yield client, server
+    client.close()
+    server.close()
+
+
+def _chunked_body(server: socket.socket, *, seconds: float) -> _TimedBody:
+    reader = ChunkedReader(types.SimpleNamespace(), SocketUnreader(server))
+    return _TimedBody(Body(reader), server, seconds=seconds, expected=None)
+
+
+def test_a_chunk_cut_short_by_the_deadline_is_a_408(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    client.sendall(b"1\r\n{")  # then nothing: the reader waits for the chunk's CRLF
+    body = _chunked_body(server, seconds=0.2)
+    with pytest.raises(RequestTimeout):
+        body.read()
+
+
+@pytest.mark.parametrize("framing", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"], ids=["size", "terminator"])
+def test_broken_chunked_framing_is_a_400(pair: tuple[socket.socket, socket.socket], framing: bytes) -> None:
+    client, server = pair
+    client.sendall(framing)
+    body = _chunked_body(server, seconds=30)
+    with pytest.raises(BadRequest) as raised:
+        body.read()
+    assert raised.value.code == 400
+    body.finish()
