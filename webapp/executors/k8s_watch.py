@@ -6,7 +6,9 @@ server timeout of 5-10 minutes (random, so instances do not reconnect in
 step) and a client read timeout; reconnect from the last resourceVersion when
 a watch ends; on ``410 Gone`` relist and diff (Jobs that vanished unfinished
 become ``Cancelled``); on errors back off 0.8 s → 30 s with jitter. The outer
-loop never dies. Not ready until the first list is in.
+loop never dies. Not ready until the first list is in. ``stop()`` shuts the
+watch's socket down, so the watch thread ends at once even while it waits in a
+read for the next event, and returns when both threads have ended.
 
 While a Job waits with an active pod that is not ready, its pods are looked
 at (one list per probe for all such Jobs, never per client) to say why:
@@ -19,10 +21,12 @@ client's full error, with the API server's address, for operators.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
@@ -52,6 +56,8 @@ READ_TIMEOUT = 120.0
 POD_PROBE_SECONDS = 2.0
 LAUNCH_GRACE = timedelta(seconds=60)
 """A run younger than this may be missing from a list because its Job is still being created."""
+STOP_TIMEOUT = 2.0
+"""How long ``stop()`` waits for the threads (the pod probe may be inside a short API call)."""
 
 
 def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -109,21 +115,47 @@ class JobWatcher:
         self.resource_version: str | None = None
         """Where the watch has got to: the last event or list seen."""
         self._response: Any = None
+        """The open watch's streaming response, guarded by ``_response_lock``: what ``stop()`` shuts down."""
+        self._response_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
         self.lists = 0
         """How many times the Jobs were listed (first sync and every relist)."""
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        threading.Thread(target=self.run, name="k8s-job-watch", daemon=True).start()
-        threading.Thread(target=self._probe_pods, name="k8s-pod-probe", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self.run, name="k8s-job-watch", daemon=True),
+            threading.Thread(target=self._probe_pods, name="k8s-pod-probe", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
+        """End the watch and the pod probe; return once both threads have ended (or after ``STOP_TIMEOUT``).
+
+        The open watch's socket is shut down, not closed: closing the response
+        from this thread would wait for the watch thread's read to end (it holds
+        the read buffer's lock; an idle watch reads until the next bookmark, a
+        minute), while a shutdown wakes that read at once, under threads and
+        gevent alike. The watch thread then closes the response as it unwinds.
+        """
         self._stopping.set()
         self._probe_now.set()
-        response = self._response
-        if response is not None:
-            response.close()  # unblock the watch's read at once
+        with self._response_lock:
+            if self._response is not None:
+                # ValueError/RuntimeError: the watch already ended and released its connection
+                with contextlib.suppress(ValueError, RuntimeError, OSError):
+                    self._response.shutdown()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def watching(self) -> bool:
+        """Whether a watch is open now (not while listing, nor between reconnects)."""
+        return self._response is not None
 
     def unready_reason(self) -> str | None:
         if self._synced.is_set():
@@ -154,6 +186,8 @@ class JobWatcher:
             except urllib3.exceptions.ReadTimeoutError:
                 self._restarted("silence", f"no event for {READ_TIMEOUT:g}s; reopening the watch")
             except Exception as error:  # the loop never dies
+                if self._stopping.is_set():  # the watch's socket was shut down by stop()
+                    return
                 self._synced.clear()
                 self._last_error = describe_api_failure(error)
                 delay = backoff.next_delay()
@@ -215,10 +249,13 @@ class JobWatcher:
             _preload_content=False,
             _request_timeout=(5, READ_TIMEOUT),
         )
-        self._response = response
+        with self._response_lock:
+            self._response = response
         self._synced.set()  # the watch is open again: what we know is current
         self._last_error = None
         try:
+            if self._stopping.is_set():  # stop() came before the response was there to shut down
+                return
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if self._stopping.is_set():
                     break
@@ -240,7 +277,8 @@ class JobWatcher:
                 raise _Gone(str(error)) from error
             raise
         finally:
-            self._response = None
+            with self._response_lock:
+                self._response = None
             response.close()
             response.release_conn()
 
