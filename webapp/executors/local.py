@@ -111,6 +111,8 @@ class _LocalRun:
         self.status = status
         self.manifest = manifest
         self.lock = threading.Lock()
+        self.starting = threading.Lock()
+        """Held from "may an attempt start?" until its process is known: a shutdown sees no attempt, or its process."""
         self.wake = threading.Event()
         self.admitted = False
         self.cancelled = False
@@ -169,9 +171,10 @@ class LocalRunner:
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
-            run.wake.set()
-            self._terminate(run)
-            self._record_interruption(run)
+            with run.starting:  # an attempt being started has its process by now, and no other starts
+                run.wake.set()
+                self._terminate(run)
+                self._record_interruption(run)
         self._leases.stop()
 
     def _record_interruption(self, run: _LocalRun) -> None:
@@ -372,39 +375,42 @@ class LocalRunner:
         failures = run.status.failed  # attempts used before a restart still count
         job_name = run.status.job_name
         log_path = self.log_path(job_name)
-        while not run.cancelled and not self._stopping.is_set():
-            attempt = run.status.attempt + 1
-            # saved before the process starts: whoever takes the run over knows this attempt may be running
-            self._update(run, status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
-            record_path = self._record_path(job_name, attempt)
-            command = task_supervisor.command_line(
-                self._python,
-                record=record_path,
-                parent=os.getpid(),
-                owner=self._leases.owner,
-                grace=KILL_GRACE_SECONDS,
-                command=build_command(run.manifest, python=self._python),
-            )
-            env = {**build_env(run.manifest), "JOBPULSE_RUN_ID": job_name, "JOBPULSE_ATTEMPT": str(attempt)}
-            with log_path.open("ab") as output:
-                if attempt > 1:
-                    retries = f", retry {failures} of {backoff_limit}" if failures else ""
-                    output.write(f"[jobpulse] attempt {attempt}{retries}\n".encode())
-                    output.flush()
-                try:
-                    # in a session of its own: a cancel stops the supervisor's group, never this server's
-                    run.process = subprocess.Popen(
-                        command,
-                        env=env,
-                        cwd=self._workdir,
-                        stdin=subprocess.DEVNULL,
-                        stdout=output,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                except OSError as error:
-                    self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
+        while True:
+            with run.starting:
+                if run.cancelled or self._stopping.is_set():
                     return
+                attempt = run.status.attempt + 1
+                # saved before the process starts: whoever takes the run over knows this attempt may be running
+                self._update(run, status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
+                record_path = self._record_path(job_name, attempt)
+                command = task_supervisor.command_line(
+                    self._python,
+                    record=record_path,
+                    parent=os.getpid(),
+                    owner=self._leases.owner,
+                    grace=KILL_GRACE_SECONDS,
+                    command=build_command(run.manifest, python=self._python),
+                )
+                env = {**build_env(run.manifest), "JOBPULSE_RUN_ID": job_name, "JOBPULSE_ATTEMPT": str(attempt)}
+                with log_path.open("ab") as output:
+                    if attempt > 1:
+                        retries = f", retry {failures} of {backoff_limit}" if failures else ""
+                        output.write(f"[jobpulse] attempt {attempt}{retries}\n".encode())
+                        output.flush()
+                    try:
+                        # in a session of its own: a cancel stops the supervisor's group, never this server's
+                        run.process = subprocess.Popen(
+                            command,
+                            env=env,
+                            cwd=self._workdir,
+                            stdin=subprocess.DEVNULL,
+                            stdout=output,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    except OSError as error:
+                        self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
+                        return
             if run.cancelled:
                 self._terminate(run)
                 return

@@ -1,0 +1,110 @@
+"""The local runner's own races and faults: shutdown, cancels in line, errors mid-attempt.
+
+The real local runner with real supervisors and tasks, and a real SQLite run
+store. The moment that matters is forced with a hook (an event the runner's
+thread waits on), never with a sleep.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_for
+from webapp.executors.local import LocalRunner
+from webapp.executors.task_supervisor import AttemptRecord
+from webapp.hub import StatusHub
+from webapp.runstore.sqlite import SQLiteRunStore
+from webapp.status import JobStatus, Phase
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteRunStore]:
+    store = SQLiteRunStore(tmp_path / "runs.sqlite3")
+    yield store
+    store.close()
+
+
+def _manifest(name: str, code: str, *, backoff_limit: int = 0) -> dict[str, Any]:
+    container = {"name": "task", "command": [sys.executable, "-c", code]}
+    return {
+        "metadata": {"name": name, "annotations": {}},
+        "spec": {"backoffLimit": backoff_limit, "template": {"spec": {"containers": [container]}}},
+    }
+
+
+def _runner(store: SQLiteRunStore, log_dir: Path, *, max_concurrency: int = 1, **options: Any) -> LocalRunner:
+    hub = StatusHub()
+    hub.add_listener(lambda status, previous: store.save(status))
+    runner = LocalRunner(hub=hub, store=store, log_dir=log_dir, max_concurrency=max_concurrency, **options)
+    runner.start()
+    return runner
+
+
+def _launch(store: SQLiteRunStore, runner: LocalRunner, label: str, code: str, **options: Any) -> str:
+    status = JobStatus.new(job_name=f"task-runner-{label}-0123abcd", mode="legacy", spec=label, pipeline_run_id=label)
+    manifest = _manifest(status.job_name, code, **options)
+    store.save(status, manifest=manifest)
+    runner.launch(status, manifest)
+    return status.job_name
+
+
+def _status(runner: LocalRunner, job_name: str) -> JobStatus:
+    status = runner._hub.get(job_name)
+    assert status is not None
+    return status
+
+
+def _happens(condition: Callable[[], object], *, within: float) -> bool:
+    """Whether ``condition`` comes true within the deadline (for a hook that lets the other side go first)."""
+    try:
+        wait_for(condition, timeout=within)
+    except AssertionError:
+        return False
+    return True
+
+
+def _record(log_dir: Path, job_name: str, attempt: int = 1) -> AttemptRecord | None:
+    return AttemptRecord.read(log_dir / "attempts" / f"{job_name}.{attempt}.json")
+
+
+def test_no_attempt_starts_after_a_shutdown_recorded_the_run_as_interrupted(
+    store: SQLiteRunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_dir = tmp_path / "logs"
+    runner = _runner(store, log_dir)
+    in_popen, started = threading.Event(), list[subprocess.Popen[bytes]]()
+    real_popen = subprocess.Popen
+
+    def popen_meeting_a_shutdown(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        """The supervisor is being started when the shutdown comes; it lets the shutdown go first if it can."""
+        in_popen.set()
+        runner._stopping.wait(10)
+        job_name = kwargs["env"]["JOBPULSE_RUN_ID"]
+        # with the race open, the shutdown says Interrupted meanwhile; closed, it waits for this process
+        _happens(lambda: _status(runner, job_name).reason == "Interrupted", within=3)
+        started.append(real_popen(*args, **kwargs))
+        return started[0]
+
+    monkeypatch.setattr(subprocess, "Popen", popen_meeting_a_shutdown)  # the one the runner calls
+    job_name = _launch(store, runner, "late", "import time; time.sleep(60)")
+    assert in_popen.wait(10)
+    stopping = threading.Thread(target=runner.stop)
+    stopping.start()
+    stopping.join(30)
+    (supervisor,) = wait_for(lambda: started, what="the supervisor to be started")
+    try:
+        final = _status(runner, job_name)
+        assert (final.status, final.reason, final.active) == (Phase.QUEUED, "Interrupted", 0), final
+        assert supervisor.poll() is not None, "once a shutdown is over, no attempt of its runs runs on"
+        record = _record(log_dir, job_name)
+        assert record is None or (record.ended and record.interrupted), record  # None: stopped before it began
+    finally:
+        supervisor.kill()
+        supervisor.wait()
