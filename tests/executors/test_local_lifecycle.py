@@ -7,6 +7,9 @@ thread waits on), never with a sleep.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.helpers import wait_for
+from tests.storage import SmallDisk
 from webapp.executors.local import LocalRunner
 from webapp.executors.task_supervisor import AttemptRecord
 from webapp.hub import StatusHub
@@ -108,3 +113,58 @@ def test_no_attempt_starts_after_a_shutdown_recorded_the_run_as_interrupted(
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+@pytest.mark.storage
+def test_a_task_that_succeeded_during_a_shutdown_is_succeeded_even_if_its_end_could_not_be_recorded(
+    store: SQLiteRunStore, small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    log_dir, ready = small_disk.path / "logs", tmp_path / "ready"
+    runner = _runner(store, log_dir)
+    finishes_when_told = (
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(60)"
+    )
+    job_name = _launch(store, runner, "stopped", finishes_when_told)
+    wait_for(lambda: ready.exists() and (r := _record(log_dir, job_name)) and r.task_pid, what="the task to start")
+
+    small_disk.fill()  # the supervisor cannot record the end: only its exit code (the task's: 0) tells
+    runner.stop()
+
+    final = _status(runner, job_name)
+    assert (final.status, final.active) == (Phase.SUCCEEDED, 0), final
+    assert (saved := store.get(job_name)) is not None and saved.status == Phase.SUCCEEDED
+
+
+def test_an_attempt_whose_supervisor_was_killed_is_lost_not_retried_and_its_task_group_is_killed(
+    store: SQLiteRunStore, tmp_path: Path
+) -> None:
+    log_dir, executions, child = tmp_path / "logs", tmp_path / "executions", tmp_path / "child"
+    runner = _runner(store, log_dir, retry_backoff_seconds=0.01)
+    leaves_a_child = (
+        "import pathlib, subprocess, time\n"
+        f"open({str(executions)!r}, 'a').write('ran\\n')\n"
+        "sleeper = subprocess.Popen(['sleep', '60'])\n"
+        f"pathlib.Path({str(child)!r}).write_text(str(sleeper.pid))\n"
+        "time.sleep(60)"
+    )
+    job_name = _launch(store, runner, "orphaned", leaves_a_child, backoff_limit=2)
+    record = wait_for(lambda: child.exists() and (r := _record(log_dir, job_name)) and r.task_pid and r, what="start")
+    sleeper = psutil.Process(int(child.read_text()))
+    try:
+        os.kill(record.pid, signal.SIGKILL)  # the OOM killer picks the supervisor: nobody records the task's end
+
+        def settled() -> JobStatus | None:
+            status = _status(runner, job_name)
+            return status if status.terminal or status.attempt > 1 else None
+
+        final = wait_for(settled, what="the attempt to be settled")
+        assert (final.status, final.reason, final.attempt) == (Phase.FAILED, "AttemptLost", 1), final
+        assert executions.read_text().count("ran") == 1, "its outcome is unknown: not run again"
+        wait_for(lambda: not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE, what="the child gone")
+    finally:
+        runner.stop()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            sleeper.kill()

@@ -178,13 +178,23 @@ class LocalRunner:
         self._leases.stop()
 
     def _record_interruption(self, run: _LocalRun) -> None:
-        """After a shutdown stopped an attempt: it finished after all, or it runs again elsewhere."""
+        """After a shutdown stopped an attempt: it finished after all, its end is unknown, or it runs again."""
         status = run.status
         if status.terminal or not status.active:
             return
         record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
-        if record is not None and record.finished:
+        process = run.process
+        code = (
+            _task_exit_code(process.returncode, record)
+            if process is not None and process.returncode is not None
+            else None
+        )
+        if code == 0 or (record is not None and record.finished):
             self._update(run, status=Phase.SUCCEEDED, succeeded=1, active=0, reason=None, message=None)
+            return
+        if record is not None and not record.ended and code is None:
+            _kill_task_group(record)
+            self._update(run, **_attempt_lost(status.attempt))
             return
         self._update(
             run,
@@ -417,7 +427,7 @@ class LocalRunner:
             self._update(run, status=Phase.RUNNING, active=1)
             timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
             try:
-                code = self._exit_code(run.process.wait(timeout=timeout), record_path)
+                supervisor_code = run.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._terminate(run)
                 self._update(
@@ -429,14 +439,22 @@ class LocalRunner:
                     failed=failures + 1,
                 )
                 return
-            if run.cancelled or self._stopping.is_set():
+            if run.cancelled:
                 return
-            if code == 0:
+            record = AttemptRecord.read(record_path)
+            code = _task_exit_code(supervisor_code, record)
+            if code == 0:  # even if a shutdown came meanwhile: it must not run again
                 self._update(run, status=Phase.SUCCEEDED, succeeded=1, active=0, reason=None, message=None)
+                return
+            if self._stopping.is_set():
+                return  # stop() records how the attempt ended
+            if code is None:
+                _kill_task_group(record)  # whatever of the task's group its death left behind
+                self._update(run, **_attempt_lost(attempt))
                 return
             failures += 1
             exit_text = _describe_exit(code)
-            if code == task_supervisor.UNRECORDED and AttemptRecord.read(record_path) is None:
+            if code == task_supervisor.UNRECORDED and record is None:
                 exit_text = "the attempt could not be recorded (is the disk full?), so its task was not started"
             if failures > backoff_limit:
                 self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
@@ -471,14 +489,6 @@ class LocalRunner:
                 process.wait()
         except ProcessLookupError:
             pass
-
-    @staticmethod
-    def _exit_code(supervisor_code: int, record_path: Path) -> int:
-        """The task's exit code as its supervisor recorded it; the supervisor's own if it left no record."""
-        record = AttemptRecord.read(record_path)
-        if record is not None and record.ended and record.exit_code is not None:
-            return record.exit_code
-        return supervisor_code
 
     def _record_path(self, job_name: str, attempt: int) -> Path:
         return self._log_dir / "attempts" / f"{job_name}.{attempt}.json"
@@ -558,6 +568,36 @@ def _backoff_exceeded(exit_text: str, failures: int, backoff_limit: int) -> dict
         "message": f"{exit_text} ({failures} {attempts}, backoffLimit {backoff_limit})",
         "active": 0,
         "failed": failures,
+    }
+
+
+def _task_exit_code(supervisor_code: int, record: AttemptRecord | None) -> int | None:
+    """How the task ended: as its supervisor recorded it, else the supervisor's exit code (the task's).
+
+    ``None`` when nobody knows: the supervisor was killed (a negative exit
+    code) after it recorded the attempt's start but before it recorded its end.
+    """
+    if record is not None and record.ended:
+        return record.exit_code if record.exit_code is not None else supervisor_code
+    if record is not None and supervisor_code < 0:
+        return None
+    return supervisor_code
+
+
+def _kill_task_group(record: AttemptRecord | None) -> None:
+    """Kill what is left of a task whose supervisor died: the task died with it, its children may not have."""
+    if record is not None and record.task_pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.task_pid, signal.SIGKILL)
+
+
+def _attempt_lost(attempt: int) -> dict[str, Any]:
+    return {
+        "status": Phase.FAILED,
+        "reason": "AttemptLost",
+        "message": f"the supervisor of attempt {attempt} was killed before it recorded how the task ended; "
+        "it is not run again, so that it never runs twice",
+        "active": 0,
     }
 
 
