@@ -22,6 +22,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.storage import SmallDisk
+from webapp.executors import local
 from webapp.executors.local import LocalRunner
 from webapp.executors.task_supervisor import AttemptRecord
 from webapp.hub import StatusHub
@@ -168,3 +169,42 @@ def test_an_attempt_whose_supervisor_was_killed_is_lost_not_retried_and_its_task
         runner.stop()
         with contextlib.suppress(psutil.NoSuchProcess):
             sleeper.kill()
+
+
+def test_a_run_cancelled_between_being_admitted_and_waking_hands_its_slot_on(
+    store: SQLiteRunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    go, log_dir, go_on = tmp_path / "go", tmp_path / "logs", threading.Event()
+
+    class WakesLate(threading.Event):
+        """A run's wake-up signal whose thread, once woken, waits for the test before it goes on."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            woken = super().wait(timeout)
+            assert go_on.wait(30)
+            return woken
+
+    class RunWakingLate(local._LocalRun):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.wake = WakesLate()
+
+    monkeypatch.setattr(local, "_LocalRun", RunWakingLate)
+    runner = _runner(store, log_dir)
+    try:
+        wait_for_go = f"import pathlib, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.05)"
+        _launch(store, runner, "blocker", wait_for_go)
+        admitted = _launch(store, runner, "admitted", "pass")
+        wait_for(lambda: _status(runner, admitted).reason == "WaitingForSlot", what="the run to wait in line")
+
+        go.touch()  # the blocker ends and hands its slot to the run in line, whose thread does not wake yet
+        wait_for(lambda: runner._runs[admitted].admitted, what="the run to be admitted")
+        runner.cancel(admitted)
+        go_on.set()
+
+        after = _launch(store, runner, "after", "pass")
+        final = wait_for(lambda: (s := _status(runner, after)).terminal and s, timeout=30, what="the next run to end")
+        assert final.status == Phase.SUCCEEDED, "the cancelled run's slot went to the next run"
+    finally:
+        go_on.set()
+        runner.stop()

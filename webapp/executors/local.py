@@ -364,7 +364,15 @@ class LocalRunner:
             message=f"{self._max_concurrency} tasks running; {ahead} ahead in line",
         )
         run.wake.wait()
-        return run.admitted and not run.cancelled and not self._stopping.is_set()
+        with self._lock:
+            if not run.admitted:  # woken by a cancel or a shutdown: out of the line, so never admitted
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(run)
+                return False
+        if run.cancelled or self._stopping.is_set():
+            self._release_slot()  # admitted, but will not use the slot: hand it on
+            return False
+        return True
 
     def _release_slot(self) -> None:
         with self._lock:
