@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import captured_logs, wait_for
 from tests.storage import SmallDisk
 from webapp.executors import local
 from webapp.executors.local import LocalRunner
@@ -65,6 +65,16 @@ def _status(runner: LocalRunner, job_name: str) -> JobStatus:
     status = runner._hub.get(job_name)
     assert status is not None
     return status
+
+
+def _processes_of(job_name: str) -> list[psutil.Process]:
+    """The live supervisors and task processes of a run (they carry ``JOBPULSE_RUN_ID``)."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get("JOBPULSE_RUN_ID") == job_name:
+                found.append(process)
+    return found
 
 
 def _happens(condition: Callable[[], object], *, within: float) -> bool:
@@ -207,4 +217,30 @@ def test_a_run_cancelled_between_being_admitted_and_waking_hands_its_slot_on(
         assert final.status == Phase.SUCCEEDED, "the cancelled run's slot went to the next run"
     finally:
         go_on.set()
+        runner.stop()
+
+
+class _FailsOnRunning(LocalRunner):
+    """A runner with a bug that shows once the attempt's process has started."""
+
+    def _update(self, run: Any, **changes: Any) -> None:
+        if changes.get("status") == Phase.RUNNING:
+            raise RuntimeError("a bug after the attempt started")
+        super()._update(run, **changes)
+
+
+def test_an_attempt_is_stopped_when_the_runner_fails_after_starting_it(store: SQLiteRunStore, tmp_path: Path) -> None:
+    log_dir = tmp_path / "logs"
+    hub = StatusHub()
+    hub.add_listener(lambda status, previous: store.save(status))
+    runner = _FailsOnRunning(hub=hub, store=store, log_dir=log_dir, max_concurrency=1)
+    runner.start()
+    try:
+        with captured_logs() as records:
+            job_name = _launch(store, runner, "buggy", "import time; time.sleep(60)")
+            final = wait_for(lambda: (s := _status(runner, job_name)).terminal and s, what="the run to fail")
+        assert (final.status, final.reason, final.active) == (Phase.FAILED, "RunnerError", 0), final
+        assert [r.msg for r in records if r.levelname == "ERROR"] == ["job.error"]
+        wait_for(lambda: not _processes_of(job_name), timeout=15, what="the attempt's supervisor and task to stop")
+    finally:
         runner.stop()

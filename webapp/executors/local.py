@@ -342,7 +342,10 @@ class LocalRunner:
                     self._release_slot()
         except Exception as error:  # never leave a run hanging unfinished
             logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
-            self._update(run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__)
+            self._terminate(run)  # an attempt nobody follows any more must not run on
+            self._update(
+                run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__, active=0
+            )
         finally:
             if run.status.terminal:
                 self._forget_records(job_name)
