@@ -244,3 +244,32 @@ def test_an_attempt_is_stopped_when_the_runner_fails_after_starting_it(store: SQ
         wait_for(lambda: not _processes_of(job_name), timeout=15, what="the attempt's supervisor and task to stop")
     finally:
         runner.stop()
+
+
+def test_a_shutdown_signals_every_attempt_before_it_waits_for_any(store: SQLiteRunStore, tmp_path: Path) -> None:
+    """Each task finishes only once the other was told to stop too: stopped one by one, the first is killed."""
+    log_dir = tmp_path / "logs"
+    runner = _runner(store, log_dir, max_concurrency=2)
+    jobs = []
+    for me, other in (("first", "second"), ("second", "first")):
+        finishes_once_both_are_told = (
+            "import pathlib, signal, sys, time\n"
+            f"me, other = pathlib.Path({str(tmp_path / me)!r}), pathlib.Path({str(tmp_path / other)!r})\n"
+            "def stop(*_):\n"
+            "    me.touch()\n"
+            "    deadline = time.monotonic() + 30\n"  # far beyond the supervisor's grace period
+            "    while not other.exists() and time.monotonic() < deadline:\n"
+            "        time.sleep(0.05)\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            f"pathlib.Path({str(tmp_path / (me + '.ready'))!r}).touch()\n"
+            "time.sleep(60)"
+        )
+        jobs.append(_launch(store, runner, me, finishes_once_both_are_told))
+    wait_for(lambda: all((tmp_path / f"{me}.ready").exists() for me in ("first", "second")), what="both to start")
+
+    runner.stop()
+
+    for job_name in jobs:
+        final = _status(runner, job_name)
+        assert final.status == Phase.SUCCEEDED, f"{job_name} was killed before the other was asked to stop: {final}"

@@ -170,11 +170,15 @@ class LocalRunner:
         self._stopping.set()
         with self._lock:
             runs = list(self._runs.values())
-        for run in runs:
-            with run.starting:  # an attempt being started has its process by now, and no other starts
+        for run in runs:  # all at once: one by one, a few stuck tasks would outlast gunicorn's graceful_timeout
+            with run.starting:  # an attempt being started has its process by now, and no other starts after this
                 run.wake.set()
-                self._terminate(run)
-                self._record_interruption(run)
+                self._ask_to_stop(run)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS
+        for run in runs:
+            self._await_stop(run, deadline=deadline)
+        for run in runs:
+            self._record_interruption(run)
         self._leases.stop()
 
     def _record_interruption(self, run: _LocalRun) -> None:
@@ -484,22 +488,29 @@ class LocalRunner:
 
     def _terminate(self, run: _LocalRun) -> None:
         """Stop the attempt: its supervisor stops the task (``SIGTERM``, ``SIGKILL`` after the grace period)."""
+        self._ask_to_stop(run)
+        self._await_stop(run, deadline=time.monotonic() + KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS)
+
+    @staticmethod
+    def _ask_to_stop(run: _LocalRun) -> None:
         process = run.process
-        if process is None or process.poll() is not None:
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+
+    def _await_stop(self, run: _LocalRun, *, deadline: float) -> None:
+        """Wait for the supervisor until ``deadline``; then kill it and the task's group (the supervisor is stuck)."""
+        process = run.process
+        if process is None:
             return
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS)
-            except subprocess.TimeoutExpired:  # the supervisor itself is stuck: kill it and the task's group
-                record = AttemptRecord.read(self._record_path(run.status.job_name, run.status.attempt))
-                if record is not None and record.task_pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(record.task_pid, signal.SIGKILL)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            record = AttemptRecord.read(self._record_path(run.status.job_name, run.status.attempt))
+            _kill_task_group(record)
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        except ProcessLookupError:
-            pass
+            process.wait()
 
     def _record_path(self, job_name: str, attempt: int) -> Path:
         return self._log_dir / "attempts" / f"{job_name}.{attempt}.json"
