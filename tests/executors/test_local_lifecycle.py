@@ -273,3 +273,24 @@ def test_a_shutdown_signals_every_attempt_before_it_waits_for_any(store: SQLiteR
     for job_name in jobs:
         final = _status(runner, job_name)
         assert final.status == Phase.SUCCEEDED, f"{job_name} was killed before the other was asked to stop: {final}"
+
+
+def test_a_run_that_waited_in_line_is_retried_after_a_failure(store: SQLiteRunStore, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    runner = _runner(store, tmp_path / "logs", retry_backoff_seconds=0.01)
+    try:
+        _launch(
+            store,
+            runner,
+            "blocker",
+            f"import pathlib, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.05)",
+        )
+        failing = _launch(store, runner, "failing", "raise SystemExit(3)", backoff_limit=1)
+        wait_for(lambda: _status(runner, failing).reason == "WaitingForSlot", what="the run to wait in line")
+        with captured_logs() as records:
+            go.touch()
+            final = wait_for(lambda: (s := _status(runner, failing)).terminal and s, timeout=30, what="the end")
+        assert (final.status, final.reason, final.attempt) == (Phase.FAILED, "BackoffLimitExceeded", 2), final
+        assert [r.msg for r in records if r.msg == "job.resumed"] == [], "retried by its own thread, not dropped"
+    finally:
+        runner.stop()

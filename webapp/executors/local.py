@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound, RunStoreUnavailable
 from webapp.executors import task_supervisor
 from webapp.executors.leases import RunLeases, being_launched
 from webapp.executors.task_supervisor import AttemptRecord
@@ -46,6 +46,8 @@ LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
 KILL_GRACE_SECONDS = 5.0
 SUPERVISOR_SLACK_SECONDS = 3.0
 """How much longer than the grace period the runner waits for a supervisor to stop its task and exit."""
+STORE_WAIT_SECONDS = 1.0
+"""How often an attempt the run store refused to record is tried again."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
@@ -376,6 +378,7 @@ class LocalRunner:
                 with contextlib.suppress(ValueError):
                     self._waiting.remove(run)
                 return False
+        run.wake.clear()  # it woke us to admit us; from now on it means cancelled or stopping
         if run.cancelled or self._stopping.is_set():
             self._release_slot()  # admitted, but will not use the slot: hand it on
             return False
@@ -405,8 +408,14 @@ class LocalRunner:
                 if run.cancelled or self._stopping.is_set():
                     return
                 attempt = run.status.attempt + 1
-                # saved before the process starts: whoever takes the run over knows this attempt may be running
-                self._update(run, status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
+                announced = self._announce(run, attempt)
+            if not announced:
+                if run.wake.wait(STORE_WAIT_SECONDS):
+                    return  # cancelled or stopping while the store refused
+                continue
+            with run.starting:
+                if run.cancelled or self._stopping.is_set():
+                    return
                 record_path = self._record_path(job_name, attempt)
                 command = task_supervisor.command_line(
                     self._python,
@@ -486,6 +495,30 @@ class LocalRunner:
             if run.wake.wait(pause):  # cancelled or stopping during the pause
                 return
 
+    def _announce(self, run: _LocalRun, attempt: int) -> bool:
+        """Save that the attempt may be running, before it starts; ``False`` if the store refuses.
+
+        Saved here, not only by the hub's listener (whose refused writes wait
+        in a backlog a restart loses): a process that takes the run over must
+        know that this attempt may have run, or it would run it again.
+        """
+        starting = run.status.evolve(status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
+        try:
+            self._store.save(starting)
+        except RunStoreUnavailable as error:
+            if run.status.reason != "WaitingForRunStore":
+                self._update(
+                    run,
+                    status=Phase.PENDING,
+                    reason="WaitingForRunStore",
+                    message=f"attempt {attempt} starts once the run store can record it: {error.message}",
+                )
+            return False
+        with run.lock:
+            run.status = starting
+        self._hub.publish(starting)
+        return True
+
     def _terminate(self, run: _LocalRun) -> None:
         """Stop the attempt: its supervisor stops the task (``SIGTERM``, ``SIGKILL`` after the grace period)."""
         self._ask_to_stop(run)
@@ -516,7 +549,18 @@ class LocalRunner:
         return self._log_dir / "attempts" / f"{job_name}.{attempt}.json"
 
     def _forget_records(self, job_name: str) -> None:
-        """A finished run's attempt records are no longer needed."""
+        """A finished run's attempt records are no longer needed, once the run store knows it finished.
+
+        Until then (the store refused the final status, which waits in the
+        runtime's backlog, and a restart would lose it) they are what tells a
+        process that takes the run over that its last attempt ended, and how.
+        """
+        try:
+            stored = self._store.get(job_name)
+        except RunStoreUnavailable:
+            return
+        if stored is None or not stored.terminal:
+            return
         for path in (self._log_dir / "attempts").glob(f"{job_name}.*.json"):
             path.unlink(missing_ok=True)
 
