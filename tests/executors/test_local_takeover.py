@@ -104,3 +104,26 @@ def test_the_attempt_in_flight_is_settled_from_its_record(
     assert (final.status, final.reason, final.attempt) == (outcome, reason, attempt), final
     assert (marker.read_text().count("ran") if marker.exists() else 0) == runs, "run again only if provably unfinished"
     assert (saved := store.get(JOB)) is not None and saved.to_dict() == final.to_dict()
+
+
+def test_an_attempt_the_store_missed_is_settled_from_its_record(store: SQLiteRunStore, tmp_path: Path) -> None:
+    """The store's copy says attempt 1 failed and nothing is in flight; attempt 2's record says it finished."""
+    marker, log_dir = tmp_path / "ran", tmp_path / "logs"
+    status = JobStatus.new(job_name=JOB, mode="legacy", spec="takeover", pipeline_run_id="takeover")
+    manifest = _manifest(marker)
+    manifest["spec"]["backoffLimit"] = 1
+    store.save(
+        status.evolve(status=Phase.PENDING, reason="RetryBackoff", active=0, attempt=1, failed=1), manifest=manifest
+    )
+    assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=300)
+    _record(log_dir, ended=True, exit_code=0)
+    (log_dir / "attempts" / f"{JOB}.1.json").rename(log_dir / "attempts" / f"{JOB}.2.json")
+
+    runner, hub = _take_over(store, log_dir)
+    try:
+        final = _final(hub)
+    finally:
+        runner.stop()
+
+    assert (final.status, final.attempt) == (Phase.SUCCEEDED, 2), final
+    assert not marker.exists(), "attempt 2 finished: not run again"

@@ -242,22 +242,27 @@ class LocalRunner:
         the next attempt). Without a record that says how it ended — its
         worker was on another host, or the record is gone — its outcome is
         unknown, and it is not run again (``Failed``, ``AttemptLost``): a
-        donation must never run twice.
+        donation must never run twice. An attempt recorded on this host that
+        is newer than the store's copy is settled the same way, whatever the
+        copy says of ``active``.
 
         A run the hub knows as finished is left alone whatever the store
         says: the store refused its final status (which waits in the
         runtime's backlog), so the store's copy is out of date.
         """
-        for status in self._store.unfinished(mode=self.mode):
+        for stored in self._store.unfinished(mode=self.mode):
             with self._lock:
-                if status.job_name in self._runs or being_launched(status):
+                if stored.job_name in self._runs or being_launched(stored):
                     continue
-            known = self._hub.get(status.job_name)
+            known = self._hub.get(stored.job_name)
             if known is not None and known.terminal:
                 continue  # it finished; the store has not taken its final status yet (disk full, Redis down)
-            manifest = self._store.manifest(status.job_name)
+            manifest = self._store.manifest(stored.job_name)
             if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
                 continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
+            latest = self._latest_recorded_attempt(stored.job_name)
+            # a record newer than the store's copy: that attempt started, whatever the copy says; settle it
+            status = stored.evolve(attempt=latest, active=1) if latest > stored.attempt else stored
             record = None
             if status.active and status.attempt:
                 record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
@@ -548,6 +553,14 @@ class LocalRunner:
     def _record_path(self, job_name: str, attempt: int) -> Path:
         return self._log_dir / "attempts" / f"{job_name}.{attempt}.json"
 
+    def _latest_recorded_attempt(self, job_name: str) -> int:
+        """The highest attempt of the run with a record on this host (0 if none)."""
+        numbers = [path.name.removeprefix(f"{job_name}.").removesuffix(".json") for path in self._records(job_name)]
+        return max((int(number) for number in numbers if number.isdigit()), default=0)
+
+    def _records(self, job_name: str) -> list[Path]:
+        return list((self._log_dir / "attempts").glob(f"{job_name}.*.json"))
+
     def _forget_records(self, job_name: str) -> None:
         """A finished run's attempt records are no longer needed, once the run store knows it finished.
 
@@ -561,7 +574,7 @@ class LocalRunner:
             return
         if stored is None or not stored.terminal:
             return
-        for path in (self._log_dir / "attempts").glob(f"{job_name}.*.json"):
+        for path in self._records(job_name):
             path.unlink(missing_ok=True)
 
     # -- cancelling and output -------------------------------------------------
