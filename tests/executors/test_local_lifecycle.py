@@ -294,3 +294,23 @@ def test_a_run_that_waited_in_line_is_retried_after_a_failure(store: SQLiteRunSt
         assert [r.msg for r in records if r.msg == "job.resumed"] == [], "retried by its own thread, not dropped"
     finally:
         runner.stop()
+
+
+def test_no_attempt_starts_once_another_process_holds_the_run(store: SQLiteRunStore, tmp_path: Path) -> None:
+    executions = tmp_path / "executions"
+    runner = _runner(store, tmp_path / "logs", retry_backoff_seconds=0.01)
+
+    def lease_lapses_and_another_takes_it(status: JobStatus, previous: JobStatus | None) -> None:
+        if status.reason == "RetryBackoff":  # the runner's thread, just before its pause
+            store.release_runs(owner=runner._leases.owner)
+            assert store.claim_run(status.job_name, owner="another-host-1-abcdef", lease_seconds=300)
+
+    runner._hub.add_listener(lease_lapses_and_another_takes_it)
+    try:
+        fails = f"open({str(executions)!r}, 'a').write('ran\\n'); raise SystemExit(3)"
+        job_name = _launch(store, runner, "fenced", fails, backoff_limit=1)
+        wait_for(lambda: job_name not in runner._held_runs(), what="the runner to let the run go")
+        assert executions.read_text().count("ran") == 1, "attempt 2 is the new holder's to run, not this runner's"
+        assert _status(runner, job_name).attempt == 1
+    finally:
+        runner.stop()

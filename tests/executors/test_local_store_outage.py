@@ -16,6 +16,7 @@ finished.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tests.helpers import captured_logs, wait_for
 from tests.storage import SmallDisk
 from webapp.executors.leases import LAUNCH_SECONDS
 from webapp.executors.local import LocalRunner
+from webapp.executors.task_supervisor import AttemptRecord
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.runtime import Runtime
@@ -149,6 +151,10 @@ def test_a_restart_that_lost_the_unsaved_final_status_settles_the_run_from_its_a
 ) -> None:
     outage = finished_during_the_outage
     outage.store.release_runs(owner=outage.runner._leases.owner)  # the worker died: its lease is over, backlog lost
+    record_path = tmp_path / "logs" / "attempts" / f"{outage.job_name}.1.json"
+    record = AttemptRecord.read(record_path)
+    assert record is not None and record.finished
+    dataclasses.replace(record, parent_start=None).write(record_path)  # as a dead worker's record reads
     hub = StatusHub()
     hub.add_listener(lambda status, previous: outage.store.save(status))
     restarted = LocalRunner(hub=hub, store=outage.store, log_dir=tmp_path / "logs", max_concurrency=1)

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import captured_logs, wait_for
 from webapp.executors.local import LocalRunner
-from webapp.executors.task_supervisor import AttemptRecord, boot_id
+from webapp.executors.task_supervisor import AttemptRecord, boot_id, start_ticks
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase
@@ -127,3 +128,37 @@ def test_an_attempt_the_store_missed_is_settled_from_its_record(store: SQLiteRun
 
     assert (final.status, final.attempt) == (Phase.SUCCEEDED, 2), final
     assert not marker.exists(), "attempt 2 finished: not run again"
+
+
+def test_a_run_whose_worker_lives_on_this_host_is_not_taken_over_when_its_lease_lapses(
+    store: SQLiteRunStore, tmp_path: Path
+) -> None:
+    """Between attempts, its lease lapsed (a stalled store, a paused worker): the live worker still owns it."""
+    marker, log_dir = tmp_path / "ran", tmp_path / "logs"
+    status = JobStatus.new(job_name=JOB, mode="legacy", spec="takeover", pipeline_run_id="takeover")
+    manifest = _manifest(marker)
+    manifest["spec"]["backoffLimit"] = 1
+    store.save(
+        status.evolve(status=Phase.PENDING, reason="RetryBackoff", active=0, attempt=1, failed=1), manifest=manifest
+    )
+    assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=-1)  # lapsed
+    path = log_dir / "attempts" / f"{JOB}.1.json"
+    path.parent.mkdir(parents=True)
+    worker = psutil.Process()  # this process plays the live worker
+    AttemptRecord(
+        owner=DEAD_OWNER,
+        boot=boot_id(),
+        parent_pid=worker.pid,
+        parent_start=start_ticks(worker.pid),
+        pid=1,
+        start=None,
+        ended=True,
+        exit_code=3,
+    ).write(path)
+
+    with captured_logs() as records:
+        runner, _ = _take_over(store, log_dir)
+        runner.stop()
+
+    assert [r.msg for r in records if r.msg == "job.resumed"] == [], "not taken over while its worker lives"
+    assert not marker.exists()

@@ -268,6 +268,10 @@ class LocalRunner:
                 record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
                 if record is not None and record.supervisor_running:
                     continue  # its worker is alive, or the supervisor is still stopping the task: not ours (yet)
+            if record is None and latest:
+                record = AttemptRecord.read(self._record_path(stored.job_name, latest))
+            if record is not None and record.worker_running:
+                continue  # its worker lives on this host (its lease lapsed): it may start the next attempt any moment
             dead_owner = record.owner if record is not None and not record.worker_running else None
             if not self._leases.claim(status.job_name, replacing=dead_owner):
                 continue
@@ -414,6 +418,9 @@ class LocalRunner:
                     return
                 attempt = run.status.attempt + 1
                 announced = self._announce(run, attempt)
+            if announced is None:
+                logger.warning("job.lease_lost", extra={"job_name": job_name, "mode": self.mode, "attempt": attempt})
+                return  # another process holds the run now: it runs the attempt, not this one
             if not announced:
                 if run.wake.wait(STORE_WAIT_SECONDS):
                     return  # cancelled or stopping while the store refused
@@ -500,15 +507,19 @@ class LocalRunner:
             if run.wake.wait(pause):  # cancelled or stopping during the pause
                 return
 
-    def _announce(self, run: _LocalRun, attempt: int) -> bool:
-        """Save that the attempt may be running, before it starts; ``False`` if the store refuses.
+    def _announce(self, run: _LocalRun, attempt: int) -> bool | None:
+        """Renew the run's lease and save that the attempt may be running, before it starts.
 
+        ``False`` if the store refuses, ``None`` if another process holds the
+        lease now (it lapsed): then that process runs the attempt, not this one.
         Saved here, not only by the hub's listener (whose refused writes wait
         in a backlog a restart loses): a process that takes the run over must
         know that this attempt may have run, or it would run it again.
         """
         starting = run.status.evolve(status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
         try:
+            if not self._leases.claim(starting.job_name):
+                return None
             self._store.save(starting)
         except RunStoreUnavailable as error:
             if run.status.reason != "WaitingForRunStore":
