@@ -6,12 +6,12 @@ record is written as its supervisor would have left it.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.helpers import captured_logs, wait_for
@@ -144,21 +144,25 @@ def test_a_run_whose_worker_lives_on_this_host_is_not_taken_over_when_its_lease_
     assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=-1)  # lapsed
     path = log_dir / "attempts" / f"{JOB}.1.json"
     path.parent.mkdir(parents=True)
-    worker = psutil.Process()  # this process plays the live worker
-    AttemptRecord(
-        owner=DEAD_OWNER,
-        boot=boot_id(),
-        parent_pid=worker.pid,
-        parent_start=start_ticks(worker.pid),
-        pid=1,
-        start=None,
-        ended=True,
-        exit_code=3,
-    ).write(path)
+    worker = subprocess.Popen(["sleep", "60"])  # another worker process on this host, alive
+    try:
+        AttemptRecord(
+            owner=DEAD_OWNER,
+            boot=boot_id(),
+            parent_pid=worker.pid,
+            parent_start=start_ticks(worker.pid),
+            pid=1,
+            start=None,
+            ended=True,
+            exit_code=3,
+        ).write(path)
 
-    with captured_logs() as records:
-        runner, _ = _take_over(store, log_dir)
-        runner.stop()
+        with captured_logs() as records:
+            runner, _ = _take_over(store, log_dir)
+            runner.stop()
+    finally:
+        worker.kill()
+        worker.wait()
 
     assert [r.msg for r in records if r.msg == "job.resumed"] == [], "not taken over while its worker lives"
     assert not marker.exists()

@@ -270,7 +270,7 @@ class LocalRunner:
                     continue  # its worker is alive, or the supervisor is still stopping the task: not ours (yet)
             if record is None and latest:
                 record = AttemptRecord.read(self._record_path(stored.job_name, latest))
-            if record is not None and record.worker_running:
+            if record is not None and record.worker_running and record.parent_pid != os.getpid():
                 continue  # its worker lives on this host (its lease lapsed): it may start the next attempt any moment
             dead_owner = record.owner if record is not None and not record.worker_running else None
             if not self._leases.claim(status.job_name, replacing=dead_owner):
