@@ -195,3 +195,26 @@ def test_an_attempt_the_store_cannot_record_does_not_start_until_it_can(small_di
         go.touch()
         runner.stop()
         store.close()
+
+
+def test_a_runner_that_cannot_renew_its_lease_stops_its_attempt_before_the_lease_runs_out_for_others(
+    small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    store = StoreWatchedAtRelease(small_disk.path / "runs.sqlite3")
+    hub = StatusHub()
+    runner = LocalRunner(hub=hub, store=store, log_dir=tmp_path / "logs", max_concurrency=1)
+    runner._leases._lease_seconds = 0.9  # renewed every 0.3 s
+    runner.start()
+    try:
+        job_name = _launch((store, runner), "fenced", "import time; time.sleep(60)")
+        wait_for(lambda: (s := hub.get(job_name)) and s.status == Phase.RUNNING, what="the run to start")
+        process = runner._runs[job_name].process
+        assert process is not None
+
+        small_disk.fill()  # every renewal fails from now on
+        wait_for(lambda: process.poll() is not None, timeout=20, what="the attempt to be stopped")
+        wait_for(lambda: job_name not in runner._held_runs(), what="the run to be let go")
+    finally:
+        small_disk.free()
+        runner.stop()
+        store.close()

@@ -118,6 +118,8 @@ class _LocalRun:
         self.wake = threading.Event()
         self.admitted = False
         self.cancelled = False
+        self.let_go = False
+        """Another process may hold the run now (its lease was lost or ran out): this one starts nothing more."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -156,7 +158,11 @@ class LocalRunner:
         self._running = 0
         self._stopping = threading.Event()
         self._leases = RunLeases(
-            store=store, held=self._held_runs, adopt=self._resume_unfinished, name="local-runner-leases"
+            store=store,
+            held=self._held_runs,
+            adopt=self._resume_unfinished,
+            lost=self._let_go,
+            name="local-runner-leases",
         )
         hub.add_listener(self._cancelled_elsewhere)
 
@@ -335,6 +341,16 @@ class LocalRunner:
         else:
             self._start_run(_LocalRun(resumed, manifest))
 
+    def _let_go(self, job_name: str) -> None:
+        """This process lost the run's lease: stop its attempt now, before another process may start one."""
+        with self._lock:
+            run = self._runs.get(job_name)
+        if run is None:
+            return
+        run.let_go = True
+        run.wake.set()
+        threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
+
     def _held_runs(self) -> list[str]:
         with self._lock:
             return list(self._runs)
@@ -414,7 +430,7 @@ class LocalRunner:
         log_path = self.log_path(job_name)
         while True:
             with run.starting:
-                if run.cancelled or self._stopping.is_set():
+                if run.cancelled or run.let_go or self._stopping.is_set():
                     return
                 attempt = run.status.attempt + 1
                 announced = self._announce(run, attempt)
@@ -426,7 +442,7 @@ class LocalRunner:
                     return  # cancelled or stopping while the store refused
                 continue
             with run.starting:
-                if run.cancelled or self._stopping.is_set():
+                if run.cancelled or run.let_go or self._stopping.is_set():
                     return
                 record_path = self._record_path(job_name, attempt)
                 command = task_supervisor.command_line(
@@ -457,7 +473,7 @@ class LocalRunner:
                     except OSError as error:
                         self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
                         return
-            if run.cancelled:
+            if run.cancelled or run.let_go:
                 self._terminate(run)
                 return
             self._update(run, status=Phase.RUNNING, active=1)
@@ -484,6 +500,8 @@ class LocalRunner:
                 return
             if self._stopping.is_set():
                 return  # stop() records how the attempt ended
+            if run.let_go:
+                return  # whoever holds the run now settles the attempt from its record
             if code is None:
                 _kill_task_group(record)  # whatever of the task's group its death left behind
                 self._update(run, **_attempt_lost(attempt))
