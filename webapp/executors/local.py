@@ -352,8 +352,9 @@ class LocalRunner:
         threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
 
     def _held_runs(self) -> list[str]:
+        """The runs whose leases this process renews: not those already finished (the store holds no lease on them)."""
         with self._lock:
-            return list(self._runs)
+            return [job_name for job_name, run in self._runs.items() if not run.status.terminal]
 
     # -- executing -------------------------------------------------------------
 
