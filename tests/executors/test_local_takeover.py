@@ -6,6 +6,7 @@ record is written as its supervisor would have left it.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import captured_logs, wait_for
 from webapp.executors.local import LocalRunner
-from webapp.executors.task_supervisor import AttemptRecord, boot_id
+from webapp.executors.task_supervisor import AttemptRecord, boot_id, start_ticks
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase
@@ -104,3 +105,64 @@ def test_the_attempt_in_flight_is_settled_from_its_record(
     assert (final.status, final.reason, final.attempt) == (outcome, reason, attempt), final
     assert (marker.read_text().count("ran") if marker.exists() else 0) == runs, "run again only if provably unfinished"
     assert (saved := store.get(JOB)) is not None and saved.to_dict() == final.to_dict()
+
+
+def test_an_attempt_the_store_missed_is_settled_from_its_record(store: SQLiteRunStore, tmp_path: Path) -> None:
+    """The store's copy says attempt 1 failed and nothing is in flight; attempt 2's record says it finished."""
+    marker, log_dir = tmp_path / "ran", tmp_path / "logs"
+    status = JobStatus.new(job_name=JOB, mode="legacy", spec="takeover", pipeline_run_id="takeover")
+    manifest = _manifest(marker)
+    manifest["spec"]["backoffLimit"] = 1
+    store.save(
+        status.evolve(status=Phase.PENDING, reason="RetryBackoff", active=0, attempt=1, failed=1), manifest=manifest
+    )
+    assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=300)
+    _record(log_dir, ended=True, exit_code=0)
+    (log_dir / "attempts" / f"{JOB}.1.json").rename(log_dir / "attempts" / f"{JOB}.2.json")
+
+    runner, hub = _take_over(store, log_dir)
+    try:
+        final = _final(hub)
+    finally:
+        runner.stop()
+
+    assert (final.status, final.attempt) == (Phase.SUCCEEDED, 2), final
+    assert not marker.exists(), "attempt 2 finished: not run again"
+
+
+def test_a_run_whose_worker_lives_on_this_host_is_not_taken_over_when_its_lease_lapses(
+    store: SQLiteRunStore, tmp_path: Path
+) -> None:
+    """Between attempts, its lease lapsed (a stalled store, a paused worker): the live worker still owns it."""
+    marker, log_dir = tmp_path / "ran", tmp_path / "logs"
+    status = JobStatus.new(job_name=JOB, mode="legacy", spec="takeover", pipeline_run_id="takeover")
+    manifest = _manifest(marker)
+    manifest["spec"]["backoffLimit"] = 1
+    store.save(
+        status.evolve(status=Phase.PENDING, reason="RetryBackoff", active=0, attempt=1, failed=1), manifest=manifest
+    )
+    assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=-1)  # lapsed
+    path = log_dir / "attempts" / f"{JOB}.1.json"
+    path.parent.mkdir(parents=True)
+    worker = subprocess.Popen(["sleep", "60"])  # another worker process on this host, alive
+    try:
+        AttemptRecord(
+            owner=DEAD_OWNER,
+            boot=boot_id(),
+            parent_pid=worker.pid,
+            parent_start=start_ticks(worker.pid),
+            pid=1,
+            start=None,
+            ended=True,
+            exit_code=3,
+        ).write(path)
+
+        with captured_logs() as records:
+            runner, _ = _take_over(store, log_dir)
+            runner.stop()
+    finally:
+        worker.kill()
+        worker.wait()
+
+    assert [r.msg for r in records if r.msg == "job.resumed"] == [], "not taken over while its worker lives"
+    assert not marker.exists()

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
+from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound, RunStoreUnavailable
 from webapp.executors import task_supervisor
 from webapp.executors.leases import RunLeases, being_launched
 from webapp.executors.task_supervisor import AttemptRecord
@@ -46,6 +46,8 @@ LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
 KILL_GRACE_SECONDS = 5.0
 SUPERVISOR_SLACK_SECONDS = 3.0
 """How much longer than the grace period the runner waits for a supervisor to stop its task and exit."""
+STORE_WAIT_SECONDS = 1.0
+"""How often an attempt the run store refused to record is tried again."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
@@ -111,9 +113,13 @@ class _LocalRun:
         self.status = status
         self.manifest = manifest
         self.lock = threading.Lock()
+        self.starting = threading.Lock()
+        """Held from "may an attempt start?" until its process is known: a shutdown sees no attempt, or its process."""
         self.wake = threading.Event()
         self.admitted = False
         self.cancelled = False
+        self.let_go = False
+        """Another process may hold the run now (its lease was lost or ran out): this one starts nothing more."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -152,7 +158,11 @@ class LocalRunner:
         self._running = 0
         self._stopping = threading.Event()
         self._leases = RunLeases(
-            store=store, held=self._held_runs, adopt=self._resume_unfinished, name="local-runner-leases"
+            store=store,
+            held=self._held_runs,
+            adopt=self._resume_unfinished,
+            lost=self._let_go,
+            name="local-runner-leases",
         )
         hub.add_listener(self._cancelled_elsewhere)
 
@@ -168,20 +178,35 @@ class LocalRunner:
         self._stopping.set()
         with self._lock:
             runs = list(self._runs.values())
+        for run in runs:  # all at once: one by one, a few stuck tasks would outlast gunicorn's graceful_timeout
+            with run.starting:  # an attempt being started has its process by now, and no other starts after this
+                run.wake.set()
+                self._ask_to_stop(run)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS
         for run in runs:
-            run.wake.set()
-            self._terminate(run)
+            self._await_stop(run, deadline=deadline)
+        for run in runs:
             self._record_interruption(run)
         self._leases.stop()
 
     def _record_interruption(self, run: _LocalRun) -> None:
-        """After a shutdown stopped an attempt: it finished after all, or it runs again elsewhere."""
+        """After a shutdown stopped an attempt: it finished after all, its end is unknown, or it runs again."""
         status = run.status
         if status.terminal or not status.active:
             return
         record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
-        if record is not None and record.finished:
+        process = run.process
+        code = (
+            _task_exit_code(process.returncode, record)
+            if process is not None and process.returncode is not None
+            else None
+        )
+        if code == 0 or (record is not None and record.finished):
             self._update(run, status=Phase.SUCCEEDED, succeeded=1, active=0, reason=None, message=None)
+            return
+        if record is not None and not record.ended and code is None:
+            _kill_task_group(record)
+            self._update(run, **_attempt_lost(status.attempt))
             return
         self._update(
             run,
@@ -223,27 +248,36 @@ class LocalRunner:
         the next attempt). Without a record that says how it ended — its
         worker was on another host, or the record is gone — its outcome is
         unknown, and it is not run again (``Failed``, ``AttemptLost``): a
-        donation must never run twice.
+        donation must never run twice. An attempt recorded on this host that
+        is newer than the store's copy is settled the same way, whatever the
+        copy says of ``active``.
 
         A run the hub knows as finished is left alone whatever the store
         says: the store refused its final status (which waits in the
         runtime's backlog), so the store's copy is out of date.
         """
-        for status in self._store.unfinished(mode=self.mode):
+        for stored in self._store.unfinished(mode=self.mode):
             with self._lock:
-                if status.job_name in self._runs or being_launched(status):
+                if stored.job_name in self._runs or being_launched(stored):
                     continue
-            known = self._hub.get(status.job_name)
+            known = self._hub.get(stored.job_name)
             if known is not None and known.terminal:
                 continue  # it finished; the store has not taken its final status yet (disk full, Redis down)
-            manifest = self._store.manifest(status.job_name)
+            manifest = self._store.manifest(stored.job_name)
             if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
                 continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
+            latest = self._latest_recorded_attempt(stored.job_name)
+            # a record newer than the store's copy: that attempt started, whatever the copy says; settle it
+            status = stored.evolve(attempt=latest, active=1) if latest > stored.attempt else stored
             record = None
             if status.active and status.attempt:
                 record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
                 if record is not None and record.supervisor_running:
                     continue  # its worker is alive, or the supervisor is still stopping the task: not ours (yet)
+            if record is None and latest:
+                record = AttemptRecord.read(self._record_path(stored.job_name, latest))
+            if record is not None and record.worker_running and record.parent_pid != os.getpid():
+                continue  # its worker lives on this host (its lease lapsed): it may start the next attempt any moment
             dead_owner = record.owner if record is not None and not record.worker_running else None
             if not self._leases.claim(status.job_name, replacing=dead_owner):
                 continue
@@ -307,9 +341,20 @@ class LocalRunner:
         else:
             self._start_run(_LocalRun(resumed, manifest))
 
-    def _held_runs(self) -> list[str]:
+    def _let_go(self, job_name: str) -> None:
+        """This process lost the run's lease: stop its attempt now, before another process may start one."""
         with self._lock:
-            return list(self._runs)
+            run = self._runs.get(job_name)
+        if run is None:
+            return
+        run.let_go = True
+        run.wake.set()
+        threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
+
+    def _held_runs(self) -> list[str]:
+        """The runs whose leases this process renews: not those already finished (the store holds no lease on them)."""
+        with self._lock:
+            return [job_name for job_name, run in self._runs.items() if not run.status.terminal]
 
     # -- executing -------------------------------------------------------------
 
@@ -329,7 +374,10 @@ class LocalRunner:
                     self._release_slot()
         except Exception as error:  # never leave a run hanging unfinished
             logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
-            self._update(run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__)
+            self._terminate(run)  # an attempt nobody follows any more must not run on
+            self._update(
+                run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__, active=0
+            )
         finally:
             if run.status.terminal:
                 self._forget_records(job_name)
@@ -351,7 +399,16 @@ class LocalRunner:
             message=f"{self._max_concurrency} tasks running; {ahead} ahead in line",
         )
         run.wake.wait()
-        return run.admitted and not run.cancelled and not self._stopping.is_set()
+        with self._lock:
+            if not run.admitted:  # woken by a cancel or a shutdown: out of the line, so never admitted
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(run)
+                return False
+        run.wake.clear()  # it woke us to admit us; from now on it means cancelled or stopping
+        if run.cancelled or self._stopping.is_set():
+            self._release_slot()  # admitted, but will not use the slot: hand it on
+            return False
+        return True
 
     def _release_slot(self) -> None:
         with self._lock:
@@ -372,46 +429,58 @@ class LocalRunner:
         failures = run.status.failed  # attempts used before a restart still count
         job_name = run.status.job_name
         log_path = self.log_path(job_name)
-        while not run.cancelled and not self._stopping.is_set():
-            attempt = run.status.attempt + 1
-            # saved before the process starts: whoever takes the run over knows this attempt may be running
-            self._update(run, status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
-            record_path = self._record_path(job_name, attempt)
-            command = task_supervisor.command_line(
-                self._python,
-                record=record_path,
-                parent=os.getpid(),
-                owner=self._leases.owner,
-                grace=KILL_GRACE_SECONDS,
-                command=build_command(run.manifest, python=self._python),
-            )
-            env = {**build_env(run.manifest), "JOBPULSE_RUN_ID": job_name, "JOBPULSE_ATTEMPT": str(attempt)}
-            with log_path.open("ab") as output:
-                if attempt > 1:
-                    retries = f", retry {failures} of {backoff_limit}" if failures else ""
-                    output.write(f"[jobpulse] attempt {attempt}{retries}\n".encode())
-                    output.flush()
-                try:
-                    # in a session of its own: a cancel stops the supervisor's group, never this server's
-                    run.process = subprocess.Popen(
-                        command,
-                        env=env,
-                        cwd=self._workdir,
-                        stdin=subprocess.DEVNULL,
-                        stdout=output,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                except OSError as error:
-                    self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
+        while True:
+            with run.starting:
+                if run.cancelled or run.let_go or self._stopping.is_set():
                     return
-            if run.cancelled:
+                attempt = run.status.attempt + 1
+                announced = self._announce(run, attempt)
+            if announced is None:
+                logger.warning("job.lease_lost", extra={"job_name": job_name, "mode": self.mode, "attempt": attempt})
+                return  # another process holds the run now: it runs the attempt, not this one
+            if not announced:
+                if run.wake.wait(STORE_WAIT_SECONDS):
+                    return  # cancelled or stopping while the store refused
+                continue
+            with run.starting:
+                if run.cancelled or run.let_go or self._stopping.is_set():
+                    return
+                record_path = self._record_path(job_name, attempt)
+                command = task_supervisor.command_line(
+                    self._python,
+                    record=record_path,
+                    parent=os.getpid(),
+                    owner=self._leases.owner,
+                    grace=KILL_GRACE_SECONDS,
+                    command=build_command(run.manifest, python=self._python),
+                )
+                env = {**build_env(run.manifest), "JOBPULSE_RUN_ID": job_name, "JOBPULSE_ATTEMPT": str(attempt)}
+                with log_path.open("ab") as output:
+                    if attempt > 1:
+                        retries = f", retry {failures} of {backoff_limit}" if failures else ""
+                        output.write(f"[jobpulse] attempt {attempt}{retries}\n".encode())
+                        output.flush()
+                    try:
+                        # in a session of its own: a cancel stops the supervisor's group, never this server's
+                        run.process = subprocess.Popen(
+                            command,
+                            env=env,
+                            cwd=self._workdir,
+                            stdin=subprocess.DEVNULL,
+                            stdout=output,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    except OSError as error:
+                        self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
+                        return
+            if run.cancelled or run.let_go:
                 self._terminate(run)
                 return
             self._update(run, status=Phase.RUNNING, active=1)
             timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
             try:
-                code = self._exit_code(run.process.wait(timeout=timeout), record_path)
+                supervisor_code = run.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._terminate(run)
                 self._update(
@@ -423,14 +492,24 @@ class LocalRunner:
                     failed=failures + 1,
                 )
                 return
-            if run.cancelled or self._stopping.is_set():
+            if run.cancelled:
                 return
-            if code == 0:
+            record = AttemptRecord.read(record_path)
+            code = _task_exit_code(supervisor_code, record)
+            if code == 0:  # even if a shutdown came meanwhile: it must not run again
                 self._update(run, status=Phase.SUCCEEDED, succeeded=1, active=0, reason=None, message=None)
+                return
+            if self._stopping.is_set():
+                return  # stop() records how the attempt ended
+            if run.let_go:
+                return  # whoever holds the run now settles the attempt from its record
+            if code is None:
+                _kill_task_group(record)  # whatever of the task's group its death left behind
+                self._update(run, **_attempt_lost(attempt))
                 return
             failures += 1
             exit_text = _describe_exit(code)
-            if code == task_supervisor.UNRECORDED and AttemptRecord.read(record_path) is None:
+            if code == task_supervisor.UNRECORDED and record is None:
                 exit_text = "the attempt could not be recorded (is the disk full?), so its task was not started"
             if failures > backoff_limit:
                 self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
@@ -447,39 +526,85 @@ class LocalRunner:
             if run.wake.wait(pause):  # cancelled or stopping during the pause
                 return
 
+    def _announce(self, run: _LocalRun, attempt: int) -> bool | None:
+        """Renew the run's lease and save that the attempt may be running, before it starts.
+
+        ``False`` if the store refuses, ``None`` if another process holds the
+        lease now (it lapsed): then that process runs the attempt, not this one.
+        Saved here, not only by the hub's listener (whose refused writes wait
+        in a backlog a restart loses): a process that takes the run over must
+        know that this attempt may have run, or it would run it again.
+        """
+        starting = run.status.evolve(status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
+        try:
+            if not self._leases.claim(starting.job_name):
+                return None
+            self._store.save(starting)
+        except RunStoreUnavailable as error:
+            if run.status.reason != "WaitingForRunStore":
+                self._update(
+                    run,
+                    status=Phase.PENDING,
+                    reason="WaitingForRunStore",
+                    message=f"attempt {attempt} starts once the run store can record it: {error.message}",
+                )
+            return False
+        with run.lock:
+            run.status = starting
+        self._hub.publish(starting)
+        return True
+
     def _terminate(self, run: _LocalRun) -> None:
         """Stop the attempt: its supervisor stops the task (``SIGTERM``, ``SIGKILL`` after the grace period)."""
-        process = run.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS)
-            except subprocess.TimeoutExpired:  # the supervisor itself is stuck: kill it and the task's group
-                record = AttemptRecord.read(self._record_path(run.status.job_name, run.status.attempt))
-                if record is not None and record.task_pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(record.task_pid, signal.SIGKILL)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        except ProcessLookupError:
-            pass
+        self._ask_to_stop(run)
+        self._await_stop(run, deadline=time.monotonic() + KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS)
 
     @staticmethod
-    def _exit_code(supervisor_code: int, record_path: Path) -> int:
-        """The task's exit code as its supervisor recorded it; the supervisor's own if it left no record."""
-        record = AttemptRecord.read(record_path)
-        if record is not None and record.ended and record.exit_code is not None:
-            return record.exit_code
-        return supervisor_code
+    def _ask_to_stop(run: _LocalRun) -> None:
+        process = run.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+
+    def _await_stop(self, run: _LocalRun, *, deadline: float) -> None:
+        """Wait for the supervisor until ``deadline``; then kill it and the task's group (the supervisor is stuck)."""
+        process = run.process
+        if process is None:
+            return
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            record = AttemptRecord.read(self._record_path(run.status.job_name, run.status.attempt))
+            _kill_task_group(record)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def _record_path(self, job_name: str, attempt: int) -> Path:
         return self._log_dir / "attempts" / f"{job_name}.{attempt}.json"
 
+    def _latest_recorded_attempt(self, job_name: str) -> int:
+        """The highest attempt of the run with a record on this host (0 if none)."""
+        numbers = [path.name.removeprefix(f"{job_name}.").removesuffix(".json") for path in self._records(job_name)]
+        return max((int(number) for number in numbers if number.isdigit()), default=0)
+
+    def _records(self, job_name: str) -> list[Path]:
+        return list((self._log_dir / "attempts").glob(f"{job_name}.*.json"))
+
     def _forget_records(self, job_name: str) -> None:
-        """A finished run's attempt records are no longer needed."""
-        for path in (self._log_dir / "attempts").glob(f"{job_name}.*.json"):
+        """A finished run's attempt records are no longer needed, once the run store knows it finished.
+
+        Until then (the store refused the final status, which waits in the
+        runtime's backlog, and a restart would lose it) they are what tells a
+        process that takes the run over that its last attempt ended, and how.
+        """
+        try:
+            stored = self._store.get(job_name)
+        except RunStoreUnavailable:
+            return
+        if stored is None or not stored.terminal:
+            return
+        for path in self._records(job_name):
             path.unlink(missing_ok=True)
 
     # -- cancelling and output -------------------------------------------------
@@ -552,6 +677,36 @@ def _backoff_exceeded(exit_text: str, failures: int, backoff_limit: int) -> dict
         "message": f"{exit_text} ({failures} {attempts}, backoffLimit {backoff_limit})",
         "active": 0,
         "failed": failures,
+    }
+
+
+def _task_exit_code(supervisor_code: int, record: AttemptRecord | None) -> int | None:
+    """How the task ended: as its supervisor recorded it, else the supervisor's exit code (the task's).
+
+    ``None`` when nobody knows: the supervisor was killed (a negative exit
+    code) after it recorded the attempt's start but before it recorded its end.
+    """
+    if record is not None and record.ended:
+        return record.exit_code if record.exit_code is not None else supervisor_code
+    if record is not None and supervisor_code < 0:
+        return None
+    return supervisor_code
+
+
+def _kill_task_group(record: AttemptRecord | None) -> None:
+    """Kill what is left of a task whose supervisor died: the task died with it, its children may not have."""
+    if record is not None and record.task_pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.task_pid, signal.SIGKILL)
+
+
+def _attempt_lost(attempt: int) -> dict[str, Any]:
+    return {
+        "status": Phase.FAILED,
+        "reason": "AttemptLost",
+        "message": f"the supervisor of attempt {attempt} was killed before it recorded how the task ended; "
+        "it is not run again, so that it never runs twice",
+        "active": 0,
     }
 
 
