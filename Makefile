@@ -16,8 +16,8 @@ export PATH := $(VENV)/bin:$(PATH)
 run: app-deps  ## Serve the app at http://127.0.0.1:8000 (gunicorn gevent worker, local runner, SQLite)
 	$(PYTHON) -m gunicorn wsgi:app
 
-test: deps system-deps cluster lint  ## Install what the tests need, lint, and run every test
-	$(PYTHON) -m pytest
+test: deps system-deps cluster lint  ## Install what the tests need, lint, and run every test (PYTEST_ARGS=... to pass more)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # -- installing -----------------------------------------------------------------
 # A stamp in the virtualenv records that it holds a lock's exact versions; it
