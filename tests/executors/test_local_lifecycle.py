@@ -314,3 +314,27 @@ def test_no_attempt_starts_once_another_process_holds_the_run(store: SQLiteRunSt
         assert _status(runner, job_name).attempt == 1
     finally:
         runner.stop()
+
+
+def test_stop_returns_only_once_its_run_threads_are_done_with_the_store(
+    store: SQLiteRunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller closes the store right after stop() (the runtime does): no run thread may still use it then."""
+    runner = _runner(store, tmp_path / "logs")
+    in_bookkeeping, stop_returned = threading.Event(), threading.Event()
+    seen_by_the_thread: list[bool] = []
+    forget = runner._forget_records
+
+    def slow_bookkeeping(job_name: str) -> None:  # the run's last use of the store, held until stop() is under way
+        in_bookkeeping.set()
+        seen_by_the_thread.append(stop_returned.wait(timeout=1.0))
+        forget(job_name)
+
+    monkeypatch.setattr(runner, "_forget_records", slow_bookkeeping)
+    _launch(store, runner, "joined", "pass")
+    wait_for(in_bookkeeping.is_set, timeout=20, what="the finished run's last bookkeeping")
+
+    runner.stop()
+    stop_returned.set()
+
+    assert seen_by_the_thread == [False], "stop() returned while a run thread still had the store to use"

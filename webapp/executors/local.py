@@ -46,6 +46,8 @@ LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
 KILL_GRACE_SECONDS = 5.0
 SUPERVISOR_SLACK_SECONDS = 3.0
 """How much longer than the grace period the runner waits for a supervisor to stop its task and exit."""
+THREAD_JOIN_SECONDS = 2.0
+"""How long :meth:`LocalRunner.stop` waits for its run threads to end, once their attempts are stopped."""
 STORE_WAIT_SECONDS = 1.0
 """How often an attempt the run store refused to record is tried again."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
@@ -121,6 +123,7 @@ class _LocalRun:
         self.let_go = False
         """Another process may hold the run now (its lease was lost or ran out): this one starts nothing more."""
         self.process: subprocess.Popen[bytes] | None = None
+        self.thread: threading.Thread | None = None
 
     @property
     def job_spec(self) -> dict[str, Any]:
@@ -188,6 +191,15 @@ class LocalRunner:
         for run in runs:
             self._record_interruption(run)
         self._leases.stop()
+        # Each run's thread has only its last bookkeeping left (it may read the run store): let it finish
+        # before the caller closes the store.
+        deadline = time.monotonic() + THREAD_JOIN_SECONDS
+        for run in runs:
+            if run.thread is not None and run.thread is not threading.current_thread():
+                run.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        lingering = [run.status.job_name for run in runs if run.thread is not None and run.thread.is_alive()]
+        if lingering:
+            logger.warning("runner.threads_lingering", extra={"mode": self.mode, "jobs": lingering})
 
     def _record_interruption(self, run: _LocalRun) -> None:
         """After a shutdown stopped an attempt: it finished after all, its end is unknown, or it runs again."""
@@ -235,8 +247,8 @@ class LocalRunner:
         with self._lock:
             self._runs[run.status.job_name] = run
         self._hub.publish(run.status)
-        thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run.status.job_name}", daemon=True)
-        thread.start()
+        run.thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run.status.job_name}", daemon=True)
+        run.thread.start()
 
     def _resume_unfinished(self) -> None:
         """Take over runs that a stopped or dead process accepted but did not finish.
