@@ -107,15 +107,20 @@ def test_the_attempt_in_flight_is_settled_from_its_record(
     assert (saved := store.get(JOB)) is not None and saved.to_dict() == final.to_dict()
 
 
-def test_an_attempt_the_store_missed_is_settled_from_its_record(store: SQLiteRunStore, tmp_path: Path) -> None:
-    """The store's copy says attempt 1 failed and nothing is in flight; attempt 2's record says it finished."""
-    marker, log_dir = tmp_path / "ran", tmp_path / "logs"
+def _save_after_a_failed_first_attempt(store: SQLiteRunStore, marker: Path) -> None:
+    """The store's copy of a run whose attempt 1 failed, waiting to retry (backoffLimit 1), nothing in flight."""
     status = JobStatus.new(job_name=JOB, mode="legacy", spec="takeover", pipeline_run_id="takeover")
     manifest = _manifest(marker)
     manifest["spec"]["backoffLimit"] = 1
     store.save(
         status.evolve(status=Phase.PENDING, reason="RetryBackoff", active=0, attempt=1, failed=1), manifest=manifest
     )
+
+
+def test_an_attempt_the_store_missed_is_settled_from_its_record(store: SQLiteRunStore, tmp_path: Path) -> None:
+    """The store's copy says attempt 1 failed and nothing is in flight; attempt 2's record says it finished."""
+    marker, log_dir = tmp_path / "ran", tmp_path / "logs"
+    _save_after_a_failed_first_attempt(store, marker)
     assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=300)
     _record(log_dir, ended=True, exit_code=0)
     (log_dir / "attempts" / f"{JOB}.1.json").rename(log_dir / "attempts" / f"{JOB}.2.json")
@@ -135,12 +140,7 @@ def test_a_run_whose_worker_lives_on_this_host_is_not_taken_over_when_its_lease_
 ) -> None:
     """Between attempts, its lease lapsed (a stalled store, a paused worker): the live worker still owns it."""
     marker, log_dir = tmp_path / "ran", tmp_path / "logs"
-    status = JobStatus.new(job_name=JOB, mode="legacy", spec="takeover", pipeline_run_id="takeover")
-    manifest = _manifest(marker)
-    manifest["spec"]["backoffLimit"] = 1
-    store.save(
-        status.evolve(status=Phase.PENDING, reason="RetryBackoff", active=0, attempt=1, failed=1), manifest=manifest
-    )
+    _save_after_a_failed_first_attempt(store, marker)
     assert store.claim_run(JOB, owner=DEAD_OWNER, lease_seconds=-1)  # lapsed
     path = log_dir / "attempts" / f"{JOB}.1.json"
     path.parent.mkdir(parents=True)

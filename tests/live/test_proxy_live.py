@@ -37,6 +37,34 @@ def start_nginx(tmp_path: Path) -> Iterator[StartNginx]:
         nginx.stop()
 
 
+def assert_the_origin_check_passes_through(proxy: Nginx, server: LiveServer) -> None:
+    """A WebSocket from the proxy's own origin follows a donation to its end; another origin is still refused."""
+    name = launch(server, "quick")
+    ws = websocket.create_connection(f"ws://127.0.0.1:{proxy.port}/ws/task-status/{name}", origin=proxy.url, timeout=30)
+    messages, code = ws_collect(ws)
+    assert code == 1000
+    assert messages[-1]["status"] == "Succeeded"
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:  # the check still refuses others
+        websocket.create_connection(
+            f"ws://127.0.0.1:{proxy.port}/ws/task-status/{name}", origin="https://evil.example.com", timeout=30
+        )
+    assert refused.value.status_code == 403
+
+
+def assert_each_donor_has_its_own_rate_limit(proxy: Nginx) -> None:
+    """Two addresses each get their one donation; a forged X-Forwarded-For does not escape the limit."""
+    first, _ = post_json_from(proxy.port, "/api/donations", DONATION, source="127.0.0.2")
+    other, _ = post_json_from(proxy.port, "/api/donations", DONATION, source="127.0.0.3")
+    assert (first, other) == (202, 202)
+    # a donor cannot escape its limit by claiming another address: the proxy appends the real one
+    again, body = post_json_from(
+        proxy.port, "/api/donations", DONATION, source="127.0.0.2", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
+    assert again == 429
+    assert body["error"] == "rate_limited"
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -48,34 +76,14 @@ def test_a_websocket_through_nginx_passes_the_origin_check(
     make_live_server: Callable[..., LiveServer], start_nginx: StartNginx, extra: str
 ) -> None:
     server = make_live_server(TRUSTED_PROXY_HOPS="1")
-    nginx = start_nginx(server, extra=extra)
-    name = launch(server, "quick")
-    ws = websocket.create_connection(f"ws://127.0.0.1:{nginx.port}/ws/task-status/{name}", origin=nginx.url, timeout=30)
-    messages, code = ws_collect(ws)
-    assert code == 1000
-    assert messages[-1]["status"] == "Succeeded"
-
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:  # the check still refuses others
-        websocket.create_connection(
-            f"ws://127.0.0.1:{nginx.port}/ws/task-status/{name}", origin="https://evil.example.com", timeout=30
-        )
-    assert refused.value.status_code == 403
+    assert_the_origin_check_passes_through(start_nginx(server, extra=extra), server)
 
 
 def test_behind_nginx_each_donor_has_its_own_rate_limit(
     make_live_server: Callable[..., LiveServer], start_nginx: StartNginx
 ) -> None:
     server = make_live_server(TRUSTED_PROXY_HOPS="1", RATE_LIMIT="1/minute")
-    nginx = start_nginx(server)
-    first, _ = post_json_from(nginx.port, "/api/donations", DONATION, source="127.0.0.2")
-    other, _ = post_json_from(nginx.port, "/api/donations", DONATION, source="127.0.0.3")
-    assert (first, other) == (202, 202)
-    # a donor cannot escape its limit by claiming another address: nginx appends the real one
-    again, body = post_json_from(
-        nginx.port, "/api/donations", DONATION, source="127.0.0.2", headers={"X-Forwarded-For": "203.0.113.9"}
-    )
-    assert again == 429
-    assert body["error"] == "rate_limited"
+    assert_each_donor_has_its_own_rate_limit(start_nginx(server))
 
 
 def _two_hops(
@@ -91,30 +99,11 @@ def test_a_websocket_through_two_proxies_passes_the_origin_check(
     make_live_server: Callable[..., LiveServer], start_nginx: StartNginx
 ) -> None:
     server, balancer = _two_hops(make_live_server, start_nginx)
-    name = launch(server, "quick")
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{balancer.port}/ws/task-status/{name}", origin=balancer.url, timeout=30
-    )
-    messages, code = ws_collect(ws)
-    assert code == 1000
-    assert messages[-1]["status"] == "Succeeded"
-
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(
-            f"ws://127.0.0.1:{balancer.port}/ws/task-status/{name}", origin="https://evil.example.com", timeout=30
-        )
-    assert refused.value.status_code == 403
+    assert_the_origin_check_passes_through(balancer, server)
 
 
 def test_behind_two_proxies_each_donor_has_its_own_rate_limit(
     make_live_server: Callable[..., LiveServer], start_nginx: StartNginx
 ) -> None:
     _, balancer = _two_hops(make_live_server, start_nginx, RATE_LIMIT="1/minute")
-    first, _ = post_json_from(balancer.port, "/api/donations", DONATION, source="127.0.0.2")
-    other, _ = post_json_from(balancer.port, "/api/donations", DONATION, source="127.0.0.3")
-    assert (first, other) == (202, 202)
-    again, body = post_json_from(
-        balancer.port, "/api/donations", DONATION, source="127.0.0.2", headers={"X-Forwarded-For": "203.0.113.9"}
-    )
-    assert again == 429
-    assert body["error"] == "rate_limited"
+    assert_each_donor_has_its_own_rate_limit(balancer)

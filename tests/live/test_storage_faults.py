@@ -104,6 +104,14 @@ def readiness(server: LiveServer) -> tuple[int, dict[str, object]]:
     return response.status_code, body
 
 
+def running_fail_once(server: LiveServer, small_disk: SmallDisk, tmp_path: Path) -> str:
+    """Launch the fail-once task and wait until its process is really running (its start recorded on the disk)."""
+    name = launch(server, "fail-once", go=str(tmp_path / "go"), marker=str(tmp_path / "marker"))
+    wait_for_status(server, name, "Running")
+    task_started(small_disk, name)
+    return name
+
+
 # -- a full disk -------------------------------------------------------------------
 
 
@@ -111,9 +119,7 @@ def test_on_a_full_disk_launches_answer_503_and_a_final_status_waits_in_memory_u
     start_on_small_disk: Callable[[], LiveServer], small_disk: SmallDisk, tmp_path: Path
 ) -> None:
     server = start_on_small_disk()
-    name = launch(server, "fail-once", go=str(tmp_path / "go"), marker=str(tmp_path / "marker"))
-    wait_for_status(server, name, "Running")
-    task_started(small_disk, name)
+    name = running_fail_once(server, small_disk, tmp_path)
 
     small_disk.fill()
     refused = requests.post(f"{server.url}/api/jobs", json={"spec": "quick"}, headers=ADMIN, timeout=15)
@@ -143,9 +149,7 @@ def test_a_final_status_refused_by_a_full_disk_is_still_final_after_a_restart(
     start_on_small_disk: Callable[[], LiveServer], small_disk: SmallDisk, tmp_path: Path
 ) -> None:
     server = start_on_small_disk()
-    name = launch(server, "fail-once", go=str(tmp_path / "go"), marker=str(tmp_path / "marker"))
-    wait_for_status(server, name, "Running")
-    task_started(small_disk, name)
+    name = running_fail_once(server, small_disk, tmp_path)
     small_disk.fill()
     (tmp_path / "go").touch()
     wait_for_status(server, name, "Failed")
