@@ -21,10 +21,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from webapp.door import StatusDoor
 from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest
 from webapp.executors.k8s_watch import JOB_NAME_LABEL, JobWatcher, describe_api_failure, raw_json
-from webapp.hub import StatusHub
-from webapp.runstore import RunStore
 from webapp.settings import ConfigError, Settings
 from webapp.status import JobStatus, Phase
 
@@ -67,12 +66,12 @@ class KubernetesExecutor:
 
     mode = "k8s"
 
-    def __init__(self, *, hub: StatusHub, store: RunStore, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, *, door: StatusDoor, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
-        self._hub = hub
+        self._door = door
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)
-        self.watcher = JobWatcher(hub=hub, store=store, api=api, namespace=namespace)
+        self.watcher = JobWatcher(door=door, api=api, namespace=namespace)
 
     def start(self) -> None:
         self.watcher.start()
@@ -83,7 +82,7 @@ class KubernetesExecutor:
     def unready_reason(self) -> str | None:
         return self.watcher.unready_reason()
 
-    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         name = status.job_name
         try:
             response: Any = self._batch.create_namespaced_job(
@@ -107,7 +106,7 @@ class KubernetesExecutor:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self._delete_quietly(name)
             raise _unavailable("could not create the Job", error, job_name=name) from error
-        return status.evolve(status=Phase.PENDING)
+        self._door.change(name, status=Phase.PENDING)
 
     def _delete_quietly(self, name: str) -> None:
         try:

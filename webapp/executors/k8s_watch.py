@@ -39,11 +39,10 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from webapp import metrics
 from webapp.backoff import Backoff
+from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.errors import describe_connection_error
-from webapp.hub import StatusHub
 from webapp.jobspecs import MANAGED_SELECTOR
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
-from webapp.runstore import RunStore
 from webapp.status import Phase, utcnow
 
 logger = logging.getLogger(__name__)
@@ -96,10 +95,9 @@ class _Gone(Exception):
 
 
 class JobWatcher:
-    def __init__(self, *, hub: StatusHub, store: RunStore, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, *, door: StatusDoor, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
-        self._hub = hub
-        self._store = store
+        self._door = door
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)
         self._stopping = threading.Event()
@@ -210,15 +208,14 @@ class JobWatcher:
             seen.add(job["metadata"]["name"])
             self.observe(job)
         settled = listed_at - LAUNCH_GRACE
-        for status in self._store.unfinished(mode="k8s"):
+        for status in self._door.store.unfinished(mode="k8s"):
             if status.job_name not in seen and status.created_at < settled and self._is_gone(status.job_name):
-                current = self._hub.get(status.job_name) or status
-                if not current.terminal:
-                    self._hub.publish(
-                        current.evolve(
-                            status=Phase.CANCELLED, reason="Deleted", message="the Job was deleted before it finished"
-                        )
-                    )
+                self._door.change(
+                    status.job_name,
+                    status=Phase.CANCELLED,
+                    reason="Deleted",
+                    message="the Job was deleted before it finished",
+                )
         version: str = listing["metadata"]["resourceVersion"]
         logger.info("watch.listed", extra={"source": "k8s", "jobs": len(seen), "resource_version": version})
         return version
@@ -285,19 +282,22 @@ class JobWatcher:
     # -- from Job objects to statuses -----------------------------------------------
 
     def observe(self, job: dict[str, Any], *, deleted: bool = False) -> None:
-        """Publish what a Job object says about its run."""
+        """Write what a Job object says about its run (a Job no run record names starts one)."""
         name = job["metadata"]["name"]
-        previous = self._hub.get(name) or self._store.get(name) or new_status_for(job)
-        if previous.mode != "k8s" or previous.terminal:
-            return
         with self._lock:
             waiting = self._pod_reasons.get(name)
         fields = job_fields(job, deleted=deleted, pod_waiting=waiting)
         if fields["status"] == Phase.CANCELLED and name in self._cancelling:
-            fields.update(reason="Cancelled", message="cancelled by an operator")
-        current = previous.evolve(**fields)
-        if current is not previous:
-            self._hub.publish(current)
+            fields.update(OPERATOR_CANCEL)
+        current = self._door.change(
+            name,
+            only_mode="k8s",
+            default=lambda: new_status_for(job),
+            observed=job["metadata"].get("resourceVersion"),
+            **fields,
+        )
+        if current is None:
+            return
         with self._lock:
             if current.terminal:
                 self._cancelling.discard(name)
@@ -317,11 +317,7 @@ class JobWatcher:
 
     def mark_cancelled(self, job_name: str) -> None:
         """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
-        current = self._hub.get(job_name) or self._store.get(job_name)
-        if current is not None and not current.terminal:
-            self._hub.publish(
-                current.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
-            )
+        self._door.change(job_name, **OPERATOR_CANCEL)
 
     def _probe_pods(self) -> None:
         """Say why waiting Jobs wait: one pod list for all of them, while there are any."""
