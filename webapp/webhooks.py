@@ -25,7 +25,7 @@ import requests
 from webapp.errors import RunStoreUnavailable
 from webapp.hub import StatusHub
 from webapp.identity import process_owner
-from webapp.runstore import PendingWebhook, RunStore
+from webapp.runstore import PendingWebhook, WebhookOutbox
 from webapp.runstore.backlog import StatusBacklog
 from webapp.status import JobStatus
 
@@ -46,7 +46,7 @@ class WebhookSender:
         self,
         *,
         hub: StatusHub,
-        store: RunStore,
+        store: WebhookOutbox,
         url: str,
         secret: str,
         session: requests.Session | None = None,
