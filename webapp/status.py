@@ -164,11 +164,6 @@ class JobStatus:
         """The status as one line of JSON, serialised once however many clients read it."""
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
-    @cached_property
-    def encodings(self) -> dict[str, Any]:
-        """The transports' wire forms of this status (:mod:`webapp.wire`), each built once per change."""
-        return {}
-
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> JobStatus:
         """Inverse of :meth:`to_dict` (for the run store and the Redis channel)."""
