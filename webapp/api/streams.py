@@ -133,7 +133,7 @@ def _changes(
 @bp.get("/sse/task-status/<job_name>")
 def sse_status(job_name: str) -> Response:
     rt = runtime()
-    first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
+    first = rt.runs.status(job_name)  # 400 / 404 before any stream starts
     last_event_id = request.headers.get("Last-Event-ID")  # an EventSource reconnecting: the seq it has
     if first.terminal and last_event_id == str(first.seq):
         # The client has the final status already; 204 is how the HTML Standard tells any
@@ -267,7 +267,7 @@ def ws_status(ws: Server, job_name: str) -> None:
 def _stream_status(ws: Server, job_name: str) -> None:
     rt = runtime()
     try:
-        first = rt.launcher.status(job_name)
+        first = rt.runs.status(job_name)
     except InvalidJobName as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
     except JobNotFound as error:
