@@ -96,7 +96,7 @@ def seq_in(hub: StatusHub, job_name: str) -> int:
 
 
 def restarts(reason: str) -> float:
-    value = metrics.WATCH_RESTARTS.labels(source="redis", reason=reason)._value.get()
+    value = metrics.REDIS_RECONNECTS.labels(reason=reason)._value.get()
     return float(value)
 
 
