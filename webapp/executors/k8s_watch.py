@@ -27,9 +27,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
-from http import HTTPStatus
 from typing import Any
 
 import urllib3
@@ -39,16 +37,14 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from webapp import metrics
 from webapp.backoff import Backoff
-from webapp.errors import describe_connection_error
 from webapp.hub import StatusHub
-from webapp.jobspecs import MANAGED_SELECTOR
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
+from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, describe_api_failure, raw_json
 from webapp.runstore import RunStore
 from webapp.status import Phase, utcnow
 
 logger = logging.getLogger(__name__)
 
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 WATCH_TIMEOUT_RANGE = (300, 600)
 """Server-side watch timeout, seconds, picked at random per watch."""
 READ_TIMEOUT = 120.0
@@ -58,37 +54,6 @@ LAUNCH_GRACE = timedelta(seconds=60)
 """A run younger than this may be missing from a list because its Job is still being created."""
 STOP_TIMEOUT = 2.0
 """How long ``stop()`` waits for the threads (the pod probe may be inside a short API call)."""
-
-
-def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Call a read/list API without the client's model classes: the JSON as the server sent it."""
-    response: Any = call(*args, _preload_content=False, **kwargs)
-    try:
-        body: dict[str, Any] = json.loads(response.data)
-        return body
-    finally:
-        response.release_conn()
-
-
-def describe_api_failure(error: BaseException) -> str:
-    """What went wrong with a call to the API server, in words anyone may read (``/readyz``, ``503`` answers).
-
-    Never the server's host, port or URLs, which urllib3's messages name, nor
-    the server's own message for a refusal, which may name internal parts (an
-    etcd address, a ServiceAccount): those are for the logs.
-    """
-    if isinstance(error, ApiException):
-        return f"the Kubernetes API server answered {_status_words(error.status)}"
-    if isinstance(error, urllib3.exceptions.HTTPError | OSError):
-        return f"the Kubernetes API server is unreachable: {describe_connection_error(error)}"
-    return f"the call to the Kubernetes API server failed ({type(error).__name__})"
-
-
-def _status_words(status: int | None) -> str:
-    try:
-        return f"{status} {HTTPStatus(status or 0).phrase}"
-    except ValueError:
-        return str(status) if status else "an error"
 
 
 class _Gone(Exception):
