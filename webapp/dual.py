@@ -1,6 +1,6 @@
 """Dual mode's referee: when both runs of a pipeline run have finished, compare and record them.
 
-A hub listener. Each run's status names the other (``shadow_job_name``); the
+A hub listener (:meth:`DualComparator.on_status`). Each run's status names the other (``shadow_job_name``); the
 second of the pair to finish triggers the comparison. The run store records
 one comparison per pipeline run, so with several instances only the one that
 records it counts it in the metrics.
@@ -12,7 +12,7 @@ import logging
 
 from webapp import metrics
 from webapp.comparison import Comparison, compare
-from webapp.hub import StatusHub
+from webapp.door import StatusDoor
 from webapp.runstore import RunStore
 from webapp.status import JobStatus
 
@@ -20,18 +20,16 @@ logger = logging.getLogger(__name__)
 
 
 class DualComparator:
-    def __init__(self, *, hub: StatusHub, store: RunStore) -> None:
-        self._hub = hub
-        self._store = store
-        hub.add_listener(self._on_change)
+    def __init__(self, *, door: StatusDoor) -> None:
+        self._door = door
 
-    def _on_change(self, status: JobStatus, previous: JobStatus | None) -> None:
+    def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
         if not status.terminal or (previous is not None and previous.terminal) or not status.shadow_job_name:
             return
-        other = self._hub.get(status.shadow_job_name) or self._store.get(status.shadow_job_name)
+        other = self._door.current(status.shadow_job_name)
         if other is None or not other.terminal:
             return
-        record(self._store, compare(status, other))
+        record(self._door.store, compare(status, other))
 
 
 def record(store: RunStore, comparison: Comparison) -> None:

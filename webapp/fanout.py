@@ -74,7 +74,6 @@ class RedisStatusChannel:
         self._poll_seconds = poll_seconds
         self._ping_seconds = ping_seconds
         self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
-        self._receiving = threading.local()
         self._unsent = StatusBacklog(current=hub.get)
         self._subscribed = False
         self._last_error: str | None = None
@@ -88,7 +87,6 @@ class RedisStatusChannel:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._hub.add_listener(self._announce)
         self._thread = threading.Thread(target=self._run, name="redis-status-channel", daemon=True)
         self._thread.start()
 
@@ -111,9 +109,9 @@ class RedisStatusChannel:
 
     # -- outgoing: statuses this instance originates ---------------------------
 
-    def _announce(self, status: JobStatus, previous: JobStatus | None) -> None:
-        """Hub listener: publish a legacy status this instance originated (not one heard from Redis)."""
-        if status.mode != FANNED_OUT_MODE or getattr(self._receiving, "active", False) or self._stopping.is_set():
+    def announce(self, status: JobStatus) -> None:
+        """Publish a legacy status this instance wrote (the door's relay; statuses heard from Redis never come here)."""
+        if status.mode != FANNED_OUT_MODE or self._stopping.is_set():
             return
         try:
             self._publisher.publish(self._channel, status.json)
@@ -129,6 +127,9 @@ class RedisStatusChannel:
         self._unsent.drain(self._republish)
 
     def _republish(self, status: JobStatus) -> None:
+        # The door wrote this status, but while Redis was down its save waits in the door's backlog, and an
+        # instance that re-subscribes before that is retried would re-sync without it. Saving the same status
+        # again makes no new one: the store refuses a seq it already has.
         self._store.save(status)
         self._publisher.publish(self._channel, status.json)
         logger.info("redis.republished", extra={"job_name": status.job_name, "mode": status.mode, "seq": status.seq})
@@ -221,9 +222,5 @@ class RedisStatusChannel:
         self._publish_heard(status)
 
     def _publish_heard(self, status: JobStatus) -> None:
-        """Into the hub, flagged so that :meth:`_announce` does not echo it back to Redis."""
-        self._receiving.active = True
-        try:
-            self._hub.publish(status)
-        finally:
-            self._receiving.active = False
+        """Into this process's hub only: it was saved and relayed by the instance that wrote it."""
+        self._hub.publish(status)

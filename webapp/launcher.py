@@ -6,8 +6,9 @@ The launcher turns a request into a run: checks the spec and the limits
 makes a second run, and one client's key is nothing to another; a key left
 bound to a run that was never saved is taken over by a later retry), renders
 the manifest, records the launch and hands it to the executor of the
-configured mode. Reads are answered from the hub's cache, then the run store —
-never by calling an executor.
+configured mode. Every status it writes goes through the door
+(:mod:`webapp.door`). Reads are answered from the hub's cache, then the run
+store — never by calling an executor.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from webapp import metrics
 from webapp.comparison import migration_report, shadow_launch_failed
+from webapp.door import StatusDoor
 from webapp.dual import record as record_comparison
 from webapp.errors import (
     Conflict,
@@ -33,7 +35,6 @@ from webapp.errors import (
     UnknownJobspec,
 )
 from webapp.executors import Executor
-from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, render_job
 from webapp.names import is_valid_job_name, new_job_name, new_pipeline_run_id
 from webapp.runstore import IdempotencyClaim, RunStore
@@ -65,14 +66,13 @@ class Launcher:
         settings: Settings,
         specs: Mapping[str, Jobspec],
         executors: Mapping[str, Executor],
-        hub: StatusHub,
-        store: RunStore,
+        door: StatusDoor,
     ) -> None:
         self._settings = settings
         self._specs = specs
         self._executors = executors
-        self._hub = hub
-        self._store = store
+        self._door = door
+        self._store: RunStore = door.store
 
     @property
     def spec_names(self) -> list[str]:
@@ -139,16 +139,15 @@ class Launcher:
         logger.info(
             "job.launched", extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "spec": spec.name}
         )
-        self._hub.publish(status)
         if shadow_mode and shadow_name:
             self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name)
-        return self._hub.get(job_name) or status, True
+        return self._door.current(job_name) or status, True
 
     def _orphaned(self, claim: IdempotencyClaim) -> bool:
         """The key's launch failed and left no run, and could not give the key back (the store refused that too)."""
         if time.time() - claim.claimed_at < ORPHANED_CLAIM_SECONDS:
             return False  # maybe still being launched by another request
-        return self._hub.get(claim.job_name) is None and self._store.get(claim.job_name) is None
+        return self._door.current(claim.job_name) is None
 
     def _release_key(self, idempotency_key: str, *, job_name: str) -> None:
         """Give back the key of a failed launch; if the store refuses, the next request takes it over."""
@@ -171,9 +170,9 @@ class Launcher:
         return "k8s" if self._settings.primary_mode == "legacy" else "legacy"
 
     def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str], *, client: str | None) -> JobStatus:
-        """Record the run (``client``: whose share it counts against) and hand it to its executor.
+        """Record the run (``client``: whose share it counts against), hand it to its executor, publish it.
 
-        Leave no record behind if that fails.
+        Leave no record behind if the executor cannot start it.
         """
         manifest = render_job(
             spec,
@@ -182,12 +181,13 @@ class Launcher:
             params=params,
             task_image=self._settings.task_image,
         )
-        self._store.save(status, manifest=manifest, client=client)
+        self._door.open(status, manifest=manifest, client=client)
         try:
-            return self._executors[status.mode].launch(status, manifest)
+            self._executors[status.mode].launch(status, manifest)
         except Exception:
-            self._store.delete(status.job_name)
+            self._door.withdraw(status.job_name)
             raise
+        return self._door.announce(status)
 
     def _start_shadow(
         self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str
@@ -200,7 +200,7 @@ class Launcher:
         shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
         shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
         try:
-            self._hub.publish(self._start(shadow, spec, params, client=None))
+            self._start(shadow, spec, params, client=None)
         except Exception as error:
             metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()
             logger.warning(
@@ -215,8 +215,7 @@ class Launcher:
             record_comparison(
                 self._store, shadow_launch_failed(primary, shadow_mode=mode, shadow_job=job_name, error=str(error))
             )
-            current = self._hub.get(primary.job_name) or primary
-            self._hub.publish(current.evolve(shadow_job_name=None))  # there is no other run to point to
+            self._door.change(primary.job_name, shadow_job_name=None)  # there is no other run to point to
             return
         metrics.LAUNCHES.labels(mode=mode, result="shadow").inc()
 
@@ -224,7 +223,7 @@ class Launcher:
         """The status of a run another request is launching right now (a double click)."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self._hub.get(job_name) or self._store.get(job_name)
+            status = self._door.current(job_name)
             if status is not None:
                 return status
             if time.monotonic() > deadline:
@@ -234,7 +233,7 @@ class Launcher:
     def status(self, job_name: str) -> JobStatus:
         """The current status from the hub's cache, else the run store; never from an executor."""
         check_job_name(job_name)
-        status = self._hub.get(job_name) or self._store.get(job_name)
+        status = self._door.current(job_name)
         if status is None:
             raise JobNotFound(f"no job named {job_name}")
         return status

@@ -1,14 +1,15 @@
 """The running parts of one jobpulse process, built from the settings and wired together.
 
 One :class:`Runtime` per process (per app): the status hub, the run store,
-the executors of the configured mode and the launcher, plus the listeners
-that keep the run store and metrics in step with the hub, and a housekeeping
-loop that applies ``STATUS_RETENTION_SECONDS``.
+the door every status change goes through (:mod:`webapp.door`), the
+executors of the configured mode and the launcher, and a housekeeping loop
+that applies ``STATUS_RETENTION_SECONDS``. :func:`build_runtime` is the one
+place where the parts are wired together, hub listeners included.
 
 A status change the run store refuses (disk full, Redis down) is not lost:
-the hub keeps serving it, it waits in a backlog that is written again every
-``STORE_RETRY_SECONDS`` until the store takes it, and the process is not
-ready meanwhile.
+the hub keeps serving it, it waits in the door's backlog that is written
+again every ``STORE_RETRY_SECONDS`` until the store takes it, and the process
+is not ready meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from webapp import metrics
+from webapp.door import StatusDoor
 from webapp.dual import DualComparator
 from webapp.errors import RunStoreUnavailable
 from webapp.executors import Executor
@@ -28,7 +30,6 @@ from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
 from webapp.runstore import RunStore
-from webapp.runstore.backlog import StatusBacklog
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.settings import ConfigError, Settings
 from webapp.status import JobStatus, utcnow
@@ -60,23 +61,20 @@ class Runtime:
         *,
         settings: Settings,
         specs: dict[str, Jobspec],
-        hub: StatusHub,
-        store: RunStore,
+        door: StatusDoor,
         executors: dict[str, Executor],
         services: list[Service] | None = None,
     ) -> None:
         self.settings = settings
         self.specs = specs
-        self.hub = hub
-        self.store = store
+        self.door = door
+        self.hub: StatusHub = door.hub
+        self.store: RunStore = door.store
         self.executors = executors
         self.services = services or []
-        self.launcher = Launcher(settings=settings, specs=specs, executors=executors, hub=hub, store=store)
-        self._unsaved = StatusBacklog(current=hub.get)
-        self._unsaved_error: str | None = None
+        self.launcher = Launcher(settings=settings, specs=specs, executors=executors, door=door)
         self._stopping = threading.Event()
         self._started = False
-        hub.add_listener(self._record_change)
 
     def start(self) -> None:
         if self._started:
@@ -101,19 +99,15 @@ class Runtime:
             return
         self._stopping.set()
         self.hub.close()
-        self._save_unsaved()
+        self.door.save_unsaved()
         parts: list[Executor | Service] = [*self.executors.values(), *self.services]
         for part in parts:
             try:
                 part.stop()
             except Exception:  # one part failing to stop (Redis down) must not keep the others running
                 logger.exception("runtime.stop_failed", extra={"part": type(part).__name__})
-        self._save_unsaved()
-        if unsaved := self._unsaved.job_names():
-            logger.error(
-                "store.unsaved_at_exit",
-                extra={"job_names": unsaved, "count": len(unsaved), "error": self._unsaved_error},
-            )
+        self.door.save_unsaved()
+        self.door.report_unsaved_at_exit()
 
     def unready_reasons(self) -> list[str]:
         reasons = [
@@ -129,75 +123,33 @@ class Runtime:
             self.store.ping()
         except Exception as error:
             store_problems.append(str(error))
-        if unsaved := len(self._unsaved):
-            store_problems.append(f"{unsaved} status change(s) not saved yet ({self._unsaved_error})")
+        if unsaved := self.door.unsaved_reason():
+            store_problems.append(unsaved)
         if store_problems:
             reasons.append(f"run store: {'; '.join(store_problems)}")
         return reasons
 
-    def _record_change(self, status: JobStatus, previous: JobStatus | None) -> None:
-        """Keep the run store and metrics in step with every status change.
-
-        Saved on every change of phase, and of ``attempt`` or ``active``: a
-        process that takes a run over must know whether an attempt was in
-        flight, so that it never starts one twice.
-        """
-        moved = previous is None or previous.status != status.status
-        if moved or (previous is not None and (previous.attempt, previous.active) != (status.attempt, status.active)):
-            self._save(status)
-        if moved:
-            metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
-            logger.info(
-                "job.status",
-                extra={
-                    "job_name": status.job_name,
-                    "mode": status.mode,
-                    "pipeline_run_id": status.pipeline_run_id,
-                    "status": status.status.value,
-                    "reason": status.reason,
-                },
-            )
-
-    def _save(self, status: JobStatus) -> None:
-        """Save a status change; if the store refuses it, keep it to write again (never drop a final status)."""
-        try:
-            self.store.save(status)
-        except RunStoreUnavailable as error:
-            self._unsaved.keep(status)
-            self._unsaved_error = error.message
-            logger.warning(
-                "store.save_failed",
-                extra={
-                    "job_name": status.job_name,
-                    "mode": status.mode,
-                    "pipeline_run_id": status.pipeline_run_id,
-                    "status": status.status.value,
-                    "error": error.message,
-                },
-            )
-        else:
-            self._unsaved.settled(status)
-
-    def _save_late(self, status: JobStatus) -> None:
-        self.store.save(status)
-        logger.info(
-            "store.saved_late",
-            extra={"job_name": status.job_name, "mode": status.mode, "status": status.status.value},
-        )
-
-    def _save_unsaved(self) -> None:
-        """Write the backlog of refused status changes; what fails again stays for the next try."""
-        if not len(self._unsaved):
+    @staticmethod
+    def count_change(status: JobStatus, previous: JobStatus | None) -> None:
+        """Hub listener: count and log every change of phase (metrics and the ``job.status`` log line)."""
+        if previous is not None and previous.status == status.status:
             return
-        try:
-            self._unsaved.drain(self._save_late)
-        except RunStoreUnavailable as error:
-            self._unsaved_error = error.message
+        metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
+        logger.info(
+            "job.status",
+            extra={
+                "job_name": status.job_name,
+                "mode": status.mode,
+                "pipeline_run_id": status.pipeline_run_id,
+                "status": status.status.value,
+                "reason": status.reason,
+            },
+        )
 
     def _retry_unsaved(self) -> None:
         while not self._stopping.wait(STORE_RETRY_SECONDS):
             try:
-                self._save_unsaved()
+                self.door.save_unsaved()
             except Exception:
                 logger.exception("store.retry_failed")
 
@@ -222,7 +174,7 @@ class Runtime:
             if (
                 status.terminal
                 and now - status.updated_at > FORGET_FINISHED_AFTER
-                and not self._unsaved.holds(status.job_name)
+                and not self.door.holds_unsaved(status.job_name)
             ):
                 self.hub.forget(status.job_name)
         purged = self.store.purge(before=now - timedelta(seconds=self.settings.status_retention_seconds))
@@ -240,12 +192,14 @@ def build_runtime(settings: Settings) -> Runtime:
     hub = StatusHub()
     services: list[Service] = []
     store: RunStore
+    channel = None
     if settings.redis_url:
         from webapp.fanout import RedisStatusChannel
         from webapp.runstore.redis import RedisRunStore
 
         redis_store = RedisRunStore(settings.redis_url, retention_seconds=settings.status_retention_seconds)
-        services.append(RedisStatusChannel(hub=hub, url=settings.redis_url, store=redis_store))
+        channel = RedisStatusChannel(hub=hub, url=settings.redis_url, store=redis_store)
+        services.append(channel)
         store = redis_store
     else:
         try:
@@ -254,27 +208,30 @@ def build_runtime(settings: Settings) -> Runtime:
             raise ConfigError(
                 f"DATABASE_PATH: cannot use {settings.database_path} as the run store: {error.message}"
             ) from error
+    door = StatusDoor(hub=hub, store=store, relay=channel.announce if channel is not None else None)
     executors: dict[str, Executor] = {}
     if settings.legacy_enabled and settings.legacy_runner == "http":
         assert settings.legacy_runner_url is not None  # required by the settings' validation
-        executors["legacy"] = HttpRunner(hub=hub, store=store, base_url=settings.legacy_runner_url)
+        executors["legacy"] = HttpRunner(door=door, base_url=settings.legacy_runner_url)
     elif settings.legacy_enabled:
-        executors["legacy"] = LocalRunner(
-            hub=hub,
-            store=store,
+        local = LocalRunner(
+            door=door,
             log_dir=settings.database_path.parent / "logs",
             max_concurrency=settings.legacy_max_concurrency,
             python=find_python(settings.legacy_python),
         )
+        hub.add_listener(local.on_status)  # a cancel heard from another instance stops the run here
+        executors["legacy"] = local
     if settings.k8s_enabled:
         from webapp.executors.k8s import KubernetesExecutor, connect  # the client is heavy: only when used
 
         api, namespace = connect(settings)
-        executors["k8s"] = KubernetesExecutor(hub=hub, store=store, api=api, namespace=namespace)
+        executors["k8s"] = KubernetesExecutor(door=door, api=api, namespace=namespace)
+    hub.add_listener(Runtime.count_change)
     if settings.execution_mode == "dual":
-        DualComparator(hub=hub, store=store)
+        hub.add_listener(DualComparator(door=door).on_status)
     if settings.completion_webhook_url and settings.webhook_secret:
-        services.append(
-            WebhookSender(hub=hub, store=store, url=settings.completion_webhook_url, secret=settings.webhook_secret)
-        )
-    return Runtime(settings=settings, specs=specs, hub=hub, store=store, executors=executors, services=services)
+        webhooks = WebhookSender(store=store, url=settings.completion_webhook_url, secret=settings.webhook_secret)
+        hub.add_listener(webhooks.on_status)
+        services.append(webhooks)
+    return Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)

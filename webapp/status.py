@@ -81,6 +81,9 @@ class JobStatus:
     seq: int = 1
     history: tuple[Transition, ...] = ()
     shadow_job_name: str | None = None
+    observed: str | None = None
+    """The source's version of what this status was made from (a Job's ``resourceVersion``); kept in the
+    run store, never sent to clients: an observation older than it is stale (:mod:`webapp.door`)."""
 
     @classmethod
     def new(
@@ -164,6 +167,13 @@ class JobStatus:
         """The status as one line of JSON, serialised once however many clients read it."""
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
+    @property
+    def stored_json(self) -> str:
+        """The status as the run store keeps it: :attr:`json` plus :attr:`observed`."""
+        if self.observed is None:
+            return self.json
+        return self.json[:-1] + "," + json.dumps({"observed": self.observed})[1:]
+
     @cached_property
     def encodings(self) -> dict[str, Any]:
         """The transports' wire forms of this status (:mod:`webapp.wire`), each built once per change."""
@@ -196,6 +206,7 @@ class JobStatus:
                 Transition(Phase(h["status"]), parse_time(h["at"]) or created) for h in body.get("history", ())
             ),
             shadow_job_name=body.get("shadow_job_name"),
+            observed=body.get("observed"),
         )
 
     @classmethod

@@ -23,7 +23,6 @@ import threading
 import requests
 
 from webapp.errors import RunStoreUnavailable
-from webapp.hub import StatusHub
 from webapp.identity import process_owner
 from webapp.runstore import PendingWebhook, RunStore
 from webapp.runstore.backlog import StatusBacklog
@@ -45,7 +44,6 @@ class WebhookSender:
     def __init__(
         self,
         *,
-        hub: StatusHub,
         store: RunStore,
         url: str,
         secret: str,
@@ -69,9 +67,9 @@ class WebhookSender:
         self._last_error: str | None = None
         self._unqueued = StatusBacklog()
         """Finishes the outbox refused (a storage fault), to put in it on the next pass."""
-        hub.add_listener(self._on_change)
 
-    def _on_change(self, status: JobStatus, previous: JobStatus | None) -> None:
+    def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
+        """Hub listener: a run that has just finished gets its webhook put in the outbox."""
         if not status.terminal or (previous is not None and previous.terminal):
             return
         try:

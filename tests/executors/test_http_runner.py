@@ -30,6 +30,7 @@ from requests.models import PreparedRequest
 
 from tests.helpers import wait_for
 from tests.live.server import free_port
+from webapp.door import StatusDoor
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound
 from webapp.executors.http_runner import TASK_ID_ANNOTATION, HttpRunner
 from webapp.hub import StatusHub
@@ -152,11 +153,11 @@ class Node:
         self.hub = StatusHub()
         self.seen: list[JobStatus] = []
         self.hub.add_listener(self._record)
-        self.runner = HttpRunner(hub=self.hub, store=store, base_url=URL + "/", **{**FAST, **options})
+        self.door = StatusDoor(hub=self.hub, store=store)
+        self.runner = HttpRunner(door=self.door, base_url=URL + "/", **{**FAST, **options})
 
     def _record(self, status: JobStatus, previous: JobStatus | None) -> None:
         self.seen.append(status)
-        self.store.save(status)  # as the runtime's listener does
 
     def launch(self, params: dict[str, str] | None = None) -> JobStatus:
         """What the launcher does: record the Queued run and its manifest, hand it over, undo on failure."""
@@ -165,14 +166,13 @@ class Node:
         job_name = new_job_name(run_id)
         manifest = render_job(spec, job_name=job_name, pipeline_run_id=run_id, params=params or PARAMS)
         status = JobStatus.new(job_name=job_name, mode="legacy", spec=spec.name, pipeline_run_id=run_id)
-        self.store.save(status, manifest=manifest)
+        self.door.open(status, manifest=manifest, client=None)
         try:
-            launched = self.runner.launch(status, manifest)
+            self.runner.launch(status, manifest)
         except Exception:
-            self.store.delete(job_name)
+            self.door.withdraw(job_name)
             raise
-        self.hub.publish(launched)
-        return launched
+        return self.door.announce(status)
 
     def wait_status(self, job_name: str, phase: Phase, *, reason: str | None = None) -> JobStatus:
         def reached() -> JobStatus | None:

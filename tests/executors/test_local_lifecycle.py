@@ -22,6 +22,7 @@ import pytest
 
 from tests.helpers import captured_logs, wait_for
 from tests.storage import SmallDisk
+from webapp.door import StatusDoor
 from webapp.executors import local
 from webapp.executors.local import LocalRunner
 from webapp.executors.task_supervisor import AttemptRecord
@@ -47,8 +48,9 @@ def _manifest(name: str, code: str, *, backoff_limit: int = 0) -> dict[str, Any]
 
 def _runner(store: SQLiteRunStore, log_dir: Path, *, max_concurrency: int = 1, **options: Any) -> LocalRunner:
     hub = StatusHub()
-    hub.add_listener(lambda status, previous: store.save(status))
-    runner = LocalRunner(hub=hub, store=store, log_dir=log_dir, max_concurrency=max_concurrency, **options)
+    runner = LocalRunner(
+        door=StatusDoor(hub=hub, store=store), log_dir=log_dir, max_concurrency=max_concurrency, **options
+    )
     runner.start()
     return runner
 
@@ -56,13 +58,14 @@ def _runner(store: SQLiteRunStore, log_dir: Path, *, max_concurrency: int = 1, *
 def _launch(store: SQLiteRunStore, runner: LocalRunner, label: str, code: str, **options: Any) -> str:
     status = JobStatus.new(job_name=f"task-runner-{label}-0123abcd", mode="legacy", spec=label, pipeline_run_id=label)
     manifest = _manifest(status.job_name, code, **options)
-    store.save(status, manifest=manifest)
+    runner._door.open(status, manifest=manifest, client=None)  # as the launcher does
     runner.launch(status, manifest)
+    runner._door.announce(status)
     return status.job_name
 
 
 def _status(runner: LocalRunner, job_name: str) -> JobStatus:
-    status = runner._hub.get(job_name)
+    status = runner._door.hub.get(job_name)
     assert status is not None
     return status
 
@@ -232,8 +235,7 @@ class _FailsOnRunning(LocalRunner):
 def test_an_attempt_is_stopped_when_the_runner_fails_after_starting_it(store: SQLiteRunStore, tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
     hub = StatusHub()
-    hub.add_listener(lambda status, previous: store.save(status))
-    runner = _FailsOnRunning(hub=hub, store=store, log_dir=log_dir, max_concurrency=1)
+    runner = _FailsOnRunning(door=StatusDoor(hub=hub, store=store), log_dir=log_dir, max_concurrency=1)
     runner.start()
     try:
         with captured_logs() as records:
@@ -305,7 +307,7 @@ def test_no_attempt_starts_once_another_process_holds_the_run(store: SQLiteRunSt
             store.release_runs(owner=runner._leases.owner)
             assert store.claim_run(status.job_name, owner="another-host-1-abcdef", lease_seconds=300)
 
-    runner._hub.add_listener(lease_lapses_and_another_takes_it)
+    runner._door.hub.add_listener(lease_lapses_and_another_takes_it)
     try:
         fails = f"open({str(executions)!r}, 'a').write('ran\\n'); raise SystemExit(3)"
         job_name = _launch(store, runner, "fenced", fails, backoff_limit=1)

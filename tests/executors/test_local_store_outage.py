@@ -28,6 +28,7 @@ import pytest
 
 from tests.helpers import captured_logs, wait_for
 from tests.storage import SmallDisk
+from webapp.door import StatusDoor
 from webapp.executors.leases import LAUNCH_SECONDS
 from webapp.executors.local import LocalRunner
 from webapp.executors.task_supervisor import AttemptRecord
@@ -69,14 +70,15 @@ class Outage:
 
 
 def _launch(outage_parts: tuple[StoreWatchedAtRelease, LocalRunner], label: str, code: str) -> str:
-    store, runner = outage_parts
+    _, runner = outage_parts
     launched = utcnow() - timedelta(seconds=LAUNCH_SECONDS + 5)  # no longer "being launched" by anyone
     status = JobStatus.new(
         job_name=f"task-runner-{label}-0123abcd", mode="legacy", spec=label, pipeline_run_id=label, at=launched
     )
     manifest = _manifest(status.job_name, code)
-    store.save(status, manifest=manifest)
+    runner._door.open(status, manifest=manifest, client=None)  # as the launcher does
     runner.launch(status, manifest)
+    runner._door.announce(status)
     return status.job_name
 
 
@@ -85,12 +87,12 @@ def finished_during_the_outage(small_disk: SmallDisk, tmp_path: Path) -> Iterato
     """A run that finished (``Succeeded``) while the store refused every write; the disk has room again now."""
     store = StoreWatchedAtRelease(small_disk.path / "runs.sqlite3")
     hub = StatusHub()
-    runner = LocalRunner(hub=hub, store=store, log_dir=tmp_path / "logs", max_concurrency=1)
+    door = StatusDoor(hub=hub, store=store)
+    runner = LocalRunner(door=door, log_dir=tmp_path / "logs", max_concurrency=1)
     runtime = Runtime(
         settings=Settings.from_env({"JOBSPECS_DIR": str(tmp_path)}),
         specs={},
-        hub=hub,
-        store=store,
+        door=door,
         executors={"legacy": runner},
     )
     runner.start()
@@ -156,8 +158,7 @@ def test_a_restart_that_lost_the_unsaved_final_status_settles_the_run_from_its_a
     assert record is not None and record.finished
     dataclasses.replace(record, parent_start=None).write(record_path)  # as a dead worker's record reads
     hub = StatusHub()
-    hub.add_listener(lambda status, previous: outage.store.save(status))
-    restarted = LocalRunner(hub=hub, store=outage.store, log_dir=tmp_path / "logs", max_concurrency=1)
+    restarted = LocalRunner(door=StatusDoor(hub=hub, store=outage.store), log_dir=tmp_path / "logs", max_concurrency=1)
     restarted.start()
     try:
         final = wait_for(lambda: (s := hub.get(outage.job_name)) and s.terminal and s, timeout=30, what="the end")
@@ -171,8 +172,7 @@ def test_a_restart_that_lost_the_unsaved_final_status_settles_the_run_from_its_a
 def test_an_attempt_the_store_cannot_record_does_not_start_until_it_can(small_disk: SmallDisk, tmp_path: Path) -> None:
     store = StoreWatchedAtRelease(small_disk.path / "runs.sqlite3")
     hub = StatusHub()
-    hub.add_listener(lambda status, previous: store.save(status))
-    runner = LocalRunner(hub=hub, store=store, log_dir=tmp_path / "logs", max_concurrency=1)
+    runner = LocalRunner(door=StatusDoor(hub=hub, store=store), log_dir=tmp_path / "logs", max_concurrency=1)
     runner.start()
     go, executions = tmp_path / "go", tmp_path / "executions"
     try:
@@ -202,7 +202,7 @@ def test_a_runner_that_cannot_renew_its_lease_stops_its_attempt_before_the_lease
 ) -> None:
     store = StoreWatchedAtRelease(small_disk.path / "runs.sqlite3")
     hub = StatusHub()
-    runner = LocalRunner(hub=hub, store=store, log_dir=tmp_path / "logs", max_concurrency=1)
+    runner = LocalRunner(door=StatusDoor(hub=hub, store=store), log_dir=tmp_path / "logs", max_concurrency=1)
     runner._leases._lease_seconds = 0.9  # renewed every 0.3 s
     runner.start()
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import captured_logs, wait_for
+from webapp.door import StatusDoor
 from webapp.executors.local import LocalRunner
 from webapp.executors.task_supervisor import AttemptRecord, boot_id, start_ticks
 from webapp.hub import StatusHub
@@ -57,8 +58,7 @@ def _record(log_dir: Path, **ended: Any) -> None:
 
 def _take_over(store: SQLiteRunStore, log_dir: Path) -> tuple[LocalRunner, StatusHub]:
     hub = StatusHub()
-    hub.add_listener(lambda status, previous: store.save(status))
-    runner = LocalRunner(hub=hub, store=store, log_dir=log_dir, max_concurrency=1)
+    runner = LocalRunner(door=StatusDoor(hub=hub, store=store), log_dir=log_dir, max_concurrency=1)
     runner.start()
     return runner, hub
 

@@ -24,13 +24,14 @@ def stop_idle_watch(kubeconfig: str, namespace: str, database: Path) -> list[str
     """Start a watcher, wait until its watch is open and idle, stop it; what did not end in time."""
     from kubernetes import config
 
+    from webapp.door import StatusDoor
     from webapp.executors.k8s_watch import JobWatcher
     from webapp.hub import StatusHub
     from webapp.runstore.sqlite import SQLiteRunStore
 
     api = config.new_client_from_config(config_file=kubeconfig)
     store = SQLiteRunStore(database)
-    watcher = JobWatcher(hub=StatusHub(), store=store, api=api, namespace=namespace)
+    watcher = JobWatcher(door=StatusDoor(hub=StatusHub(), store=store), api=api, namespace=namespace)
     others = set(threading.enumerate())
     watcher.start()
     try:

@@ -19,6 +19,7 @@ from tests.helpers import wait_for
 from tests.redis.conftest import RedisServer
 from webapp import metrics
 from webapp.backoff import Backoff
+from webapp.door import StatusDoor
 from webapp.errors import RunStoreUnavailable
 from webapp.fanout import DEFAULT_CHANNEL, RedisStatusChannel
 from webapp.hub import StatusHub
@@ -74,6 +75,17 @@ def channel_log() -> Iterator[Captured]:
     logger.removeHandler(handler)
 
 
+def door_of(hub: StatusHub, channel: RedisStatusChannel, redis_url: str) -> StatusDoor:
+    """The instance's door, relaying through its channel as build_runtime wires it."""
+    return StatusDoor(hub=hub, store=RedisRunStore(redis_url), relay=channel.announce)
+
+
+def first(door: StatusDoor, status: JobStatus) -> None:
+    """A run's first status, written as a launch writes it."""
+    door.open(status, manifest=None, client=None)
+    door.announce(status)
+
+
 def legacy_run(name: str, *, mode: str = "legacy") -> JobStatus:
     return JobStatus.new(job_name=f"task-runner-{name}-0000beef", mode=mode, spec="slow", pipeline_run_id=name)
 
@@ -89,22 +101,25 @@ def restarts(reason: str) -> float:
 
 
 def test_legacy_statuses_reach_the_other_hub_once_without_echo(make_channel: MakeChannel, redis_url: str) -> None:
-    origin_hub, _ = make_channel()
+    origin_hub, origin = make_channel()
     other_hub, _ = make_channel()
+    door = door_of(origin_hub, origin, redis_url)
     listener = redis.Redis.from_url(redis_url, decode_responses=True)
     tap = listener.pubsub()
     try:
         tap.subscribe(DEFAULT_CHANNEL)
         queued = legacy_run("echo")
-        chain = [queued, queued.evolve(status=Phase.PENDING), queued.evolve(status=Phase.PENDING).evolve(active=1)]
-        for status in chain:
-            origin_hub.publish(status)
-        origin_hub.publish(legacy_run("k8s-only", mode="k8s"))
+        first(door, queued)
+        door.change(queued.job_name, status=Phase.PENDING)
+        door.change(queued.job_name, active=1)
+        first(door, legacy_run("k8s-only", mode="k8s"))
         marker = legacy_run("marker")
-        origin_hub.publish(marker)
+        first(door, marker)
         wait_for(lambda: other_hub.get(marker.job_name), timeout=10, what="the marker on the other hub")
 
-        assert other_hub.get(queued.job_name) == JobStatus.from_json(chain[-1].json)
+        written = origin_hub.get(queued.job_name)
+        assert written is not None and (written.seq, written.status, written.active) == (3, Phase.PENDING, 1)
+        assert other_hub.get(queued.job_name) == JobStatus.from_json(written.json)
         assert other_hub.get("task-runner-k8s-only-0000beef") is None, "each instance watches Kubernetes itself"
         listener.publish(DEFAULT_CHANNEL, "sentinel")
         heard: list[str] = []
@@ -137,12 +152,12 @@ def test_a_malformed_message_is_ignored(make_channel: MakeChannel, redis_url: st
 
 
 def test_the_channel_resubscribes_by_itself_and_catches_up_from_the_run_store(
-    make_channel: MakeChannel, redis_server: RedisServer, store: RedisRunStore, channel_log: Captured
+    make_channel: MakeChannel, redis_server: RedisServer, store: RedisRunStore, channel_log: Captured, redis_url: str
 ) -> None:
-    origin_hub, _ = make_channel()
+    origin_hub, origin = make_channel()
     other_hub, other = make_channel(backoff=Backoff(initial=2.0, maximum=2.0, jitter=0))
     running = legacy_run("resync").evolve(status=Phase.RUNNING)
-    origin_hub.publish(running)
+    first(door_of(origin_hub, origin, redis_url), running)
     wait_for(lambda: seq_in(other_hub, running.job_name) == running.seq, timeout=10, what="the first status")
     errors_before = restarts("error")
 
@@ -167,14 +182,15 @@ def test_a_status_that_could_not_be_published_is_sent_when_redis_is_back(
 ) -> None:
     origin_hub, origin = make_channel()
     other_hub, other = make_channel()
+    door = door_of(origin_hub, origin, redis_url)
     running = legacy_run("unsent").evolve(status=Phase.RUNNING)
-    origin_hub.publish(running)
+    first(door, running)
     wait_for(lambda: other_hub.get(running.job_name), timeout=10, what="the first status")
 
     redis_server.stop()
     wait_for(lambda: origin.unready_reason() and other.unready_reason(), timeout=10, what="both to notice")
-    finished = running.evolve(status=Phase.SUCCEEDED)
-    origin_hub.publish(finished)  # Redis is down: kept, to be published later
+    finished = door.change(running.job_name, status=Phase.SUCCEEDED)  # Redis is down: kept, to be sent later
+    assert finished is not None and finished.terminal
     redis_server.start()
 
     wait_for(lambda: seq_in(other_hub, running.job_name) == finished.seq, timeout=20, what="the late status")

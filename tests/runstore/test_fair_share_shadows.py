@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from webapp.door import StatusDoor
 from webapp.errors import TooManyActiveJobs
 from webapp.executors.local import LocalRunner
 from webapp.hub import StatusHub
@@ -26,11 +27,9 @@ CLIENT = "192.0.2.10"
 @pytest.fixture
 def dual_launcher(jobspecs_dir: Path, tmp_path: Path) -> Iterator[tuple[Launcher, SQLiteRunStore]]:
     store = SQLiteRunStore(tmp_path / "runs.sqlite3")
-    hub = StatusHub()
-    hub.add_listener(lambda status, previous: store.save(status))
+    door = StatusDoor(hub=StatusHub(), store=store)
     runners = [
-        LocalRunner(hub=hub, store=store, log_dir=tmp_path / f"logs-{mode}", max_concurrency=4)
-        for mode in ("legacy", "k8s")
+        LocalRunner(door=door, log_dir=tmp_path / f"logs-{mode}", max_concurrency=4) for mode in ("legacy", "k8s")
     ]
     for runner in runners:
         runner.start()
@@ -41,8 +40,7 @@ def dual_launcher(jobspecs_dir: Path, tmp_path: Path) -> Iterator[tuple[Launcher
         settings=settings,
         specs=load_jobspecs(jobspecs_dir),
         executors={"legacy": runners[0], "k8s": runners[1]},
-        hub=hub,
-        store=store,
+        door=door,
     )
     yield launcher, store
     for runner in runners:

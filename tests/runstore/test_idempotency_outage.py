@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import captured_logs
 from tests.storage import SmallDisk
+from webapp.door import StatusDoor
 from webapp.errors import RunStoreUnavailable
 from webapp.executors.local import LocalRunner
 from webapp.hub import StatusHub
@@ -47,13 +48,10 @@ def launcher_on_small_disk(
     small_disk: SmallDisk, jobspecs_dir: Path, tmp_path: Path
 ) -> Iterator[tuple[Launcher, DiskFillsAfterTheClaim]]:
     store = DiskFillsAfterTheClaim(small_disk.path / "runs.sqlite3", small_disk)
-    hub = StatusHub()
-    hub.add_listener(lambda status, previous: store.save(status))
-    runner = LocalRunner(hub=hub, store=store, log_dir=tmp_path / "logs", max_concurrency=2)
+    door = StatusDoor(hub=StatusHub(), store=store)
+    runner = LocalRunner(door=door, log_dir=tmp_path / "logs", max_concurrency=2)
     settings = Settings.from_env({"JOBSPECS_DIR": str(jobspecs_dir)})
-    launcher = Launcher(
-        settings=settings, specs=load_jobspecs(jobspecs_dir), executors={"legacy": runner}, hub=hub, store=store
-    )
+    launcher = Launcher(settings=settings, specs=load_jobspecs(jobspecs_dir), executors={"legacy": runner}, door=door)
     yield launcher, store
     runner.stop()
     store.close()

@@ -45,7 +45,9 @@ def finished(name: str = "task-runner-w-0000beef") -> JobStatus:
 
 
 def sender(hub: StatusHub, store: SQLiteRunStore) -> WebhookSender:
-    return WebhookSender(hub=hub, store=store, url=RECEIVER, secret=SECRET, first_retry_seconds=0.05, poll_seconds=0.05)
+    webhooks = WebhookSender(store=store, url=RECEIVER, secret=SECRET, first_retry_seconds=0.05, poll_seconds=0.05)
+    hub.add_listener(webhooks.on_status)  # as build_runtime wires it
+    return webhooks
 
 
 def test_a_finished_donation_is_posted_once_signed(make_app: Any, receiver: Any) -> None:

@@ -1,7 +1,7 @@
 """Executors run tasks: the legacy runner (local subprocesses or an HTTP service) or Kubernetes.
 
-Each executor publishes the statuses of the runs it knows into the hub; the
-API never asks an executor for a status. Only executor modules do I/O with
+Each executor writes the statuses of the runs it executes through the door
+(:mod:`webapp.door`); the API never asks an executor for a status. Only executor modules do I/O with
 subprocesses, Kubernetes or the legacy service, and they raise our own errors
 (``webapp.errors``), never their clients'.
 """
@@ -24,8 +24,8 @@ class Executor(Protocol):
     def stop(self) -> None:
         """Stop background work; leave runs resumable by the next process."""
 
-    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
-        """Start the run described by ``manifest``; return its first status.
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
+        """Start the run described by ``manifest`` (recorded with ``status``, its first status).
 
         Raises :class:`~webapp.errors.ExecutorUnavailable` when it cannot, with
         nothing left behind.

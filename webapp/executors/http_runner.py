@@ -33,12 +33,11 @@ from requests.adapters import HTTPAdapter
 
 from webapp import metrics
 from webapp.backoff import Backoff
+from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound, describe_connection_error
 from webapp.executors.leases import LEASE_SECONDS, RunLeases, being_launched
 from webapp.executors.local import LEGACY_TASK_ID_ANNOTATION
-from webapp.hub import StatusHub
 from webapp.jobspecs import container_env
-from webapp.runstore import RunStore
 from webapp.status import JobStatus, Phase, utcnow
 
 logger = logging.getLogger(__name__)
@@ -119,8 +118,7 @@ class HttpRunner:
     def __init__(
         self,
         *,
-        hub: StatusHub,
-        store: RunStore,
+        door: StatusDoor,
         base_url: str,
         session: requests.Session | None = None,
         poll_seconds: float = 1.0,
@@ -128,8 +126,8 @@ class HttpRunner:
         request_timeout: float = 5.0,
         give_up_after: float = 600.0,
     ) -> None:
-        self._hub = hub
-        self._store = store
+        self._door = door
+        self._store = door.store
         self._base_url = base_url.rstrip("/")
         self._session = session or _default_session()
         self._poll_seconds = poll_seconds
@@ -142,7 +140,7 @@ class HttpRunner:
         self._last_failure = ""
         self._stopping = threading.Event()
         self._leases = RunLeases(
-            store=store, held=self._held_runs, adopt=self._resume_unfinished, name="legacy-http-leases"
+            store=door.store, held=self._held_runs, adopt=self._resume_unfinished, name="legacy-http-leases"
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -174,7 +172,7 @@ class HttpRunner:
 
     # -- launching -------------------------------------------------------------
 
-    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         job_name = status.job_name
         params = _task_params(manifest)  # refuse a manifest we cannot submit before anything starts
         if self._stopping.is_set():
@@ -185,14 +183,20 @@ class HttpRunner:
         if not self._leases.claim(job_name):
             raise ExecutorUnavailable(f"run {job_name} is held by another process")
         task_id = self._submit(status, params)
-        accepted = status.evolve(status=Phase.PENDING, reason=None, message=None)
         try:
-            self._store.save(accepted, manifest=_with_task_id(manifest, task_id))
+            accepted = self._door.change(
+                job_name,
+                durable=True,
+                manifest=_with_task_id(manifest, task_id),
+                status=Phase.PENDING,
+                reason=None,
+                message=None,
+            )
         except Exception:
             self._delete_task_quietly(job_name, task_id)  # we could not remember it: do not leave it running
             raise
+        assert accepted is not None  # the launcher recorded the run before handing it over
         self._start_polling(_HttpRun(accepted, task_id))
-        return accepted
 
     def _submit(self, status: JobStatus, params: dict[str, Any]) -> str:
         """``POST /tasks``; the service's task id, or one of our errors.
@@ -225,7 +229,6 @@ class HttpRunner:
     def _start_polling(self, run: _HttpRun) -> None:
         with self._lock:
             self._runs[run.status.job_name] = run
-        self._hub.publish(run.status)
         run.thread = threading.Thread(
             target=self._follow, args=(run,), name=f"legacy-poll-{run.status.job_name}", daemon=True
         )
@@ -245,8 +248,11 @@ class HttpRunner:
                 continue
             if not self._leases.claim(status.job_name):
                 continue
-            current = self._hub.get(status.job_name) or status
-            resumed = current.evolve(reason="Resumed", message="following the legacy task again after a restart")
+            resumed = self._door.change(
+                status.job_name, reason="Resumed", message="following the legacy task again after a restart"
+            )
+            if resumed is None or resumed.terminal:
+                continue
             logger.info("job.resumed", extra={"job_name": status.job_name, "mode": self.mode})
             self._start_polling(_HttpRun(resumed, task_id))
 
@@ -258,13 +264,12 @@ class HttpRunner:
         if not self._leases.claim(status.job_name):
             return
         logger.warning("job.error", extra={"job_name": status.job_name, "mode": self.mode, "error": "no task id"})
-        self._hub.publish(
-            (self._hub.get(status.job_name) or status).evolve(
-                status=Phase.FAILED,
-                reason="TaskLost",
-                message="no legacy task id was recorded for this run (its launch did not finish, "
-                "or it was started by the local runner)",
-            )
+        self._door.change(
+            status.job_name,
+            status=Phase.FAILED,
+            reason="TaskLost",
+            message="no legacy task id was recorded for this run (its launch did not finish, "
+            "or it was started by the local runner)",
         )
 
     def _held_runs(self) -> list[str]:
@@ -274,13 +279,12 @@ class HttpRunner:
     # -- polling ---------------------------------------------------------------
 
     def _update(self, run: _HttpRun, **changes: Any) -> bool:
-        """Move the run's status on and publish it; whether anything changed."""
+        """Move the run's status on through the door; whether anything changed."""
+        status = self._door.change(run.status.job_name, **changes)
         with run.lock:
-            status = run.status.evolve(**changes)
-            if status is run.status:
+            if status is None or status is run.status:
                 return False
             run.status = status
-        self._hub.publish(status)
         return True
 
     def _follow(self, run: _HttpRun) -> None:
@@ -417,19 +421,17 @@ class HttpRunner:
         with self._lock:
             run = self._runs.get(job_name)
         if run is None:
-            stored = self._hub.get(job_name) or self._store.get(job_name)
+            stored = self._door.current(job_name)
             if stored is None:
                 raise JobNotFound(f"no job named {job_name}")
             if not stored.terminal:  # accepted by a process that is gone; nobody follows it
-                self._hub.publish(
-                    stored.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
-                )
+                self._door.change(job_name, **OPERATOR_CANCEL)
                 task_id = _task_id_of(self._store.manifest(job_name))
                 if task_id is not None:
                     self._delete_task_quietly(job_name, task_id)
             return
         run.stop.set()
-        self._update(run, status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator", active=0)
+        self._update(run, **OPERATOR_CANCEL)
         self._delete_task_quietly(job_name, run.task_id)
 
     def _delete_task_quietly(self, job_name: str, task_id: str) -> None:
@@ -453,7 +455,7 @@ class HttpRunner:
             )
 
     def logs(self, job_name: str, *, tail_lines: int) -> str:
-        status = self._hub.get(job_name) or self._store.get(job_name)
+        status = self._door.current(job_name)
         if status is None:
             raise JobNotFound(f"no job named {job_name}")
         if not tail_lines:

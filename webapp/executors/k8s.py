@@ -17,11 +17,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from webapp.door import StatusDoor
 from webapp.errors import Conflict, InvalidRequest
 from webapp.executors.k8s_watch import JobWatcher
-from webapp.hub import StatusHub
 from webapp.kube.client import CLIENT_ERRORS, JOB_NAME_LABEL, api_call, api_message, connect, raw_json
-from webapp.runstore import RunStore
 from webapp.status import JobStatus, Phase
 
 __all__ = ["KubernetesExecutor", "connect"]
@@ -37,12 +36,12 @@ class KubernetesExecutor:
 
     mode = "k8s"
 
-    def __init__(self, *, hub: StatusHub, store: RunStore, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, *, door: StatusDoor, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
-        self._hub = hub
+        self._door = door
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)
-        self.watcher = JobWatcher(hub=hub, store=store, api=api, namespace=namespace)
+        self.watcher = JobWatcher(door=door, api=api, namespace=namespace)
 
     def start(self) -> None:
         self.watcher.start()
@@ -53,7 +52,7 @@ class KubernetesExecutor:
     def unready_reason(self) -> str | None:
         return self.watcher.unready_reason()
 
-    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         name = status.job_name
         # a 5xx or no answer leaves the outcome unknown: delete, so nothing half-created remains
         with api_call("could not create the Job", job_name=name, on_unknown_outcome=lambda: self._delete_quietly(name)):
@@ -74,7 +73,7 @@ class KubernetesExecutor:
                 response.read()
             finally:
                 response.release_conn()
-        return status.evolve(status=Phase.PENDING)
+        self._door.change(name, status=Phase.PENDING)
 
     def _delete_quietly(self, name: str) -> None:
         try:

@@ -3,10 +3,11 @@
 One list+watch of the Jobs carrying our ``managed-by`` label per process:
 a :class:`~webapp.kube.reflector.Reflector` lists, watches and relists them;
 :class:`JobWatcher` is its handler. Each Job object it reports becomes status
-fields (:func:`~webapp.k8s_status.job_fields`, the pure translator) and a
-status write; a listing is also diffed against the run store, so runs whose
-Jobs vanished unfinished become ``Cancelled``. An operator's cancel is told
-apart from an outside deletion (``expect_cancel`` / ``mark_cancelled``).
+fields (:func:`~webapp.k8s_status.job_fields`, the pure translator), a
+change through the status door (:class:`~webapp.door.StatusDoor`); a listing
+is also diffed against the run store, so runs whose Jobs vanished unfinished
+become ``Cancelled``. An operator's cancel is told apart from an outside
+deletion (``expect_cancel`` / ``mark_cancelled``).
 
 While a Job waits with an active pod that is not ready, a :class:`PodProber`
 looks at its pods (one list per probe for all such Jobs, never per client) to
@@ -28,11 +29,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from webapp.hub import StatusHub
+from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
 from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, raw_json
 from webapp.kube.reflector import READ_TIMEOUT, Reflector, WatchResponse
-from webapp.runstore import RunStore
 from webapp.status import Phase
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,9 @@ STOP_TIMEOUT = 2.0
 class JobWatcher:
     """The reflector's handler for our Jobs: each Job object reported becomes its run's status."""
 
-    def __init__(self, *, hub: StatusHub, store: RunStore, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, *, door: StatusDoor, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
-        self._hub = hub
-        self._store = store
+        self._door = door
         self._batch = client.BatchV1Api(api)
         self._cancelling: set[str] = set()
         """Jobs the app is deleting: their disappearance is a cancel, not an outside deletion."""
@@ -112,21 +111,20 @@ class JobWatcher:
     # -- the reflector's handler ---------------------------------------------------
 
     def on_list(self, jobs: list[dict[str, Any]], *, requested_at: datetime) -> None:
-        """Publish each listed Job, and cancel the runs whose Jobs vanished unfinished."""
+        """Write what each listed Job says, and cancel the runs whose Jobs vanished unfinished."""
         seen = set()
         for job in jobs:
             seen.add(job["metadata"]["name"])
             self.observe(job)
         settled = requested_at - LAUNCH_GRACE
-        for status in self._store.unfinished(mode="k8s"):
+        for status in self._door.store.unfinished(mode="k8s"):
             if status.job_name not in seen and status.created_at < settled and self._is_gone(status.job_name):
-                current = self._hub.get(status.job_name) or status
-                if not current.terminal:
-                    self._hub.publish(
-                        current.evolve(
-                            status=Phase.CANCELLED, reason="Deleted", message="the Job was deleted before it finished"
-                        )
-                    )
+                self._door.change(
+                    status.job_name,
+                    status=Phase.CANCELLED,
+                    reason="Deleted",
+                    message="the Job was deleted before it finished",
+                )
 
     def on_event(self, kind: str, job: dict[str, Any]) -> None:
         self.observe(job, deleted=kind == "DELETED")
@@ -144,19 +142,22 @@ class JobWatcher:
     # -- from Job objects to statuses -----------------------------------------------
 
     def observe(self, job: dict[str, Any], *, deleted: bool = False) -> None:
-        """Publish what a Job object says about its run."""
+        """Write what a Job object says about its run (a Job no run record names starts one)."""
         name = job["metadata"]["name"]
-        previous = self._hub.get(name) or self._store.get(name) or new_status_for(job)
-        if previous.mode != "k8s" or previous.terminal:
-            return
         fields = job_fields(job, deleted=deleted, pod_waiting=self.pods.reason(name))
         with self._lock:
             cancelling = name in self._cancelling
         if fields["status"] == Phase.CANCELLED and cancelling:
-            fields.update(reason="Cancelled", message="cancelled by an operator")
-        current = previous.evolve(**fields)
-        if current is not previous:
-            self._hub.publish(current)
+            fields.update(OPERATOR_CANCEL)
+        current = self._door.change(
+            name,
+            only_mode="k8s",
+            default=lambda: new_status_for(job),
+            observed=job["metadata"].get("resourceVersion"),
+            **fields,
+        )
+        if current is None:
+            return
         if current.terminal:
             with self._lock:
                 self._cancelling.discard(name)
@@ -171,11 +172,7 @@ class JobWatcher:
 
     def mark_cancelled(self, job_name: str) -> None:
         """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
-        current = self._hub.get(job_name) or self._store.get(job_name)
-        if current is not None and not current.terminal:
-            self._hub.publish(
-                current.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
-            )
+        self._door.change(job_name, **OPERATOR_CANCEL)
 
 
 class PodProber:

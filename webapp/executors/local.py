@@ -29,13 +29,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound, RunStoreUnavailable
 from webapp.executors import task_supervisor
 from webapp.executors.leases import RunLeases, being_launched
 from webapp.executors.task_supervisor import AttemptRecord
-from webapp.hub import StatusHub
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
-from webapp.runstore import RunStore
 from webapp.settings import PROJECT_ROOT, ConfigError
 from webapp.status import JobStatus, Phase
 
@@ -139,8 +138,7 @@ class LocalRunner:
     def __init__(
         self,
         *,
-        hub: StatusHub,
-        store: RunStore,
+        door: StatusDoor,
         log_dir: Path,
         max_concurrency: int,
         retry_backoff_seconds: float = 1.0,
@@ -149,8 +147,8 @@ class LocalRunner:
     ) -> None:
         """``python``: the interpreter for commands starting with ``python`` (default: :func:`find_python`)."""
         self._python = python or find_python()
-        self._hub = hub
-        self._store = store
+        self._door = door
+        self._store = door.store
         self._log_dir = log_dir
         self._max_concurrency = max_concurrency
         self._retry_backoff = retry_backoff_seconds
@@ -161,13 +159,12 @@ class LocalRunner:
         self._running = 0
         self._stopping = threading.Event()
         self._leases = RunLeases(
-            store=store,
+            store=door.store,
             held=self._held_runs,
             adopt=self._resume_unfinished,
             lost=self._let_go,
             name="local-runner-leases",
         )
-        hub.add_listener(self._cancelled_elsewhere)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -234,19 +231,17 @@ class LocalRunner:
 
     # -- launching -------------------------------------------------------------
 
-    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> JobStatus:
+    def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         build_command(manifest, python=self._python)  # refuse a spec we cannot run before anything starts
         if self._stopping.is_set():
             raise ExecutorUnavailable("the local runner is shutting down")
         if not self._leases.claim(status.job_name):
             raise ExecutorUnavailable(f"run {status.job_name} is held by another process")
         self._start_run(_LocalRun(status, manifest))
-        return status
 
     def _start_run(self, run: _LocalRun) -> None:
         with self._lock:
             self._runs[run.status.job_name] = run
-        self._hub.publish(run.status)
         run.thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run.status.job_name}", daemon=True)
         run.thread.start()
 
@@ -272,7 +267,7 @@ class LocalRunner:
             with self._lock:
                 if stored.job_name in self._runs or being_launched(stored):
                     continue
-            known = self._hub.get(stored.job_name)
+            known = self._door.hub.get(stored.job_name)
             if known is not None and known.terminal:
                 continue  # it finished; the store has not taken its final status yet (disk full, Redis down)
             manifest = self._store.manifest(stored.job_name)
@@ -297,58 +292,16 @@ class LocalRunner:
 
     def _take_over(self, status: JobStatus, manifest: dict[str, Any], record: AttemptRecord | None) -> None:
         job_name, attempt = status.job_name, status.attempt
-        if not status.active or not attempt:  # no attempt in flight: start the next one
-            resumed = status.evolve(
-                status=Phase.QUEUED, reason="Resumed", message="restarted after the server restarted", active=0
-            )
-        elif record is None or not record.ended:
-            resumed = status.evolve(
-                status=Phase.FAILED,
-                reason="AttemptLost",
-                message=f"attempt {attempt} was running when its worker stopped, and nothing on this host recorded "
-                "how it ended; it is not run again, so that it never runs twice",
-                active=0,
-            )
-        elif record.finished:
-            resumed = status.evolve(
-                status=Phase.SUCCEEDED,
-                succeeded=1,
-                active=0,
-                reason=None,
-                message=f"attempt {attempt} finished after its worker stopped",
-            )
-        elif record.interrupted:
-            resumed = status.evolve(
-                status=Phase.QUEUED,
-                reason="Interrupted",
-                message=f"attempt {attempt} was stopped before it finished, when its worker stopped; "
-                f"it runs again as attempt {attempt + 1}",
-                active=0,
-            )
-        else:
-            assert record.exit_code is not None  # ended, not interrupted: the task ran and exited
-            failures = status.failed + 1
-            backoff_limit = int(manifest["spec"].get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
-            exit_text = _describe_exit(record.exit_code)
-            resumed = status.evolve(
-                **(
-                    _backoff_exceeded(exit_text, failures, backoff_limit)
-                    if failures > backoff_limit
-                    else {
-                        "status": Phase.QUEUED,
-                        "reason": "Resumed",
-                        "message": f"{exit_text} in attempt {attempt}, after its worker stopped; retrying",
-                        "active": 0,
-                        "failed": failures,
-                    }
-                )
-            )
+        change = _settled_attempt(status, manifest, record)
         logger.info(
             "job.resumed",
-            extra={"job_name": job_name, "mode": self.mode, "attempt": attempt, "reason": resumed.reason},
+            extra={"job_name": job_name, "mode": self.mode, "attempt": attempt, "reason": change.get("reason")},
         )
+        # ``attempt``: a record on this host may name a newer attempt than the store's copy does
+        resumed = self._door.change(job_name, attempt=attempt, **change)
+        if resumed is None:
+            return
         if resumed.terminal:
-            self._hub.publish(resumed)
             self._forget_records(job_name)
         else:
             self._start_run(_LocalRun(resumed, manifest))
@@ -370,11 +323,12 @@ class LocalRunner:
 
     # -- executing -------------------------------------------------------------
 
-    def _update(self, run: _LocalRun, **changes: Any) -> None:
-        with run.lock:
-            run.status = run.status.evolve(**changes)
-            status = run.status
-        self._hub.publish(status)
+    def _update(self, run: _LocalRun, *, durable: bool = False, **changes: Any) -> None:
+        """Move the run's status on through the door (``durable``: raise if the store refuses it)."""
+        status = self._door.change(run.status.job_name, durable=durable, **changes)
+        if status is not None:
+            with run.lock:
+                run.status = status
 
     def _execute(self, run: _LocalRun) -> None:
         job_name = run.status.job_name
@@ -448,8 +402,11 @@ class LocalRunner:
                 attempt = run.status.attempt + 1
                 announced = self._announce(run, attempt)
             if announced is None:
-                logger.warning("job.lease_lost", extra={"job_name": job_name, "mode": self.mode, "attempt": attempt})
-                return  # another process holds the run now: it runs the attempt, not this one
+                if not run.cancelled:
+                    logger.warning(
+                        "job.lease_lost", extra={"job_name": job_name, "mode": self.mode, "attempt": attempt}
+                    )
+                return  # another process holds the run now (it runs the attempt, not this one), or it was cancelled
             if not announced:
                 if run.wake.wait(STORE_WAIT_SECONDS):
                     return  # cancelled or stopping while the store refused
@@ -542,16 +499,15 @@ class LocalRunner:
         """Renew the run's lease and save that the attempt may be running, before it starts.
 
         ``False`` if the store refuses, ``None`` if another process holds the
-        lease now (it lapsed): then that process runs the attempt, not this one.
-        Saved here, not only by the hub's listener (whose refused writes wait
-        in a backlog a restart loses): a process that takes the run over must
-        know that this attempt may have run, or it would run it again.
+        lease now (it lapsed; then that process runs the attempt, not this one)
+        or the run was cancelled meanwhile. Saved durably (a refused write
+        would wait in a backlog a restart loses): a process that takes the run
+        over must know that this attempt may have run, or it would run it again.
         """
-        starting = run.status.evolve(status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
         try:
-            if not self._leases.claim(starting.job_name):
+            if not self._leases.claim(run.status.job_name):
                 return None
-            self._store.save(starting)
+            self._update(run, durable=True, status=Phase.PENDING, reason=None, message=None, active=1, attempt=attempt)
         except RunStoreUnavailable as error:
             if run.status.reason != "WaitingForRunStore":
                 self._update(
@@ -561,9 +517,9 @@ class LocalRunner:
                     message=f"attempt {attempt} starts once the run store can record it: {error.message}",
                 )
             return False
-        with run.lock:
-            run.status = starting
-        self._hub.publish(starting)
+        if run.status.terminal:  # cancelled meanwhile, by another instance: nothing more starts
+            run.cancelled = True
+            return None
         return True
 
     def _terminate(self, run: _LocalRun) -> None:
@@ -629,17 +585,15 @@ class LocalRunner:
             if stored is None:
                 raise JobNotFound(f"no job named {job_name}")
             if not stored.terminal:  # accepted by a process that is gone; nothing runs it
-                self._hub.publish(
-                    stored.evolve(status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator")
-                )
+                self._door.change(job_name, **OPERATOR_CANCEL)
             return
         run.cancelled = True
         run.wake.set()
-        self._update(run, status=Phase.CANCELLED, reason="Cancelled", message="cancelled by an operator", active=0)
+        self._update(run, **OPERATOR_CANCEL)
         self._terminate(run)
 
-    def _cancelled_elsewhere(self, status: JobStatus, previous: JobStatus | None) -> None:
-        """Another instance cancelled a run this one executes (the status came over Redis): stop it."""
+    def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
+        """Hub listener: another instance cancelled a run this one executes (the status came over Redis): stop it."""
         if status.status != Phase.CANCELLED:
             return
         with self._lock:
@@ -667,7 +621,7 @@ class LocalRunner:
         path = self.log_path(job_name)
         position = path.stat().st_size if path.exists() else 0
         while True:
-            status = self._hub.get(job_name) or self._store.get(job_name)
+            status = self._door.current(job_name)
             finished = status is None or status.terminal
             if path.exists() and path.stat().st_size > position:
                 with path.open("rb") as source:
@@ -679,6 +633,55 @@ class LocalRunner:
                 return
             else:
                 time.sleep(0.25)  # polling a growing file, as tail -f does
+
+
+def _settled_attempt(status: JobStatus, manifest: dict[str, Any], record: AttemptRecord | None) -> dict[str, Any]:
+    """The change that settles a run taken over: its last attempt from its record, and whether it runs again."""
+    attempt = status.attempt
+    if not status.active or not attempt:  # no attempt in flight: start the next one
+        return {
+            "status": Phase.QUEUED,
+            "reason": "Resumed",
+            "message": "restarted after the server restarted",
+            "active": 0,
+        }
+    if record is None or not record.ended:
+        return {
+            "status": Phase.FAILED,
+            "reason": "AttemptLost",
+            "message": f"attempt {attempt} was running when its worker stopped, and nothing on this host recorded "
+            "how it ended; it is not run again, so that it never runs twice",
+            "active": 0,
+        }
+    if record.finished:
+        return {
+            "status": Phase.SUCCEEDED,
+            "succeeded": 1,
+            "active": 0,
+            "reason": None,
+            "message": f"attempt {attempt} finished after its worker stopped",
+        }
+    if record.interrupted:
+        return {
+            "status": Phase.QUEUED,
+            "reason": "Interrupted",
+            "message": f"attempt {attempt} was stopped before it finished, when its worker stopped; "
+            f"it runs again as attempt {attempt + 1}",
+            "active": 0,
+        }
+    assert record.exit_code is not None  # ended, not interrupted: the task ran and exited
+    failures = status.failed + 1
+    backoff_limit = int(manifest["spec"].get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
+    exit_text = _describe_exit(record.exit_code)
+    if failures > backoff_limit:
+        return _backoff_exceeded(exit_text, failures, backoff_limit)
+    return {
+        "status": Phase.QUEUED,
+        "reason": "Resumed",
+        "message": f"{exit_text} in attempt {attempt}, after its worker stopped; retrying",
+        "active": 0,
+        "failed": failures,
+    }
 
 
 def _backoff_exceeded(exit_text: str, failures: int, backoff_limit: int) -> dict[str, Any]:

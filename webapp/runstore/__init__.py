@@ -38,8 +38,10 @@ class IdempotencyClaim:
 
 
 class RunStore(Protocol):
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
-        """Insert or update a run; an older ``seq`` never overwrites a newer one.
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
+        """Insert or update a run; ``False`` if the store refused it, holding a newer ``seq`` or a finished run.
+
+        So the first writer of each ``seq`` wins, whichever instance it runs in.
 
         ``client``, the address that launched the run, is recorded when the run is first saved.
         """

@@ -359,10 +359,10 @@ class RedisRunStore:
 
     # -- runs ------------------------------------------------------------------
 
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
         """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final."""
         with self._reaching_redis():
-            self._save(
+            taken = self._save(
                 keys=[self._run_key(status.job_name), self._by_created, self._unfinished, self._finished],
                 args=[
                     status.job_name,
@@ -371,12 +371,13 @@ class RedisRunStore:
                     status.mode,
                     repr(status.created_at.timestamp()),
                     repr(status.updated_at.timestamp()),
-                    status.json,
+                    status.stored_json,
                     json.dumps(manifest) if manifest is not None else "",
                     client or "",
                     self._unfinished_of(""),
                 ],
             )
+        return bool(taken == 1)
 
     def get(self, job_name: str) -> JobStatus | None:
         with self._reaching_redis():

@@ -205,8 +205,8 @@ class SQLiteRunStore:
         with self._storage() as db:
             return db.execute(sql, parameters).fetchall()
 
-    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> None:
-        self._write(
+    def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
+        changed = self._write(
             """
             INSERT INTO runs (job_name, mode, spec, pipeline_run_id, status, terminal, seq,
                               created_at, updated_at, body, manifest, client)
@@ -227,11 +227,12 @@ class SQLiteRunStore:
                 status.seq,
                 status.created_at.timestamp(),
                 status.updated_at.timestamp(),
-                status.json,
+                status.stored_json,
                 json.dumps(manifest) if manifest is not None else None,
                 client,
             ),
         )
+        return changed == 1
 
     def get(self, job_name: str) -> JobStatus | None:
         row = self._one("SELECT body FROM runs WHERE job_name = ?", (job_name,))

@@ -1,0 +1,230 @@
+"""The one door for statuses: every change of every run's status goes through :class:`StatusDoor`.
+
+A source (the Kubernetes watch, the legacy runners, a cancel, dual mode) says
+which fields changed; the door, under a lock of that job's own,
+
+1. reads the current status (the hub's, else the run store's),
+2. applies the change (:meth:`JobStatus.evolve`: a terminal status stays
+   terminal, ``seq`` grows by one, ``history`` records a new phase),
+3. saves it in the run store, which takes it only if it is newer than what it
+   holds, and
+4. publishes it, once: into this process's hub (which tells the streams and
+   the listeners) and, for statuses other instances cannot see by themselves,
+   to the relay between instances.
+
+``seq`` comes from the shared run store, not from each process: when the
+store refuses a save because another instance got there first, the door reads
+the store's status and applies the change to that. Two instances watching the
+same Job therefore give the same status the same ``seq``.
+
+A change the store refuses for an outage (disk full, Redis down) is still
+published, and kept in a backlog that :meth:`StatusDoor.save_unsaved` writes
+again later — unless the source asked for ``durable=True`` (it must not act
+before the store knows), in which case the error is raised and nothing moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from webapp.errors import RunStoreUnavailable
+from webapp.hub import StatusHub
+from webapp.runstore import RunStore
+from webapp.runstore.backlog import StatusBacklog
+from webapp.status import JobStatus, Phase
+
+logger = logging.getLogger(__name__)
+
+OPERATOR_CANCEL: Mapping[str, Any] = MappingProxyType(
+    {"status": Phase.CANCELLED, "reason": "Cancelled", "message": "cancelled by an operator"}
+)
+"""The change an operator's cancel makes, whoever carries it out."""
+
+SAVE_ATTEMPTS = 5
+"""How many times a change is applied again to a status another instance saved meanwhile."""
+
+Relay = Callable[[JobStatus], None]
+"""Hands a status this process wrote to the other instances (the Redis status channel)."""
+
+
+class _JobLocks:
+    """One lock per job, held only while someone uses it (no lock outlives its last holder)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, job_name: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(job_name) or (threading.Lock(), 0)
+            self._locks[job_name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[job_name]
+                if users == 1:
+                    del self._locks[job_name]
+                else:
+                    self._locks[job_name] = (lock, users - 1)
+
+
+class StatusDoor:
+    def __init__(self, *, hub: StatusHub, store: RunStore, relay: Relay | None = None) -> None:
+        self.hub = hub
+        self.store = store
+        self.relay = relay
+        """Set once at start-up when statuses must reach other instances (``REDIS_URL``)."""
+        self._locks = _JobLocks()
+        self._unsaved = StatusBacklog(current=hub.get)
+        self._unsaved_error: str | None = None
+
+    # -- reading ----------------------------------------------------------------
+
+    def current(self, job_name: str) -> JobStatus | None:
+        """The newest status this process knows: the hub's, else the run store's."""
+        return self.hub.get(job_name) or self.store.get(job_name)
+
+    # -- a run's first status ---------------------------------------------------------
+
+    def open(self, status: JobStatus, *, manifest: dict[str, Any] | None, client: str | None) -> None:
+        """Record a new run before its executor starts it (raises :class:`RunStoreUnavailable`); not published yet."""
+        self.store.save(status, manifest=manifest, client=client)
+
+    def announce(self, status: JobStatus) -> JobStatus:
+        """Publish a run's first status once its executor has it (a no-op if a newer one is out already)."""
+        with self._locks.hold(status.job_name):
+            self._publish(status)
+        return self.current(status.job_name) or status
+
+    def withdraw(self, job_name: str) -> None:
+        """Forget a run whose executor could not start it: nothing remains of it."""
+        self.store.delete(job_name)
+
+    # -- every later change -----------------------------------------------------------
+
+    def change(
+        self,
+        job_name: str,
+        *,
+        durable: bool = False,
+        manifest: dict[str, Any] | None = None,
+        only_mode: str | None = None,
+        default: Callable[[], JobStatus] | None = None,
+        observed: str | None = None,
+        **fields: Any,
+    ) -> JobStatus | None:
+        """Apply ``fields`` to the run's status, save and publish the result; return the run's status now.
+
+        ``None`` if the run is unknown (and no ``default`` says where it starts) or not of ``only_mode``.
+        ``durable``: raise :class:`RunStoreUnavailable` if the store refuses, and publish nothing.
+        ``manifest``: saved with the status (a new version of the run's manifest).
+        ``observed``: the version of the object the fields were read from (a Job's ``resourceVersion``): a
+        change read from an older version than the status's own is stale (another instance's watch is
+        ahead of this one's), and changes nothing.
+        """
+        with self._locks.hold(job_name):
+            current = self.current(job_name)
+            unrecorded = current is None and default is not None
+            if unrecorded:
+                assert default is not None
+                current = default()
+            if current is None or (only_mode is not None and current.mode != only_mode):
+                return None
+            for _ in range(SAVE_ATTEMPTS):
+                changed = current if _older(observed, current.observed) else current.evolve(**fields)
+                if changed is not current and observed is not None:
+                    changed = dataclasses.replace(changed, observed=observed)
+                if changed is current and not unrecorded:
+                    self.hub.publish(current)  # the store's copy may be newer than the hub's: catch the hub up
+                    return current
+                unrecorded = False
+                if self._save(changed, manifest=manifest, durable=durable):
+                    self._publish(changed)
+                    return changed
+                stored = self.store.get(job_name)  # another instance moved it on: apply the change to that
+                if stored is None:
+                    return None
+                current = stored
+            logger.warning("door.contended", extra={"job_name": job_name, "seq": current.seq})
+            self.hub.publish(current)
+            return current
+
+    def _save(self, status: JobStatus, *, manifest: dict[str, Any] | None, durable: bool) -> bool:
+        """Save ``status``; whether the store took it (``False``: it holds a newer one).
+
+        An outage keeps it to write again later, and counts as taken (unless ``durable``).
+        """
+        try:
+            taken = self.store.save(status, manifest=manifest)
+        except RunStoreUnavailable as error:
+            if durable:
+                raise
+            self._unsaved.keep(status)
+            self._unsaved_error = error.message
+            logger.warning(
+                "store.save_failed",
+                extra={
+                    "job_name": status.job_name,
+                    "mode": status.mode,
+                    "pipeline_run_id": status.pipeline_run_id,
+                    "status": status.status.value,
+                    "error": error.message,
+                },
+            )
+            return True
+        self._unsaved.settled(status)
+        return taken
+
+    def _publish(self, status: JobStatus) -> None:
+        if self.hub.publish(status) and self.relay is not None:
+            self.relay(status)
+
+    # -- changes the store refused ----------------------------------------------------
+
+    def save_unsaved(self) -> None:
+        """Write the backlog of changes the store refused; what fails again stays for the next try."""
+        if not len(self._unsaved):
+            return
+        try:
+            self._unsaved.drain(self._save_late)
+        except RunStoreUnavailable as error:
+            self._unsaved_error = error.message
+
+    def _save_late(self, status: JobStatus) -> None:
+        self.store.save(status)
+        logger.info(
+            "store.saved_late",
+            extra={"job_name": status.job_name, "mode": status.mode, "status": status.status.value},
+        )
+
+    def holds_unsaved(self, job_name: str) -> bool:
+        return self._unsaved.holds(job_name)
+
+    def unsaved_reason(self) -> str | None:
+        """Why the process is not ready while changes wait to be saved, or ``None``."""
+        if unsaved := len(self._unsaved):
+            return f"{unsaved} status change(s) not saved yet ({self._unsaved_error})"
+        return None
+
+    def report_unsaved_at_exit(self) -> None:
+        if unsaved := self._unsaved.job_names():
+            logger.error(
+                "store.unsaved_at_exit",
+                extra={"job_names": unsaved, "count": len(unsaved), "error": self._unsaved_error},
+            )
+
+
+def _older(observed: str | None, than: str | None) -> bool:
+    """Whether version ``observed`` comes before ``than`` (Kubernetes resource versions compare as integers)."""
+    if observed is None or than is None or not observed.isdigit() or not than.isdigit():
+        return False
+    return int(observed) < int(than)
