@@ -13,7 +13,7 @@ import logging
 from webapp import metrics
 from webapp.comparison import Comparison, compare
 from webapp.door import StatusDoor
-from webapp.runstore import RunStore
+from webapp.runstore import Comparisons
 from webapp.status import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class DualComparator:
         record(self._door.store, compare(status, other))
 
 
-def record(store: RunStore, comparison: Comparison) -> None:
+def record(store: Comparisons, comparison: Comparison) -> None:
     """Record a comparison once; count and log it if this process recorded it."""
     if not store.record_comparison(comparison):
         return

@@ -8,6 +8,11 @@ Written against stdlib ``threading`` and ``queue``: under the gevent worker
 (monkey-patched) they are greenlets, under a threaded WSGI host they are
 threads. Each subscription holds at most the latest status: every message is
 the whole state, so a slow subscriber gets the latest, never a backlog.
+
+The hub hands changes to :class:`StatusSink` objects, which have one method,
+``offer``. A subscription is one; a transport may put its own sink in front
+of its subscription (:meth:`StatusHub.subscribe`'s ``sink``). The hub knows
+nothing of frames or sockets.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from webapp.errors import RunStoreUnavailable
 from webapp.status import JobStatus
@@ -26,8 +32,11 @@ logger = logging.getLogger(__name__)
 Listener = Callable[[JobStatus, JobStatus | None], None]
 """Called with (new status, previous status) after each accepted change."""
 
-Express = Callable[[JobStatus], bool]
-"""Hands a status straight to a waiting reader's client; ``True`` once the client has it whole."""
+
+class StatusSink(Protocol):
+    """Where the hub offers one job's changes: called on the publisher's thread, so it must not block."""
+
+    def offer(self, status: JobStatus) -> None: ...
 
 
 class HubClosed(Exception):
@@ -35,7 +44,7 @@ class HubClosed(Exception):
 
 
 class Subscription:
-    """One transport's view of one job: a one-slot mailbox that keeps the latest status.
+    """One transport's view of one job: a one-slot mailbox that keeps the latest status (a :class:`StatusSink`).
 
     Cheap on the fan-out path: :meth:`offer` swaps one reference under an
     uncontended lock and sets an event; nothing is queued or copied, and no
@@ -50,20 +59,11 @@ class Subscription:
         self._latest: JobStatus | None = None
         self._closed = False
         self._nudged = False
-        self._express: Express | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
     def offer(self, status: JobStatus) -> None:
-        """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader.
-
-        While the reader waits with an ``express`` (see :meth:`get`), a
-        non-final status goes straight through it instead, and the reader
-        sleeps on unless the express could not finish the job.
-        """
-        express = self._express
-        if express is not None and self._latest is None and not status.terminal and express(status):
-            return
+        """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader."""
         with self._lock:
             if self._latest is None or status.seq >= self._latest.seq:
                 self._latest = status
@@ -81,37 +81,23 @@ class Subscription:
             self._closed = True
         self._wake.set()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def get(self, timeout: float | None = None, *, express: Express | None = None) -> JobStatus | None:
-        """The next status; ``None`` when nudged, or after ``timeout`` seconds without one.
-
-        ``express``: while this call waits, publishers may hand statuses
-        straight to it (:meth:`offer`). Only for cooperative readers (gevent),
-        where nothing else runs between a publisher's check and its write.
-        """
+    def get(self, timeout: float | None = None) -> JobStatus | None:
+        """The next status; ``None`` when nudged, or after ``timeout`` seconds without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                with self._lock:
-                    self._wake.clear()
-                    closed = self._closed
-                    status, self._latest = self._latest, None
-                    nudged, self._nudged = self._nudged, False
-                if closed:
-                    raise HubClosed(self.job_name)
-                if status is not None or nudged:
-                    return status
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._express = express
-                self._wake.wait(remaining)
-                self._express = None
-        finally:
-            self._express = None
+        while True:
+            with self._lock:
+                self._wake.clear()
+                closed = self._closed
+                status, self._latest = self._latest, None
+                nudged, self._nudged = self._nudged, False
+            if closed:
+                raise HubClosed(self.job_name)
+            if status is not None or nudged:
+                return status
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._wake.wait(remaining)
 
 
 class StatusHub:
@@ -120,7 +106,8 @@ class StatusHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, JobStatus] = {}
-        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._subscriptions: dict[str, dict[Subscription, StatusSink]] = {}
+        """Per job, each subscription and the sink its changes are offered to (itself, or a transport's in front)."""
         self._listeners: list[Listener] = []
         self._closed = False
 
@@ -142,9 +129,9 @@ class StatusHub:
             if previous is not None and (previous.terminal or status.seq <= previous.seq):
                 return False
             self._latest[status.job_name] = status
-            subscribers = tuple(self._subscriptions.get(status.job_name, ()))
-        for subscription in subscribers:
-            subscription.offer(status)
+            sinks = tuple(self._subscriptions.get(status.job_name, {}).values())
+        for sink in sinks:
+            sink.offer(status)
         for listener in self._listeners:
             try:
                 listener(status, previous)
@@ -165,23 +152,34 @@ class StatusHub:
             return list(self._latest.values())
 
     @contextmanager
-    def subscribe(self, job_name: str, *, heartbeat: bool = False) -> Iterator[Subscription]:
+    def subscribe(
+        self,
+        job_name: str,
+        *,
+        heartbeat: bool = False,
+        sink: Callable[[Subscription], StatusSink] | None = None,
+    ) -> Iterator[Subscription]:
         """Subscribe to one job for the ``with`` block; always unsubscribes on the way out.
 
         ``heartbeat``: also wake it with ``None`` at each :meth:`nudge_all`.
+        ``sink``: given the new subscription, the sink to offer this job's
+        changes to instead of it (a transport that delivers some changes
+        itself and hands the subscription the rest); by default the
+        subscription itself. Nudges and :meth:`close` go to the subscription.
         """
         subscription = Subscription(job_name, heartbeat=heartbeat)
+        target: StatusSink = subscription if sink is None else sink(subscription)
         with self._lock:
             if self._closed:
                 subscription.close()
-            self._subscriptions.setdefault(job_name, set()).add(subscription)
+            self._subscriptions.setdefault(job_name, {})[subscription] = target
         try:
             yield subscription
         finally:
             with self._lock:
                 subscribers = self._subscriptions.get(job_name)
                 if subscribers is not None:
-                    subscribers.discard(subscription)
+                    subscribers.pop(subscription, None)
                     if not subscribers:
                         del self._subscriptions[job_name]
 

@@ -37,7 +37,6 @@ class Jobspec:
     """One validated Job manifest and what the legacy runner needs from it."""
 
     name: str
-    path: Path
     manifest: dict[str, Any]
 
     @property
@@ -55,14 +54,9 @@ class Jobspec:
         return int(value) if value is not None else None
 
     @property
-    def first_container(self) -> dict[str, Any]:
-        container: dict[str, Any] = self._job_spec["template"]["spec"]["containers"][0]
-        return container
-
-    @property
     def command(self) -> list[str]:
         """The first container's ``command`` + ``args``: what the legacy runner executes."""
-        container = self.first_container
+        container = self._job_spec["template"]["spec"]["containers"][0]
         return [*container.get("command", []), *container.get("args", [])]
 
 
@@ -85,7 +79,7 @@ def load_jobspecs(folder: Path) -> dict[str, Jobspec]:
         problem = check_manifest(documents[0])
         if problem:
             raise JobspecError(f"{path}: {problem}")
-        specs[name] = Jobspec(name=name, path=path, manifest=documents[0])
+        specs[name] = Jobspec(name=name, manifest=documents[0])
     if not specs:
         raise JobspecError(f"{folder}: no *.yaml jobspecs found")
     return specs

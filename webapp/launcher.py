@@ -1,4 +1,4 @@
-"""Launching, finding and cancelling runs: what the API asks of the back end.
+"""Launching runs: what the API's ``POST`` asks of the back end.
 
 The launcher turns a request into a run: checks the spec and the limits
 (``MAX_ACTIVE_JOBS``, and each client's fair share of it), claims the
@@ -7,8 +7,8 @@ makes a second run, and one client's key is nothing to another; a key left
 bound to a run that was never saved is taken over by a later retry), renders
 the manifest, records the launch and hands it to the executor of the
 configured mode. Every status it writes goes through the door
-(:mod:`webapp.door`). Reads are answered from the hub's cache, then the run
-store — never by calling an executor.
+(:mod:`webapp.door`). Finding, cancelling and reading runs is
+:mod:`webapp.run_control`'s.
 """
 
 from __future__ import annotations
@@ -18,25 +18,23 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from webapp import metrics
-from webapp.comparison import migration_report, shadow_launch_failed
+from webapp.comparison import shadow_launch_failed
 from webapp.door import StatusDoor
 from webapp.dual import record as record_comparison
 from webapp.errors import (
     Conflict,
     ExecutorUnavailable,
-    InvalidJobName,
-    JobNotFound,
     RunStoreUnavailable,
     TooManyActiveJobs,
     UnknownJobspec,
 )
 from webapp.executors import Executor
 from webapp.jobspecs import Jobspec, render_job
-from webapp.names import is_valid_job_name, new_job_name, new_pipeline_run_id
+from webapp.names import new_job_name, new_pipeline_run_id
 from webapp.runstore import IdempotencyClaim, RunStore
 from webapp.settings import Settings
 from webapp.status import JobStatus
@@ -229,49 +227,3 @@ class Launcher:
             if time.monotonic() > deadline:
                 raise Conflict("a request with this Idempotency-Key is still being processed; retry")
             time.sleep(0.05)
-
-    def status(self, job_name: str) -> JobStatus:
-        """The current status from the hub's cache, else the run store; never from an executor."""
-        check_job_name(job_name)
-        status = self._door.current(job_name)
-        if status is None:
-            raise JobNotFound(f"no job named {job_name}")
-        return status
-
-    def cancel(self, job_name: str) -> JobStatus:
-        status = self.status(job_name)
-        if not status.terminal:
-            self._executor_for(status).cancel(job_name)
-            logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
-        return self.status(job_name)
-
-    def logs(self, job_name: str, *, tail_lines: int) -> str:
-        status = self.status(job_name)
-        return self._executor_for(status).logs(job_name, tail_lines=tail_lines)
-
-    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
-        status = self.status(job_name)
-        return self._executor_for(status).follow_logs(job_name, tail_lines=tail_lines)
-
-    def _executor_for(self, status: JobStatus) -> Executor:
-        executor = self._executors.get(status.mode)
-        if executor is None:
-            raise Conflict(
-                f"{status.job_name} ran in {status.mode} mode, which is not enabled "
-                f"(EXECUTION_MODE={self._settings.execution_mode})"
-            )
-        return executor
-
-    def migration_report(self) -> dict[str, Any]:
-        report = migration_report(self._store.comparisons())
-        report["execution_mode"] = self._settings.execution_mode
-        report["primary"] = self._settings.primary_mode
-        return report
-
-    def recent(self, limit: int) -> list[JobStatus]:
-        return self._store.recent(limit)
-
-
-def check_job_name(job_name: str) -> None:
-    if not is_valid_job_name(job_name):
-        raise InvalidJobName(f"{job_name[:80]!r} is not a valid job name (a DNS-1123 label of at most 63 characters)")

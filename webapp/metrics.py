@@ -36,8 +36,19 @@ STREAM_MESSAGES = Counter(
 )
 WATCH_RESTARTS = Counter(
     "jobpulse_watch_restarts_total",
-    "Times a status source had to restart its watch, by source and reason.",
+    "Times the Kubernetes Job watch had to be reopened (source k8s), by reason (gone, silence, error).",
     ["source", "reason"],
+)
+REDIS_RECONNECTS = Counter(
+    "jobpulse_redis_reconnects_total",
+    "Times the Redis status channel had to subscribe again, by reason (error, silence).",
+    ["reason"],
+)
+LEGACY_POLL_FAILURES = Counter(
+    "jobpulse_legacy_poll_failures_total",
+    "Polls of the legacy task-runner service that got no usable answer, by kind "
+    "(timeout, unreachable, server_error, bad_answer).",
+    ["reason"],
 )
 PROPAGATION_SECONDS = Histogram(
     "jobpulse_status_propagation_seconds",

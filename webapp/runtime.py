@@ -2,7 +2,7 @@
 
 One :class:`Runtime` per process (per app): the status hub, the run store,
 the door every status change goes through (:mod:`webapp.door`), the
-executors of the configured mode and the launcher, and a housekeeping loop
+executors of the configured mode, the launcher and run control, and a housekeeping loop
 that applies ``STATUS_RETENTION_SECONDS``. :func:`build_runtime` is the one
 place where the parts are wired together, hub listeners included.
 
@@ -29,6 +29,7 @@ from webapp.executors.local import LocalRunner, find_python
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
+from webapp.run_control import RunControl
 from webapp.runstore import RunStore
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.settings import ConfigError, Settings
@@ -73,6 +74,7 @@ class Runtime:
         self.executors = executors
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, door=door)
+        self.runs = RunControl(settings=settings, executors=executors, door=door)
         self._stopping = threading.Event()
         self._started = False
 
@@ -194,7 +196,7 @@ def build_runtime(settings: Settings) -> Runtime:
     store: RunStore
     channel = None
     if settings.redis_url:
-        from webapp.fanout import RedisStatusChannel
+        from webapp.redis_relay import RedisStatusChannel
         from webapp.runstore.redis import RedisRunStore
 
         redis_store = RedisRunStore(settings.redis_url, retention_seconds=settings.status_retention_seconds)

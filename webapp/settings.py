@@ -4,6 +4,12 @@ Every knob jobpulse has is an environment variable (twelve-factor style, so the
 same image runs on a laptop, under a legacy WSGI host and in Kubernetes). They
 are parsed here with a marshmallow schema; a bad value stops start-up with the
 variable's name and the reason, instead of failing later on a donor's request.
+
+Each setting is declared once, as a field of :class:`Settings`: its default,
+the marshmallow field that reads and checks its variable (the attribute's name
+in upper case), how the checked text becomes the attribute's value, and the
+docstring under it. The schema is built from those fields; only the rules that
+tie several variables together are written apart, in :class:`_Rules`.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from limits import parse_many
 from marshmallow import (
@@ -23,7 +29,6 @@ from marshmallow import (
     fields,
     post_load,
     validate,
-    validates,
     validates_schema,
 )
 
@@ -33,112 +38,199 @@ EXECUTION_MODES = ("legacy", "k8s", "dual")
 LEGACY_RUNNERS = ("local", "http")
 _CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 
+_T = TypeVar("_T")
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
+
+
+def setting(
+    default: _T,
+    variable: fields.Field[Any],
+    *,
+    convert: Callable[[Any], _T] | None = None,
+    default_from: Callable[[Settings], _T] | None = None,
+) -> _T:
+    """Declare a field of :class:`Settings`.
+
+    ``variable`` reads and checks the environment variable named after the
+    field (in upper case); ``convert`` turns the checked value into the
+    field's (unchanged without it); ``default_from`` computes the default
+    from the other settings, when it depends on them (``default`` is then
+    what it computes from theirs).
+    """
+    return dataclasses.field(
+        default=default, metadata={"variable": variable, "convert": convert, "default_from": default_from}
+    )
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _resolved_path(value: str) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+def _check_currencies(value: str) -> None:
+    codes = _csv(value)
+    if not codes:
+        raise ValidationError("list at least one ISO 4217 code")
+    bad = [code for code in codes if not _CURRENCY.fullmatch(code)]
+    if bad:
+        raise ValidationError(f"not ISO 4217 codes: {', '.join(bad)}")
+
+
+def _check_origins(value: str) -> None:
+    bad = [o for o in _csv(value) if not re.fullmatch(r"https?://[^/\s]+", o)]
+    if bad:
+        raise ValidationError(f"origins are scheme://host[:port]: {', '.join(bad)}")
+
+
+def _check_legacy_python(value: str) -> None:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValidationError("give an absolute path to a Python interpreter")
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ValidationError(f"{value} is not an executable file")
+
+
+def _check_rate_limit(value: str) -> None:
+    try:
+        parse_many(value)
+    except ValueError as error:
+        raise ValidationError(f"not a rate limit such as 10/minute ({error})") from error
+
+
+_SECRET_LENGTH = validate.Length(min=16, error="use at least 16 characters")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything jobpulse can be told, after validation."""
 
-    execution_mode: str = "legacy"
+    execution_mode: str = setting("legacy", fields.String(validate=validate.OneOf(EXECUTION_MODES)))
     """Who runs tasks: ``legacy`` (the legacy runner), ``k8s`` (Kubernetes Jobs) or ``dual`` (both)."""
 
-    dual_primary: str = "legacy"
+    dual_primary: str = setting("legacy", fields.String(validate=validate.OneOf(("legacy", "k8s"))))
     """In dual mode, the run the donor follows; the other one is its shadow."""
 
-    jobspecs_dir: Path = PROJECT_ROOT / "jobspecs"
+    jobspecs_dir: Path = setting(PROJECT_ROOT / "jobspecs", fields.String(), convert=_resolved_path)
     """Folder of ``*.yaml`` Job manifests; each file name is a spec name."""
 
-    donation_jobspec: str = "donation-receipt"
+    donation_jobspec: str = setting(
+        "donation-receipt", fields.String(validate=validate.Regexp(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z"))
+    )
     """The spec a donation starts."""
 
-    k8s_namespace: str | None = None
+    k8s_namespace: str | None = setting(
+        None,
+        fields.String(
+            validate=validate.Regexp(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", error="must be a DNS-1123 label")
+        ),
+    )
     """Namespace for Jobs; unset means the in-cluster namespace, the kubeconfig context's, or ``default``."""
 
-    kubeconfig: Path | None = None
+    kubeconfig: Path | None = setting(None, fields.String(), convert=_resolved_path)
     """Kubeconfig file when not running in a cluster; unset means the client's default (``~/.kube/config``)."""
 
-    task_image: str | None = None
+    task_image: str | None = setting(None, fields.String())
     """Overrides every container image of a rendered Job when set."""
 
-    legacy_runner: str = "local"
+    legacy_runner: str = setting("local", fields.String(validate=validate.OneOf(LEGACY_RUNNERS)))
     """``local`` runs tasks as subprocesses here; ``http`` calls an existing task-runner service."""
 
-    legacy_runner_url: str | None = None
+    legacy_runner_url: str | None = setting(
+        None, fields.Url(require_tld=False, schemes={"http", "https"}), convert=lambda url: url.rstrip("/")
+    )
     """Base URL of the legacy task-runner service (``LEGACY_RUNNER=http``)."""
 
-    legacy_max_concurrency: int = 4
+    legacy_max_concurrency: int = setting(4, fields.Integer(validate=validate.Range(min=1, max=1000)))
     """How many local runs at once; the rest wait as ``Queued``."""
 
-    legacy_python: Path | None = None
+    # not resolved: a virtualenv's python is a symlink, and following it would leave the virtualenv
+    legacy_python: Path | None = setting(
+        None, fields.String(validate=_check_legacy_python), convert=lambda path: Path(path).expanduser()
+    )
     """The interpreter the local runner uses for a command starting with ``python``; unset means this one."""
 
-    redis_url: str | None = None
+    redis_url: str | None = setting(None, fields.Url(require_tld=False, schemes={"redis", "rediss", "unix"}))
     """Redis for several instances (run store, idempotency, rate limits, status fan-out)."""
 
-    database_path: Path = PROJECT_ROOT / "var" / "jobpulse.sqlite3"
+    database_path: Path = setting(PROJECT_ROOT / "var" / "jobpulse.sqlite3", fields.String(), convert=_resolved_path)
     """SQLite run store when no Redis is configured; task output is kept beside it."""
 
-    admin_token: str | None = None
+    admin_token: str | None = setting(None, fields.String(validate=_SECRET_LENGTH))
     """Bearer token for the admin API; unset means the admin API answers 403."""
 
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = setting((), fields.String(validate=_check_origins), convert=_csv)
     """Extra origins (``scheme://host[:port]``) allowed to open WebSockets besides the same host."""
 
-    currencies: tuple[str, ...] = ("USD", "EUR", "GBP")
+    currencies: tuple[str, ...] = setting(
+        ("USD", "EUR", "GBP"), fields.String(validate=_check_currencies), convert=_csv
+    )
     """ISO 4217 codes a donation may use; the first is the page's default."""
 
-    status_retention_seconds: int = 86400
+    status_retention_seconds: int = setting(86400, fields.Integer(validate=validate.Range(min=60)))
     """How long finished runs stay in the run store."""
 
-    sse_heartbeat_seconds: float = 15.0
+    sse_heartbeat_seconds: float = setting(15.0, fields.Float(validate=validate.Range(min=0.05, max=3600)))
     """Seconds between ``: ping`` comments on idle SSE streams."""
 
-    ws_ping_seconds: float = 25.0
+    ws_ping_seconds: float = setting(25.0, fields.Float(validate=validate.Range(min=0.05, max=3600)))
     """Seconds between WebSocket pings."""
 
-    rate_limit: str = "10/minute"
+    rate_limit: str = setting("10/minute", fields.String(validate=_check_rate_limit))
     """Donations allowed per client address, in the ``limits`` notation (``10/minute;100/day``)."""
 
-    max_active_jobs: int = 100
+    max_active_jobs: int = setting(100, fields.Integer(validate=validate.Range(min=0)))
     """Launches are refused (429) while this many runs are unfinished; 0 means no limit."""
 
-    max_active_jobs_per_client: int = 10
+    max_active_jobs_per_client: int = setting(
+        10,
+        fields.Integer(validate=validate.Range(min=0)),
+        default_from=lambda given: max(1, given.max_active_jobs // 10) if given.max_active_jobs else 0,
+    )
     """A client's donations are refused (429) while it has this many unfinished runs; 0 means no limit.
 
     Unset, a tenth of ``max_active_jobs`` (at least 1): two clients cannot take every slot.
     """
 
-    max_streams_per_client: int = 50
+    max_streams_per_client: int = setting(50, fields.Integer(validate=validate.Range(min=0)))
     """Open SSE and WebSocket streams one client may hold (429, WebSocket close 1008); 0 means no limit."""
 
-    max_streams: int = 9000
+    max_streams: int = setting(
+        9000,
+        fields.Integer(validate=validate.Range(min=1)),
+        default_from=lambda given: given.worker_connections * 9 // 10,
+    )
     """Open streams per process (503, WebSocket close 1013); unset, nine tenths of ``worker_connections``.
 
     The rest of the worker's connections stay free for probes, launches and polls.
     """
 
-    worker_connections: int = 10000
+    worker_connections: int = setting(10000, fields.Integer(validate=validate.Range(min=2)))
     """gunicorn's ``worker_connections`` (``WORKER_CONNECTIONS``, read by ``gunicorn.conf.py`` too)."""
 
-    body_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = setting(10.0, fields.Float(validate=validate.Range(min=0.1, max=3600)))
     """A request body must arrive whole within this many seconds, else 408 and the connection is closed."""
 
-    trusted_proxy_hops: int = 0
+    trusted_proxy_hops: int = setting(0, fields.Integer(validate=validate.Range(min=0, max=10)))
     """Reverse proxies in front whose ``X-Forwarded-For``/``-Proto``/``-Host``/``-Port`` are believed; 0: none."""
 
-    completion_webhook_url: str | None = None
+    completion_webhook_url: str | None = setting(None, fields.Url(require_tld=False, schemes={"http", "https"}))
     """URL that receives the status object of every finished run."""
 
-    webhook_secret: str | None = None
+    webhook_secret: str | None = setting(None, fields.String(validate=_SECRET_LENGTH))
     """Key of the HMAC-SHA256 signature sent with each webhook."""
 
-    log_level: str = "INFO"
+    log_level: str = setting(
+        "INFO", fields.String(validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")))
+    )
     """Python logging level name."""
 
-    log_format: str = "json"
+    log_format: str = setting("json", fields.String(validate=validate.OneOf(("json", "text"))))
     """``json`` (one object per line) or ``text``."""
 
     @property
@@ -179,80 +271,18 @@ def _describe(messages: Any) -> str:
     return str(messages)
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+class _Rules(Schema):
+    """What no single variable can check: how variables combine, and the seed's flag.
 
-
-class _SettingsSchema(Schema):
-    """Environment variable names on the left, exactly as operators write them."""
+    :data:`_SettingsSchema` adds one field per setting, named after the
+    environment variable exactly as operators write it.
+    """
 
     class Meta:
         unknown = RAISE
 
-    EXECUTION_MODE = fields.String(validate=validate.OneOf(EXECUTION_MODES))
     USE_K8S_JOBS = fields.Boolean()
-    DUAL_PRIMARY = fields.String(validate=validate.OneOf(("legacy", "k8s")))
-    JOBSPECS_DIR = fields.String()
-    DONATION_JOBSPEC = fields.String(validate=validate.Regexp(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z"))
-    K8S_NAMESPACE = fields.String(
-        validate=validate.Regexp(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", error="must be a DNS-1123 label")
-    )
-    KUBECONFIG = fields.String()
-    TASK_IMAGE = fields.String()
-    LEGACY_RUNNER = fields.String(validate=validate.OneOf(LEGACY_RUNNERS))
-    LEGACY_RUNNER_URL = fields.Url(require_tld=False, schemes={"http", "https"})
-    LEGACY_MAX_CONCURRENCY = fields.Integer(validate=validate.Range(min=1, max=1000))
-    LEGACY_PYTHON = fields.String()
-    REDIS_URL = fields.Url(require_tld=False, schemes={"redis", "rediss", "unix"})
-    DATABASE_PATH = fields.String()
-    ADMIN_TOKEN = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
-    ALLOWED_ORIGINS = fields.String()
-    CURRENCIES = fields.String()
-    STATUS_RETENTION_SECONDS = fields.Integer(validate=validate.Range(min=60))
-    SSE_HEARTBEAT_SECONDS = fields.Float(validate=validate.Range(min=0.05, max=3600))
-    WS_PING_SECONDS = fields.Float(validate=validate.Range(min=0.05, max=3600))
-    RATE_LIMIT = fields.String()
-    MAX_ACTIVE_JOBS = fields.Integer(validate=validate.Range(min=0))
-    MAX_ACTIVE_JOBS_PER_CLIENT = fields.Integer(validate=validate.Range(min=0))
-    MAX_STREAMS_PER_CLIENT = fields.Integer(validate=validate.Range(min=0))
-    MAX_STREAMS = fields.Integer(validate=validate.Range(min=1))
-    WORKER_CONNECTIONS = fields.Integer(validate=validate.Range(min=2))
-    BODY_TIMEOUT_SECONDS = fields.Float(validate=validate.Range(min=0.1, max=3600))
-    TRUSTED_PROXY_HOPS = fields.Integer(validate=validate.Range(min=0, max=10))
-    COMPLETION_WEBHOOK_URL = fields.Url(require_tld=False, schemes={"http", "https"})
-    WEBHOOK_SECRET = fields.String(validate=validate.Length(min=16, error="use at least 16 characters"))
-    LOG_LEVEL = fields.String(validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")))
-    LOG_FORMAT = fields.String(validate=validate.OneOf(("json", "text")))
-
-    @validates("CURRENCIES")
-    def _check_currencies(self, value: str, **_: Any) -> None:
-        codes = _csv(value)
-        if not codes:
-            raise ValidationError("list at least one ISO 4217 code")
-        bad = [code for code in codes if not _CURRENCY.fullmatch(code)]
-        if bad:
-            raise ValidationError(f"not ISO 4217 codes: {', '.join(bad)}")
-
-    @validates("ALLOWED_ORIGINS")
-    def _check_origins(self, value: str, **_: Any) -> None:
-        bad = [o for o in _csv(value) if not re.fullmatch(r"https?://[^/\s]+", o)]
-        if bad:
-            raise ValidationError(f"origins are scheme://host[:port]: {', '.join(bad)}")
-
-    @validates("LEGACY_PYTHON")
-    def _check_legacy_python(self, value: str, **_: Any) -> None:
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            raise ValidationError("give an absolute path to a Python interpreter")
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ValidationError(f"{value} is not an executable file")
-
-    @validates("RATE_LIMIT")
-    def _check_rate_limit(self, value: str, **_: Any) -> None:
-        try:
-            parse_many(value)
-        except ValueError as error:
-            raise ValidationError(f"not a rate limit such as 10/minute ({error})") from error
+    """The seed's flag: ``true`` means ``EXECUTION_MODE=k8s`` when that is unset. Not a setting of its own."""
 
     @validates_schema
     def _check_combinations(self, data: dict[str, Any], **_: Any) -> None:
@@ -277,47 +307,24 @@ class _SettingsSchema(Schema):
 
     @post_load
     def _to_settings(self, data: dict[str, Any], **_: Any) -> Settings:
-        mode = data.get("EXECUTION_MODE") or ("k8s" if data.get("USE_K8S_JOBS") else "legacy")
-        defaults = Settings()
-        max_active = data.get("MAX_ACTIVE_JOBS", defaults.max_active_jobs)
-        connections = data.get("WORKER_CONNECTIONS", defaults.worker_connections)
-        return Settings(
-            execution_mode=mode,
-            dual_primary=data.get("DUAL_PRIMARY", defaults.dual_primary),
-            jobspecs_dir=_path(data.get("JOBSPECS_DIR"), defaults.jobspecs_dir),
-            donation_jobspec=data.get("DONATION_JOBSPEC", defaults.donation_jobspec),
-            k8s_namespace=data.get("K8S_NAMESPACE"),
-            kubeconfig=_path(data.get("KUBECONFIG"), None),
-            task_image=data.get("TASK_IMAGE"),
-            legacy_runner=data.get("LEGACY_RUNNER", defaults.legacy_runner),
-            legacy_runner_url=(data.get("LEGACY_RUNNER_URL") or "").rstrip("/") or None,
-            legacy_max_concurrency=data.get("LEGACY_MAX_CONCURRENCY", defaults.legacy_max_concurrency),
-            # not resolved: a virtualenv's python is a symlink, and following it would leave the virtualenv
-            legacy_python=Path(data["LEGACY_PYTHON"]).expanduser() if "LEGACY_PYTHON" in data else None,
-            redis_url=data.get("REDIS_URL"),
-            database_path=_path(data.get("DATABASE_PATH"), defaults.database_path),
-            admin_token=data.get("ADMIN_TOKEN"),
-            allowed_origins=_csv(data.get("ALLOWED_ORIGINS", "")),
-            currencies=_csv(data["CURRENCIES"]) if "CURRENCIES" in data else defaults.currencies,
-            status_retention_seconds=data.get("STATUS_RETENTION_SECONDS", defaults.status_retention_seconds),
-            sse_heartbeat_seconds=data.get("SSE_HEARTBEAT_SECONDS", defaults.sse_heartbeat_seconds),
-            ws_ping_seconds=data.get("WS_PING_SECONDS", defaults.ws_ping_seconds),
-            rate_limit=data.get("RATE_LIMIT", defaults.rate_limit),
-            max_active_jobs=max_active,
-            max_active_jobs_per_client=data.get(
-                "MAX_ACTIVE_JOBS_PER_CLIENT", max(1, max_active // 10) if max_active else 0
-            ),
-            max_streams_per_client=data.get("MAX_STREAMS_PER_CLIENT", defaults.max_streams_per_client),
-            max_streams=data.get("MAX_STREAMS", connections * 9 // 10),
-            worker_connections=connections,
-            body_timeout_seconds=data.get("BODY_TIMEOUT_SECONDS", defaults.body_timeout_seconds),
-            trusted_proxy_hops=data.get("TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
-            completion_webhook_url=data.get("COMPLETION_WEBHOOK_URL"),
-            webhook_secret=data.get("WEBHOOK_SECRET"),
-            log_level=data.get("LOG_LEVEL", defaults.log_level),
-            log_format=data.get("LOG_FORMAT", defaults.log_format),
-        )
+        given: dict[str, Any] = {}
+        for field in dataclasses.fields(Settings):
+            if field.name.upper() in data:
+                convert = field.metadata["convert"]
+                value = data[field.name.upper()]
+                given[field.name] = convert(value) if convert is not None else value
+        if "execution_mode" not in given and data.get("USE_K8S_JOBS"):
+            given["execution_mode"] = "k8s"
+        settings = Settings(**given)
+        derived = {
+            field.name: field.metadata["default_from"](settings)
+            for field in dataclasses.fields(Settings)
+            if field.name not in given and field.metadata["default_from"] is not None
+        }
+        return dataclasses.replace(settings, **derived)
 
 
-def _path(value: str | None, default: Path | None) -> Any:
-    return Path(value).expanduser().resolve() if value else default
+_SettingsSchema = _Rules.from_dict(
+    {field.name.upper(): field.metadata["variable"] for field in dataclasses.fields(Settings)},
+    name="_SettingsSchema",
+)

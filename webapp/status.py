@@ -174,11 +174,6 @@ class JobStatus:
             return self.json
         return self.json[:-1] + "," + json.dumps({"observed": self.observed})[1:]
 
-    @cached_property
-    def encodings(self) -> dict[str, Any]:
-        """The transports' wire forms of this status (:mod:`webapp.wire`), each built once per change."""
-        return {}
-
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> JobStatus:
         """Inverse of :meth:`to_dict` (for the run store and the Redis channel)."""

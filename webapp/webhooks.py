@@ -24,7 +24,7 @@ import requests
 
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
-from webapp.runstore import PendingWebhook, RunStore
+from webapp.runstore import PendingWebhook, WebhookOutbox
 from webapp.runstore.backlog import StatusBacklog
 from webapp.status import JobStatus
 
@@ -44,7 +44,7 @@ class WebhookSender:
     def __init__(
         self,
         *,
-        store: RunStore,
+        store: WebhookOutbox,
         url: str,
         secret: str,
         session: requests.Session | None = None,

@@ -202,7 +202,7 @@ def poller_threads(job_name: str) -> list[threading.Thread]:
 
 
 def restarts(reason: str) -> float:
-    value = REGISTRY.get_sample_value("jobpulse_watch_restarts_total", {"source": "legacy_http", "reason": reason})
+    value = REGISTRY.get_sample_value("jobpulse_legacy_poll_failures_total", {"reason": reason})
     return value or 0.0
 
 

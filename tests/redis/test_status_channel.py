@@ -21,8 +21,8 @@ from webapp import metrics
 from webapp.backoff import Backoff
 from webapp.door import StatusDoor
 from webapp.errors import RunStoreUnavailable
-from webapp.fanout import DEFAULT_CHANNEL, RedisStatusChannel
 from webapp.hub import StatusHub
+from webapp.redis_relay import DEFAULT_CHANNEL, RedisStatusChannel
 from webapp.runstore.redis import RedisRunStore
 from webapp.status import JobStatus, Phase
 
@@ -69,7 +69,7 @@ class Captured(logging.Handler):
 def channel_log() -> Iterator[Captured]:
     """The channel's log records (the app's logging set-up may stop propagation to pytest's handler)."""
     handler = Captured()
-    logger = logging.getLogger("webapp.fanout")
+    logger = logging.getLogger("webapp.redis_relay")
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)
@@ -96,7 +96,7 @@ def seq_in(hub: StatusHub, job_name: str) -> int:
 
 
 def restarts(reason: str) -> float:
-    value = metrics.WATCH_RESTARTS.labels(source="redis", reason=reason)._value.get()
+    value = metrics.REDIS_RECONNECTS.labels(reason=reason)._value.get()
     return float(value)
 
 

@@ -152,3 +152,25 @@ def test_a_listener_meeting_an_unavailable_store_is_a_warning_without_traceback(
     assert outage.__dict__["error"] == "SQLite: database or disk is full (the disk is full)"
 
     assert failure.levelname == "ERROR" and failure.exc_info is not None, "a bug keeps its traceback"
+
+
+def test_changes_go_to_the_sink_put_in_front_of_a_subscription_and_control_to_the_subscription() -> None:
+    hub = StatusHub()
+    first = status()
+    offered: list[JobStatus] = []
+
+    class Sink:
+        def offer(self, status: JobStatus) -> None:
+            offered.append(status)
+
+    with hub.subscribe(first.job_name, heartbeat=True, sink=lambda subscription: Sink()) as subscription:
+        hub.publish(first)
+        assert offered == [first]
+        assert subscription.get(timeout=0) is None, "the sink took it; nothing reached the subscription"
+        hub.nudge_all()
+        assert subscription._nudged
+        assert hub.subscriber_count(first.job_name) == 1
+        hub.close()
+        with pytest.raises(HubClosed):
+            subscription.get(timeout=0)
+    assert hub.subscriber_count() == 0

@@ -78,12 +78,3 @@ def test_wire_formats_carry_the_same_object() -> None:
     assert json.loads(ws_status_message(status)) == {"type": "status", **status.to_dict()}
     assert json.loads(ws_error_message("not_found", "no")) == {"type": "error", "error": "not_found", "message": "no"}
     assert SSE_END == b"event: end\ndata: {}\n\n"
-
-
-def test_wire_forms_are_built_once_per_status_not_per_subscriber() -> None:
-    status = queued().evolve(status="Running")
-    assert sse_status_frame(status) is sse_status_frame(status)
-    assert ws_status_message(status) is ws_status_message(status)
-    following = status.evolve(active=2)
-    assert sse_status_frame(following) != sse_status_frame(status)
-    assert json.loads(ws_status_message(following))["active"] == 2

@@ -3,14 +3,22 @@
 Under the gevent worker every open stream is a greenlet waiting on its
 subscription. Waking ten thousand greenlets so that each formats nothing new
 and writes the same bytes costs about three quarters of the fan-out (see
-docs/PERFORMANCE.md). Instead, while a stream waits, the publisher writes the
-change's bytes (built once per change, :mod:`webapp.wire`) to the stream's
-socket itself, with one non-blocking write; the stream's greenlet sleeps on.
+docs/PERFORMANCE.md). Instead, an :class:`ExpressWriter` stands in front of
+the stream's subscription as the sink the hub offers changes to
+(:meth:`webapp.hub.StatusHub.subscribe`): while the stream waits, it writes
+the change's bytes (built once per change, :mod:`webapp.api.frames`) to the
+socket itself, with one non-blocking write, and the stream's greenlet sleeps
+on. Anything else it hands to the subscription, which wakes the stream.
 
-A write the socket cannot take whole falls back to the usual path: the
-stream's greenlet wakes, first finishes what was started (:meth:`flush`),
-then carries on. Final statuses always take the usual path, so each stream
-still ends itself (``event: end``, close 1000).
+One lock per socket (:attr:`ExpressWriter.lock`) orders every writer of it:
+express writes take it only if it is free (else the change goes the usual
+way), the stream holds it while the server writes the stream's own frames,
+and simple-websocket's pings, pongs and close take it through
+:class:`GuardedSocket`. A write the socket cannot take whole leaves its end
+pending; the stream's greenlet wakes and finishes it (:meth:`flush`), and any
+other writer finishes it first, so no frame is ever torn. Final statuses
+always take the usual path, so each stream still ends itself
+(``event: end``, close 1000).
 
 Only where it is safe: a cooperative (gevent) worker, so nothing runs between
 the publisher's check and its write; a plain socket in non-blocking mode (no
@@ -28,6 +36,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from webapp.hub import Subscription
 from webapp.status import JobStatus
 
 
@@ -42,10 +51,12 @@ class ClientGone(Exception):
 
 
 class ExpressWriter:
-    """Writes statuses straight to one client's socket, if it takes them at once.
+    """Writes statuses straight to one client's socket while its stream waits, if the socket takes them at once.
 
-    Other writers of the same socket go through :meth:`guard` (or call
-    :meth:`flush` first), so nothing is ever written into the middle of a
+    The hub's sink for one stream (:meth:`in_front_of` its subscription);
+    the stream reads its changes through :meth:`next_change`. Other writers
+    of the same socket hold :attr:`lock` (simple-websocket's, through
+    :class:`GuardedSocket`), so nothing is ever written into the middle of a
     frame an express write left unfinished.
     """
 
@@ -62,12 +73,15 @@ class ExpressWriter:
         self._encode = encode
         self._delivered = delivered
         self._open = open_
-        self._writing = threading.Lock()
-        """Held while a write of the rest of a frame is under way (it may wait for the client)."""
+        self.lock = threading.Lock()
+        """The socket's one write lock: every writer holds it (and may wait for the client); express never waits."""
         self.pending = b""
         """The unsent end of a write the socket took only in part: :meth:`flush` sends it."""
         self.sent_seq = 0
         """The newest status that went this way (the stream must not send it again)."""
+        self.waiting = False
+        """Whether the stream waits in :meth:`next_change` with nothing to send: only then do changes go express."""
+        self._subscription: Subscription | None = None
 
     @classmethod
     def attach(cls, sock: Any, encode: Callable[[JobStatus], bytes], **kwargs: Any) -> ExpressWriter | None:
@@ -83,26 +97,59 @@ class ExpressWriter:
 
     def __call__(self, status: JobStatus) -> bool:
         """Write ``status`` now; ``True`` if the client's socket took it whole."""
-        if self.pending or self._writing.locked() or not self._open():
+        if self.pending or not self._open() or not self.lock.acquire(blocking=False):
             return False
-        data = self._encode(status)
         try:
-            written = os.write(self._fd, data)  # never blocks: the socket is non-blocking
-        except OSError:  # full (EAGAIN) or gone: the stream's greenlet takes over and finds out which
-            return False
+            data = self._encode(status)
+            try:
+                written = os.write(self._fd, data)  # never blocks: the socket is non-blocking
+            except OSError:  # full (EAGAIN) or gone: the stream's greenlet takes over and finds out which
+                return False
+            if written < len(data):
+                self.pending = data[written:]
+        finally:
+            self.lock.release()
         self.sent_seq = status.seq
         self._delivered(status)
-        if written < len(data):
-            self.pending = data[written:]
-            return False
-        return True
+        return not self.pending
+
+    # -- the hub's sink for one stream --------------------------------------------
+
+    def in_front_of(self, subscription: Subscription) -> ExpressWriter:
+        """Stand in front of ``subscription``: the hub offers its changes here (``StatusHub.subscribe(sink=...)``)."""
+        self._subscription = subscription
+        return self
+
+    def offer(self, status: JobStatus) -> None:
+        """While the stream waits, write a non-final ``status`` at once; otherwise, or if that fails, hand it on."""
+        if self.waiting and not status.terminal and self(status):
+            return
+        self.waiting = False  # the stream is woken with something to do: nothing may overtake it
+        assert self._subscription is not None, "in_front_of() a subscription first"
+        self._subscription.offer(status)
+
+    def next_change(self) -> JobStatus | None:
+        """The subscription's next status or nudge (:meth:`Subscription.get`); changes go express meanwhile.
+
+        Whatever wakes the stream, an express write the socket took only in
+        part is finished before anything else (:meth:`flush`).
+        """
+        assert self._subscription is not None, "in_front_of() a subscription first"
+        self.waiting = True
+        try:
+            return self._subscription.get()
+        finally:
+            self.waiting = False
+            self.flush()
+
+    # -- everyone else who writes to the socket -----------------------------------
 
     def flush(self) -> None:
         """Finish a write the socket took only in part (waiting, if need be, in the calling greenlet only).
 
         Raises :class:`ClientGone` if the client cannot take it any more.
         """
-        with self._writing:
+        with self.lock:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
@@ -116,28 +163,31 @@ class ExpressWriter:
     def already_sent(self, status: JobStatus) -> bool:
         return status.seq <= self.sent_seq
 
-    def guard(self) -> GuardedSocket:
-        """``sock`` for other writers (simple-websocket's pings, pongs and close): each write finishes ours first."""
-        return GuardedSocket(self._sock, self)
-
 
 class GuardedSocket:
-    """A socket whose every write first finishes an unfinished express write, and then writes whole."""
+    """A client socket shared by several writers: each write takes the socket's one lock and goes whole.
 
-    def __init__(self, sock: Any, writer: ExpressWriter) -> None:
+    With an :class:`ExpressWriter`, its lock, and an unfinished express
+    write is finished first; without one (no express path), a lock of its
+    own, so that a WebSocket's pings never land inside a message.
+    """
+
+    def __init__(self, sock: Any, writer: ExpressWriter | None = None) -> None:
         self._sock = sock
         self._writer = writer
+        self._lock = writer.lock if writer is not None else threading.Lock()
 
     def send(self, data: bytes) -> int:
         self.sendall(data)
         return len(data)
 
     def sendall(self, data: bytes) -> None:
-        with self._writer._writing:
-            try:
-                self._writer._flush_locked()
-            except ClientGone as error:
-                raise BrokenPipeError(str(error)) from error
+        with self._lock:
+            if self._writer is not None:
+                try:
+                    self._writer._flush_locked()
+                except ClientGone as error:
+                    raise BrokenPipeError(str(error)) from error
             self._sock.sendall(data)
 
     def __getattr__(self, name: str) -> Any:

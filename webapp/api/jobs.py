@@ -63,7 +63,7 @@ def get_job(job_name: str) -> Response:
 
 
 def _status_response(job_name: str) -> Response:
-    status = runtime().launcher.status(job_name)
+    status = runtime().runs.status(job_name)
     response = Response(status.json, mimetype="application/json")
     response.set_etag(f"{status.job_name}.{status.seq}")
     response.headers["Cache-Control"] = "no-cache"
@@ -74,36 +74,36 @@ def _status_response(job_name: str) -> Response:
 @bp.delete("/api/jobs/<job_name>")
 @admin_required
 def cancel_job(job_name: str) -> Response:
-    launcher = runtime().launcher
-    status = launcher.status(job_name)
+    runs = runtime().runs
+    status = runs.status(job_name)
     if status.terminal:
         raise Conflict(f"{job_name} already finished: {status.status.value}")
-    return jsonify(launcher.cancel(job_name).to_dict())
+    return jsonify(runs.cancel(job_name).to_dict())
 
 
 @bp.get("/api/jobs/<job_name>/logs")
 @admin_required
 def job_logs(job_name: str) -> Response:
     tail = _int_arg("tail", default=DEFAULT_TAIL_LINES, low=0, high=MAX_TAIL_LINES)
-    launcher = runtime().launcher
+    runs = runtime().runs
     if request.args.get("follow") in ("1", "true", "yes"):
-        chunks = launcher.follow_logs(job_name, tail_lines=tail)
+        chunks = runs.follow_logs(job_name, tail_lines=tail)
         response = Response(stream_with_context(chunks), mimetype="text/plain")
         response.headers["X-Accel-Buffering"] = "no"
         response.headers["Cache-Control"] = "no-cache"
         return response
-    return Response(launcher.logs(job_name, tail_lines=tail), mimetype="text/plain")
+    return Response(runs.logs(job_name, tail_lines=tail), mimetype="text/plain")
 
 
 @bp.get("/api/runs")
 @admin_required
 def recent_runs() -> Response:
     limit = _int_arg("limit", default=50, low=1, high=500)
-    return jsonify({"runs": [status.to_dict() for status in runtime().launcher.recent(limit)]})
+    return jsonify({"runs": [status.to_dict() for status in runtime().runs.recent(limit)]})
 
 
 @bp.get("/api/migration/report")
 @admin_required
 def migration_report() -> Response:
     """Dual mode: how the legacy runs and the Kubernetes Jobs of the same pipeline runs compare."""
-    return jsonify(runtime().launcher.migration_report())
+    return jsonify(runtime().runs.migration_report())

@@ -19,7 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
@@ -31,7 +32,8 @@ from webapp import metrics
 from webapp.api import runtime
 from webapp.api.clients import client_address
 from webapp.api.errors import error_response
-from webapp.api.express import ClientGone, ExpressWriter
+from webapp.api.express import ClientGone, ExpressWriter, GuardedSocket
+from webapp.api.frames import sse_chunk, sse_event, ws_frame, ws_message
 from webapp.api.handshake import check_handshake
 from webapp.api.stream_slots import StreamSlot, StreamSlots
 from webapp.errors import (
@@ -44,16 +46,7 @@ from webapp.errors import (
 )
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
-from webapp.wire import (
-    SSE_END,
-    SSE_PING,
-    SSE_PREAMBLE,
-    sse_status_chunk,
-    sse_status_frame,
-    ws_error_message,
-    ws_status_frame,
-    ws_status_message,
-)
+from webapp.wire import SSE_END, SSE_PING, SSE_PREAMBLE, ws_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +114,12 @@ def _changes(
 ) -> Iterator[JobStatus | None]:
     """Each newer status not already sent express, until a terminal one; ``None`` at each heartbeat.
 
-    Raises :class:`ClientGone` when the client left in the middle of an express write.
+    With ``express`` (in front of ``subscription``), changes are read through
+    it. Raises :class:`ClientGone` when the client left in the middle of an
+    express write.
     """
     while not current.terminal:
-        try:
-            following = subscription.get(express=express)
-        finally:
-            if express is not None:
-                express.flush()  # an express write the socket took only in part is finished before anything else
+        following = subscription.get() if express is None else express.next_change()
         if following is None:
             yield None
         elif following.seq > current.seq and not (express is not None and express.already_sent(following)):
@@ -142,7 +133,7 @@ def _changes(
 @bp.get("/sse/task-status/<job_name>")
 def sse_status(job_name: str) -> Response:
     rt = runtime()
-    first = rt.launcher.status(job_name)  # 400 / 404 before any stream starts
+    first = rt.runs.status(job_name)  # 400 / 404 before any stream starts
     last_event_id = request.headers.get("Last-Event-ID")  # an EventSource reconnecting: the seq it has
     if first.terminal and last_event_id == str(first.seq):
         # The client has the final status already; 204 is how the HTML Standard tells any
@@ -151,33 +142,39 @@ def sse_status(job_name: str) -> Response:
         del done.headers["Content-Type"]  # no body
         return done
     slot = _take_stream_slot()  # 429 / 503 before any stream starts
-    framing = {"HTTP/1.1": sse_status_chunk, "HTTP/1.0": sse_status_frame}  # as gunicorn frames the body
+    framing = {"HTTP/1.1": sse_chunk, "HTTP/1.0": sse_event}  # as gunicorn frames the body
     encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
     express = (
         ExpressWriter.attach(request.environ.get("gunicorn.socket"), encode, delivered=lambda s: _delivered("sse", s))
         if encode is not None
         else None
     )
+    # The server writes each frame this generator yields before it asks for the next, so holding the
+    # socket's write lock across a yield keeps express writes out of the stream's own.
+    writing: AbstractContextManager[Any] = express.lock if express is not None else nullcontext()
+    sink = None if express is None else express.in_front_of
 
     def stream() -> Iterator[bytes]:
-        with rt.hub.subscribe(job_name, heartbeat=True) as subscription, _stream_opened("sse", job_name):
-            yield SSE_PREAMBLE
+        with rt.hub.subscribe(job_name, heartbeat=True, sink=sink) as subscription, _stream_opened("sse", job_name):
+            with writing:
+                yield SSE_PREAMBLE
             current = rt.hub.get(job_name) or first
             if last_event_id != str(current.seq):  # a reconnecting client that has it already waits for the next
-                yield sse_status_frame(current)
+                with writing:
+                    yield sse_event(current)
                 _delivered("sse", current)
             try:
                 for status in _changes(subscription, current, express):
-                    if status is None:
-                        yield SSE_PING
-                    else:
-                        yield sse_status_frame(status)
+                    with writing:
+                        yield SSE_PING if status is None else sse_event(status)
+                    if status is not None:
                         _delivered("sse", status)
             except HubClosed:
                 return  # shutting down: the client reconnects to another process
             except ClientGone:
                 return
-            yield SSE_END
+            with writing:
+                yield SSE_END
 
     # bytes, as they are; the slot is given back when the server closes the answer, even one it never started
     response = Response(ClosingIterator(stream(), slot.release), mimetype="text/event-stream", direct_passthrough=True)
@@ -270,7 +267,7 @@ def ws_status(ws: Server, job_name: str) -> None:
 def _stream_status(ws: Server, job_name: str) -> None:
     rt = runtime()
     try:
-        first = rt.launcher.status(job_name)
+        first = rt.runs.status(job_name)
     except InvalidJobName as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
     except JobNotFound as error:
@@ -284,7 +281,15 @@ def _stream_status(ws: Server, job_name: str) -> None:
     except StreamsFull as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
 
-    with slot, rt.hub.subscribe(job_name) as subscription, _stream_opened("ws", job_name):
+    express = ExpressWriter.attach(
+        ws.sock, ws_frame, delivered=lambda status: _delivered("ws", status), open_=lambda: ws.connected
+    )
+    ws.sock = GuardedSocket(ws.sock, express)  # one write lock: our sends, express, simple-websocket's pings and close
+    with (
+        slot,
+        rt.hub.subscribe(job_name, sink=None if express is None else express.in_front_of) as subscription,
+        _stream_opened("ws", job_name),
+    ):
         client_left = threading.Event()
 
         def read_until_gone() -> None:
@@ -299,17 +304,12 @@ def _stream_status(ws: Server, job_name: str) -> None:
 
         threading.Thread(target=read_until_gone, name=f"ws-read-{job_name}", daemon=True).start()
         current = rt.hub.get(job_name) or first
-        express = ExpressWriter.attach(
-            ws.sock, ws_status_frame, delivered=lambda status: _delivered("ws", status), open_=lambda: ws.connected
-        )
-        if express is not None:
-            ws.sock = express.guard()  # simple-websocket's own writes (pings, pongs, close) finish ours first
         try:
-            ws.send(ws_status_message(current))
+            ws.send(ws_message(current))
             _delivered("ws", current)
             for status in _changes(subscription, current, express):
                 if status is not None:
-                    ws.send(ws_status_message(status))
+                    ws.send(ws_message(status))
                     _delivered("ws", status)
             ws.close(reason=WS_CLOSE_NORMAL, message="finished")
         except HubClosed:

@@ -52,7 +52,6 @@ ORPHAN_AFTER_SECONDS = 2 * LEASE_SECONDS
 """An unfinished run with no task id this old was never handed over: its launching process died mid-launch."""
 
 _SERVICE_MESSAGE_LIMIT = 300
-_METRIC_SOURCE = "legacy_http"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +321,7 @@ class HttpRunner:
             except _RunnerTrouble as trouble:
                 if run.stop.is_set():
                     return
-                metrics.WATCH_RESTARTS.labels(source=_METRIC_SOURCE, reason=trouble.kind).inc()
+                metrics.LEGACY_POLL_FAILURES.labels(reason=trouble.kind).inc()
                 failing_since = failing_since if failing_since is not None else time.monotonic()
                 if time.monotonic() - failing_since >= self._give_up_after:
                     logger.warning(

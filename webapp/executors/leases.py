@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
-from webapp.runstore import RunStore
+from webapp.runstore import Leases
 from webapp.status import JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class RunLeases:
     def __init__(
         self,
         *,
-        store: RunStore,
+        store: Leases,
         held: Callable[[], Iterable[str]],
         adopt: Callable[[], None],
         name: str,

@@ -4,8 +4,15 @@ A finished Job may be deleted by its ``ttlSecondsAfterFinished`` and the
 process may restart; the run store keeps each run's last status (and, for
 runs this host executes, the rendered manifest to resume them) and the client
 address that launched it (for each client's fair share of ``MAX_ACTIVE_JOBS``),
-plus the idempotency keys that make a double click launch one task. SQLite by default;
-Redis when several instances share the work.
+plus the idempotency keys that make a double click launch one task, the
+leases that let one process at a time execute a run, dual mode's comparisons
+and the outbox of completion webhooks. SQLite by default; Redis when several
+instances share the work.
+
+The protocol is cut by concern (:class:`Runs`, :class:`IdempotencyKeys`,
+:class:`Leases`, :class:`Comparisons`, :class:`WebhookOutbox`,
+:class:`StoreConnection`); :class:`RunStore` is all of them, and a part that
+needs one concern takes only that one.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ class IdempotencyClaim:
         """When the key was bound to ``job_name`` (``time.time()``)."""
 
 
-class RunStore(Protocol):
+class Runs(Protocol):
+    """Each run's last status, the manifest to resume it and the client that launched it."""
+
     def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
         """Insert or update a run; ``False`` if the store refused it, holding a newer ``seq`` or a finished run.
 
@@ -58,6 +67,15 @@ class RunStore(Protocol):
 
     def manifest(self, job_name: str) -> dict[str, Any] | None: ...
 
+    def delete(self, job_name: str) -> None: ...
+
+    def purge(self, *, before: datetime) -> int:
+        """Forget finished runs last updated before ``before``; return how many."""
+
+
+class IdempotencyKeys(Protocol):
+    """``Idempotency-Key``s bound to the job they launched, so a double click launches one task."""
+
     def claim_idempotency_key(
         self, key: str, *, fingerprint: str, job_name: str, replacing: str | None = None
     ) -> IdempotencyClaim:
@@ -70,7 +88,9 @@ class RunStore(Protocol):
     def release_idempotency_key(self, key: str, *, job_name: str) -> None:
         """Undo a claim whose launch failed (nothing half-created remains)."""
 
-    def delete(self, job_name: str) -> None: ...
+
+class Leases(Protocol):
+    """Which process executes each run this host runs, so a run is executed by one process at a time."""
 
     def claim_run(self, job_name: str, *, owner: str, lease_seconds: float, replacing: str | None = None) -> bool:
         """Take charge of executing a run unless another live owner holds its lease.
@@ -81,14 +101,19 @@ class RunStore(Protocol):
     def release_runs(self, *, owner: str) -> None:
         """Give up every lease ``owner`` holds (graceful shutdown)."""
 
-    def purge(self, *, before: datetime) -> int:
-        """Forget finished runs last updated before ``before``; return how many."""
+
+class Comparisons(Protocol):
+    """Dual mode's comparisons, one per pipeline run."""
 
     def record_comparison(self, comparison: Comparison) -> bool:
         """Record a dual-mode comparison once per pipeline run; ``False`` if one was already recorded."""
 
     def comparisons(self) -> list[Comparison]:
         """Every comparison still within retention."""
+
+
+class WebhookOutbox(Protocol):
+    """Completion webhooks waiting to be delivered, each delivered once by one sender."""
 
     def enqueue_webhook(self, job_name: str, body: str) -> bool:
         """Put a run's completion webhook in the outbox once; ``False`` if it is already there."""
@@ -102,7 +127,18 @@ class RunStore(Protocol):
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         """Delivery failed: try again after ``delay`` seconds."""
 
+
+class StoreConnection(Protocol):
+    """The store's own connection."""
+
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
 
     def close(self) -> None: ...
+
+
+class RunStore(Runs, IdempotencyKeys, Leases, Comparisons, WebhookOutbox, StoreConnection, Protocol):
+    """Everything the run store does: what the runtime builds (SQLite or Redis) and hands on.
+
+    A part that needs only one concern takes that protocol instead.
+    """

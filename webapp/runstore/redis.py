@@ -272,15 +272,9 @@ return 1
 class RedisRunStore:
     """A :class:`~webapp.runstore.RunStore` in Redis, shared by every instance that uses the same URL."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        key_prefix: str = KEY_PREFIX,
-        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-    ) -> None:
+    def __init__(self, url: str, *, retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> None:
         self._redis = connect(url)
-        self._prefix = key_prefix
+        self._prefix = KEY_PREFIX
         self._ttl = max(1, int(retention_seconds))
         self._save = self._redis.register_script(_SAVE)
         self._claim_run = self._redis.register_script(_CLAIM_RUN)

@@ -161,7 +161,7 @@ class RedisStatusChannel:
                 return
             self._last_error = public
             delay = self._backoff.next_delay()
-            metrics.WATCH_RESTARTS.labels(source="redis", reason=reason).inc()
+            metrics.REDIS_RECONNECTS.labels(reason=reason).inc()
             logger.warning(
                 "watch.restarted",
                 extra={"source": "redis", "reason": reason, "detail": f"{detail}; retrying in {delay:.1f}s"},

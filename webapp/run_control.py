@@ -1,0 +1,77 @@
+"""Finding, cancelling and reading runs: what the API's ``GET``, ``DELETE`` and log reads ask of the back end.
+
+Statuses are answered from the hub's cache, then the run store, through the
+door (:meth:`~webapp.door.StatusDoor.current`) — never by calling an
+executor. A cancel, logs and a log follow go to the executor of the run's
+mode; the migration report reads dual mode's comparisons from the run store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from webapp.comparison import migration_report
+from webapp.door import StatusDoor
+from webapp.errors import Conflict, InvalidJobName, JobNotFound
+from webapp.executors import Executor
+from webapp.names import is_valid_job_name
+from webapp.settings import Settings
+from webapp.status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+
+class RunControl:
+    def __init__(self, *, settings: Settings, executors: Mapping[str, Executor], door: StatusDoor) -> None:
+        self._settings = settings
+        self._executors = executors
+        self._door = door
+        self._store = door.store
+
+    def status(self, job_name: str) -> JobStatus:
+        """The current status from the hub's cache, else the run store; never from an executor."""
+        check_job_name(job_name)
+        status = self._door.current(job_name)
+        if status is None:
+            raise JobNotFound(f"no job named {job_name}")
+        return status
+
+    def cancel(self, job_name: str) -> JobStatus:
+        status = self.status(job_name)
+        if not status.terminal:
+            self._executor_for(status).cancel(job_name)
+            logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
+        return self.status(job_name)
+
+    def logs(self, job_name: str, *, tail_lines: int) -> str:
+        status = self.status(job_name)
+        return self._executor_for(status).logs(job_name, tail_lines=tail_lines)
+
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
+        status = self.status(job_name)
+        return self._executor_for(status).follow_logs(job_name, tail_lines=tail_lines)
+
+    def _executor_for(self, status: JobStatus) -> Executor:
+        executor = self._executors.get(status.mode)
+        if executor is None:
+            raise Conflict(
+                f"{status.job_name} ran in {status.mode} mode, which is not enabled "
+                f"(EXECUTION_MODE={self._settings.execution_mode})"
+            )
+        return executor
+
+    def migration_report(self) -> dict[str, Any]:
+        report = migration_report(self._store.comparisons())
+        report["execution_mode"] = self._settings.execution_mode
+        report["primary"] = self._settings.primary_mode
+        return report
+
+    def recent(self, limit: int) -> list[JobStatus]:
+        return self._store.recent(limit)
+
+
+def check_job_name(job_name: str) -> None:
+    if not is_valid_job_name(job_name):
+        raise InvalidJobName(f"{job_name[:80]!r} is not a valid job name (a DNS-1123 label of at most 63 characters)")
