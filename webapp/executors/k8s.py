@@ -1,64 +1,34 @@
 """The Kubernetes executor: Jobs created, deleted and read through the official client.
 
-The only module (with its watch, ``k8s_watch``) that talks to the API server.
-Client errors become our own: an unreachable or failing API server is
-:class:`~webapp.errors.ExecutorUnavailable` (503) and nothing half-created is
-left behind; a manifest the server refuses is :class:`~webapp.errors.InvalidRequest`.
-A 503 says what failed in public words, never the API server's address; the
-``k8s.call_failed`` log line keeps the client's full error.
+With its watch (``k8s_watch``), the only executor that talks to the API
+server, and only through ``webapp.kube.client``: every call runs inside
+:func:`~webapp.kube.client.api_call`, so an unreachable or failing API server
+is :class:`~webapp.errors.ExecutorUnavailable` (503) and nothing half-created
+is left behind; a manifest the server refuses is
+:class:`~webapp.errors.InvalidRequest`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from webapp.door import StatusDoor
-from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest
-from webapp.executors.k8s_watch import JOB_NAME_LABEL, JobWatcher, describe_api_failure, raw_json
-from webapp.settings import ConfigError, Settings
+from webapp.errors import Conflict, InvalidRequest
+from webapp.executors.k8s_watch import JobWatcher
+from webapp.kube.client import CLIENT_ERRORS, JOB_NAME_LABEL, api_call, api_message, connect, raw_json
 from webapp.status import JobStatus, Phase
+
+__all__ = ["KubernetesExecutor", "connect"]
 
 logger = logging.getLogger(__name__)
 
-IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 REQUEST_TIMEOUT = (5.0, 15.0)
 """(connect, read) seconds for ordinary API calls: a launch never hangs on a dead API server."""
-
-
-def connect(settings: Settings) -> tuple[client.ApiClient, str]:
-    """An API client and namespace: in-cluster config, else ``KUBECONFIG``; see DESIGN.md for the namespace."""
-    configuration = client.Configuration()
-    in_cluster = True
-    try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except ConfigException:
-        in_cluster = False
-        try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
-                client_configuration=configuration,
-            )
-        except (ConfigException, OSError) as error:
-            raise ConfigError(f"KUBECONFIG: no usable Kubernetes configuration ({error})") from error
-    configuration.connection_pool_maxsize = 32
-    namespace = settings.k8s_namespace
-    if namespace is None and in_cluster and IN_CLUSTER_NAMESPACE_FILE.exists():
-        namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
-    if namespace is None and not in_cluster:
-        _, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=str(settings.kubeconfig) if settings.kubeconfig else None
-        )
-        namespace = (active or {}).get("context", {}).get("namespace")
-    return client.ApiClient(configuration), namespace or "default"
 
 
 class KubernetesExecutor:
@@ -84,28 +54,25 @@ class KubernetesExecutor:
 
     def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         name = status.job_name
-        try:
-            response: Any = self._batch.create_namespaced_job(
-                self.namespace,
-                manifest,  # type: ignore[arg-type]  # the client takes plain dicts too
-                _request_timeout=REQUEST_TIMEOUT,
-                _preload_content=False,  # the created Job is not needed: skip building the client's models of it
-            )
+        # a 5xx or no answer leaves the outcome unknown: delete, so nothing half-created remains
+        with api_call("could not create the Job", job_name=name, on_unknown_outcome=lambda: self._delete_quietly(name)):
+            try:
+                response: Any = self._batch.create_namespaced_job(
+                    self.namespace,
+                    manifest,  # type: ignore[arg-type]  # the client takes plain dicts too
+                    _request_timeout=REQUEST_TIMEOUT,
+                    _preload_content=False,  # the created Job is not needed: skip building the client's models of it
+                )
+            except ApiException as error:
+                if error.status in (400, 422):
+                    raise InvalidRequest(f"the API server refused the Job: {api_message(error)}") from error
+                if error.status == 409:
+                    raise Conflict(f"a Job named {name} already exists") from error
+                raise
             try:
                 response.read()
             finally:
                 response.release_conn()
-        except ApiException as error:
-            if error.status in (400, 422):
-                raise InvalidRequest(f"the API server refused the Job: {_api_message(error)}") from error
-            if error.status == 409:
-                raise Conflict(f"a Job named {name} already exists") from error
-            if error.status is not None and error.status >= 500:
-                self._delete_quietly(name)  # the outcome is unknown: leave nothing half-created
-            raise _unavailable("could not create the Job", error, job_name=name) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            self._delete_quietly(name)
-            raise _unavailable("could not create the Job", error, job_name=name) from error
         self._door.change(name, status=Phase.PENDING)
 
     def _delete_quietly(self, name: str) -> None:
@@ -113,35 +80,26 @@ class KubernetesExecutor:
             self._batch.delete_namespaced_job(
                 name, self.namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
             )
-        except (ApiException, urllib3.exceptions.HTTPError, OSError):
+        except CLIENT_ERRORS:
             logger.info("job.cleanup_skipped", extra={"job_name": name, "mode": self.mode})
 
     def cancel(self, job_name: str) -> None:
         self.watcher.expect_cancel(job_name)
-        try:
+        with api_call("could not delete the Job", job_name=job_name, tolerate={404}):
             self._batch.delete_namespaced_job(
                 job_name, self.namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
             )
-        except ApiException as error:
-            if error.status != 404:
-                raise _unavailable("could not delete the Job", error, job_name=job_name) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise _unavailable("could not delete the Job", error, job_name=job_name) from error
         self.watcher.mark_cancelled(job_name)
 
     def _newest_pod(self, job_name: str) -> str | None:
-        try:
-            pods = (
-                raw_json(
-                    self._core.list_namespaced_pod,
-                    self.namespace,
-                    label_selector=f"{JOB_NAME_LABEL}={job_name}",
-                    _request_timeout=REQUEST_TIMEOUT,
-                ).get("items")
-                or []
+        with api_call("could not list the Job's pods", job_name=job_name):
+            listing = raw_json(
+                self._core.list_namespaced_pod,
+                self.namespace,
+                label_selector=f"{JOB_NAME_LABEL}={job_name}",
+                _request_timeout=REQUEST_TIMEOUT,
             )
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
-            raise _unavailable("could not list the Job's pods", error, job_name=job_name) from error
+        pods = listing.get("items") or []
         if not pods:
             return None
         newest = max(pods, key=lambda pod: str(pod["metadata"]["creationTimestamp"]))
@@ -152,32 +110,24 @@ class KubernetesExecutor:
         pod = self._newest_pod(job_name)
         if pod is None or tail_lines == 0:
             return ""
-        try:
-            text: str = self._core.read_namespaced_pod_log(
+        text = ""
+        with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):  # not started, or gone
+            text = self._core.read_namespaced_pod_log(
                 pod, self.namespace, tail_lines=tail_lines, _request_timeout=REQUEST_TIMEOUT
             )
-        except ApiException as error:
-            if error.status in (400, 404):  # not started yet, or gone
-                return ""
-            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
         return text
 
     def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
         pod = self._newest_pod(job_name)
         if pod is None:
             return iter(())
-        try:
-            response: Any = self._core.read_namespaced_pod_log(
+        response: Any = None
+        with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):  # not started, or gone
+            response = self._core.read_namespaced_pod_log(
                 pod, self.namespace, tail_lines=tail_lines, follow=True, _preload_content=False
             )
-        except ApiException as error:
-            if error.status in (400, 404):
-                return iter(())
-            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise _unavailable("could not read the pod's log", error, job_name=job_name) from error
+        if response is None:
+            return iter(())
 
         def chunks() -> Iterator[str]:
             try:
@@ -187,19 +137,3 @@ class KubernetesExecutor:
                 response.release_conn()
 
         return chunks()
-
-
-def _unavailable(failed: str, error: Exception, *, job_name: str) -> ExecutorUnavailable:
-    """The 503 for a failed call: what ``failed``, and why in public words; the client's full error goes to the log."""
-    detail = _api_message(error) if isinstance(error, ApiException) else str(error) or type(error).__name__
-    logger.warning("k8s.call_failed", extra={"job_name": job_name, "mode": "k8s", "failed": failed, "detail": detail})
-    return ExecutorUnavailable(f"{failed}: {describe_api_failure(error)}")
-
-
-def _api_message(error: ApiException) -> str:
-    """The API server's own words from an error, else the HTTP reason."""
-    try:
-        body = json.loads(error.body or "{}")
-    except ValueError:
-        body = {}
-    return str(body.get("message") or f"{error.status} {error.reason}")

@@ -1,57 +1,42 @@
-"""The status feed from Kubernetes: one list+watch of our Jobs per process.
+"""The status source from Kubernetes: what our Jobs (and their pods) say, as statuses.
 
-The client-go reflector pattern: list the Jobs carrying our ``managed-by``
-label, then watch from the list's ``resourceVersion`` with bookmarks, a
-server timeout of 5-10 minutes (random, so instances do not reconnect in
-step) and a client read timeout; reconnect from the last resourceVersion when
-a watch ends; on ``410 Gone`` relist and diff (Jobs that vanished unfinished
-become ``Cancelled``); on errors back off 0.8 s → 30 s with jitter. The outer
-loop never dies. Not ready until the first list is in. ``stop()`` shuts the
-watch's socket down, so the watch thread ends at once even while it waits in a
-read for the next event, and returns when both threads have ended.
+One list+watch of the Jobs carrying our ``managed-by`` label per process:
+a :class:`~webapp.kube.reflector.Reflector` lists, watches and relists them;
+:class:`JobWatcher` is its handler. Each Job object it reports becomes status
+fields (:func:`~webapp.k8s_status.job_fields`, the pure translator), a
+change through the status door (:class:`~webapp.door.StatusDoor`); a listing
+is also diffed against the run store, so runs whose Jobs vanished unfinished
+become ``Cancelled``. An operator's cancel is told apart from an outside
+deletion (``expect_cancel`` / ``mark_cancelled``).
 
-While a Job waits with an active pod that is not ready, its pods are looked
-at (one list per probe for all such Jobs, never per client) to say why:
-``Unschedulable``, ``ImagePullBackOff``, ...
+While a Job waits with an active pod that is not ready, a :class:`PodProber`
+looks at its pods (one list per probe for all such Jobs, never per client) to
+say why: ``Unschedulable``, ``ImagePullBackOff``, ...
 
-``/readyz`` says why the watch fails in public words
-(:func:`describe_api_failure`); the ``watch.restarted`` log line keeps the
-client's full error, with the API server's address, for operators.
+``stop()`` ends both threads at once: the reflector shuts its watch's socket
+down, the prober wakes from its wait.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
-from http import HTTPStatus
+from datetime import datetime, timedelta
 from typing import Any
 
-import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
-from webapp import metrics
-from webapp.backoff import Backoff
 from webapp.door import OPERATOR_CANCEL, StatusDoor
-from webapp.errors import describe_connection_error
-from webapp.jobspecs import MANAGED_SELECTOR
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
-from webapp.status import Phase, utcnow
+from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, raw_json
+from webapp.kube.reflector import READ_TIMEOUT, Reflector, WatchResponse
+from webapp.status import Phase
 
 logger = logging.getLogger(__name__)
 
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-WATCH_TIMEOUT_RANGE = (300, 600)
-"""Server-side watch timeout, seconds, picked at random per watch."""
-READ_TIMEOUT = 120.0
-"""Client read timeout: a watch silent this long (not even a bookmark) is reopened."""
 POD_PROBE_SECONDS = 2.0
 LAUNCH_GRACE = timedelta(seconds=60)
 """A run younger than this may be missing from a list because its Job is still being created."""
@@ -59,92 +44,34 @@ STOP_TIMEOUT = 2.0
 """How long ``stop()`` waits for the threads (the pod probe may be inside a short API call)."""
 
 
-def raw_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Call a read/list API without the client's model classes: the JSON as the server sent it."""
-    response: Any = call(*args, _preload_content=False, **kwargs)
-    try:
-        body: dict[str, Any] = json.loads(response.data)
-        return body
-    finally:
-        response.release_conn()
-
-
-def describe_api_failure(error: BaseException) -> str:
-    """What went wrong with a call to the API server, in words anyone may read (``/readyz``, ``503`` answers).
-
-    Never the server's host, port or URLs, which urllib3's messages name, nor
-    the server's own message for a refusal, which may name internal parts (an
-    etcd address, a ServiceAccount): those are for the logs.
-    """
-    if isinstance(error, ApiException):
-        return f"the Kubernetes API server answered {_status_words(error.status)}"
-    if isinstance(error, urllib3.exceptions.HTTPError | OSError):
-        return f"the Kubernetes API server is unreachable: {describe_connection_error(error)}"
-    return f"the call to the Kubernetes API server failed ({type(error).__name__})"
-
-
-def _status_words(status: int | None) -> str:
-    try:
-        return f"{status} {HTTPStatus(status or 0).phrase}"
-    except ValueError:
-        return str(status) if status else "an error"
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (410 Gone): relist."""
-
-
 class JobWatcher:
+    """The reflector's handler for our Jobs: each Job object reported becomes its run's status."""
+
     def __init__(self, *, door: StatusDoor, api: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
         self._door = door
         self._batch = client.BatchV1Api(api)
-        self._core = client.CoreV1Api(api)
-        self._stopping = threading.Event()
-        self._synced = threading.Event()
-        self._waiting_jobs: dict[str, dict[str, Any]] = {}
-        """Unfinished Jobs whose pod is not ready yet, by name: their last seen object."""
-        self._pod_reasons: dict[str, tuple[str, str | None]] = {}
-        self._probe_now = threading.Event()
         self._cancelling: set[str] = set()
         """Jobs the app is deleting: their disappearance is a cancel, not an outside deletion."""
         self._lock = threading.Lock()
-        self._last_error: str | None = None
-        self.resource_version: str | None = None
-        """Where the watch has got to: the last event or list seen."""
-        self._response: Any = None
-        """The open watch's streaming response, guarded by ``_response_lock``: what ``stop()`` shuts down."""
-        self._response_lock = threading.Lock()
+        self.reflector = Reflector(list_objects=self._list_jobs, watch_objects=self._watch_jobs, handler=self)
+        self.pods = PodProber(core=client.CoreV1Api(api), namespace=namespace, on_change=self.observe)
         self._threads: list[threading.Thread] = []
-        self.lists = 0
-        """How many times the Jobs were listed (first sync and every relist)."""
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         self._threads = [
-            threading.Thread(target=self.run, name="k8s-job-watch", daemon=True),
-            threading.Thread(target=self._probe_pods, name="k8s-pod-probe", daemon=True),
+            threading.Thread(target=self.reflector.run, name="k8s-job-watch", daemon=True),
+            threading.Thread(target=self.pods.run, name="k8s-pod-probe", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """End the watch and the pod probe; return once both threads have ended (or after ``STOP_TIMEOUT``).
-
-        The open watch's socket is shut down, not closed: closing the response
-        from this thread would wait for the watch thread's read to end (it holds
-        the read buffer's lock; an idle watch reads until the next bookmark, a
-        minute), while a shutdown wakes that read at once, under threads and
-        gevent alike. The watch thread then closes the response as it unwinds.
-        """
-        self._stopping.set()
-        self._probe_now.set()
-        with self._response_lock:
-            if self._response is not None:
-                # ValueError/RuntimeError: the watch already ended and released its connection
-                with contextlib.suppress(ValueError, RuntimeError, OSError):
-                    self._response.shutdown()
+        """End the watch and the pod probe; return once both threads have ended (or after ``STOP_TIMEOUT``)."""
+        self.reflector.stop()
+        self.pods.stop()
         deadline = time.monotonic() + STOP_TIMEOUT
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -153,61 +80,43 @@ class JobWatcher:
     @property
     def watching(self) -> bool:
         """Whether a watch is open now (not while listing, nor between reconnects)."""
-        return self._response is not None
+        return self.reflector.watching
 
     def unready_reason(self) -> str | None:
-        if self._synced.is_set():
+        if self.reflector.synced:
             return None
-        return f"the Job watch is not synced: {self._last_error or 'the first list is not in yet'}"
+        return f"the Job watch is not synced: {self.reflector.last_error or 'the first list is not in yet'}"
 
-    # -- the reflector loop ----------------------------------------------------
+    # -- what the reflector lists and watches -------------------------------------
 
-    def run(self, *, max_iterations: int | None = None) -> None:
-        """List, then watch until stopped; ``max_iterations`` only for tests."""
-        backoff = Backoff()
-        iterations = 0
-        self.resource_version = None
-        while not self._stopping.is_set():
-            if max_iterations is not None and iterations >= max_iterations:
-                return
-            iterations += 1
-            try:
-                if self.resource_version is None:
-                    self.resource_version = self._list()
-                    self._synced.set()
-                    self._last_error = None
-                self._watch()
-                backoff.reset()
-            except _Gone:
-                self._restarted("gone", "resourceVersion too old; relisting")
-                self.resource_version = None
-            except urllib3.exceptions.ReadTimeoutError:
-                self._restarted("silence", f"no event for {READ_TIMEOUT:g}s; reopening the watch")
-            except Exception as error:  # the loop never dies
-                if self._stopping.is_set():  # the watch's socket was shut down by stop()
-                    return
-                self._synced.clear()
-                self._last_error = describe_api_failure(error)
-                delay = backoff.next_delay()
-                self._restarted("error", f"{str(error) or type(error).__name__}; retrying in {delay:.1f}s")
-                self._stopping.wait(delay)
-
-    def _restarted(self, reason: str, detail: str) -> None:
-        metrics.WATCH_RESTARTS.labels(source="k8s", reason=reason).inc()
-        logger.warning("watch.restarted", extra={"source": "k8s", "reason": reason, "detail": detail})
-
-    def _list(self) -> str:
-        """List our Jobs, publish each, and cancel what vanished unfinished; return the resourceVersion."""
-        listed_at = utcnow()
-        listing = raw_json(
+    def _list_jobs(self) -> dict[str, Any]:
+        return raw_json(
             self._batch.list_namespaced_job, self.namespace, label_selector=MANAGED_SELECTOR, _request_timeout=(5, 60)
         )
-        self.lists += 1
+
+    def _watch_jobs(self, *, resource_version: str, timeout_seconds: int) -> WatchResponse:
+        response: Any = self._batch.list_namespaced_job(
+            self.namespace,
+            label_selector=MANAGED_SELECTOR,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            _preload_content=False,
+            _request_timeout=(5, READ_TIMEOUT),
+        )
+        streaming: WatchResponse = response  # _preload_content=False: urllib3's response, not a V1JobList
+        return streaming
+
+    # -- the reflector's handler ---------------------------------------------------
+
+    def on_list(self, jobs: list[dict[str, Any]], *, requested_at: datetime) -> None:
+        """Write what each listed Job says, and cancel the runs whose Jobs vanished unfinished."""
         seen = set()
-        for job in listing.get("items") or ():
+        for job in jobs:
             seen.add(job["metadata"]["name"])
             self.observe(job)
-        settled = listed_at - LAUNCH_GRACE
+        settled = requested_at - LAUNCH_GRACE
         for status in self._door.store.unfinished(mode="k8s"):
             if status.job_name not in seen and status.created_at < settled and self._is_gone(status.job_name):
                 self._door.change(
@@ -216,9 +125,9 @@ class JobWatcher:
                     reason="Deleted",
                     message="the Job was deleted before it finished",
                 )
-        version: str = listing["metadata"]["resourceVersion"]
-        logger.info("watch.listed", extra={"source": "k8s", "jobs": len(seen), "resource_version": version})
-        return version
+
+    def on_event(self, kind: str, job: dict[str, Any]) -> None:
+        self.observe(job, deleted=kind == "DELETED")
 
     def _is_gone(self, job_name: str) -> bool:
         """Whether a run missing from a list is really gone (it may have been created after the list)."""
@@ -230,64 +139,15 @@ class JobWatcher:
             raise
         return False
 
-    def _watch(self) -> None:
-        """Follow changes from ``self.resource_version`` until the watch ends, keeping it up to date.
-
-        After an error the next watch starts from the last event seen, not from where this one started.
-        """
-        timeout = random.randint(*WATCH_TIMEOUT_RANGE)
-        response: Any = self._batch.list_namespaced_job(
-            self.namespace,
-            label_selector=MANAGED_SELECTOR,
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=self.resource_version,
-            timeout_seconds=timeout,
-            _preload_content=False,
-            _request_timeout=(5, READ_TIMEOUT),
-        )
-        with self._response_lock:
-            self._response = response
-        self._synced.set()  # the watch is open again: what we know is current
-        self._last_error = None
-        try:
-            if self._stopping.is_set():  # stop() came before the response was there to shut down
-                return
-            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                if self._stopping.is_set():
-                    break
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, job = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if job.get("code") == 410:
-                        raise _Gone(job.get("message"))
-                    raise ApiException(status=job.get("code"), reason=job.get("message"))
-                self.resource_version = (job.get("metadata") or {}).get("resourceVersion") or self.resource_version
-                if kind in ("ADDED", "MODIFIED"):
-                    self.observe(job)
-                elif kind == "DELETED":
-                    self.observe(job, deleted=True)
-        except ApiException as error:
-            if error.status == 410:
-                raise _Gone(str(error)) from error
-            raise
-        finally:
-            with self._response_lock:
-                self._response = None
-            response.close()
-            response.release_conn()
-
     # -- from Job objects to statuses -----------------------------------------------
 
     def observe(self, job: dict[str, Any], *, deleted: bool = False) -> None:
         """Write what a Job object says about its run (a Job no run record names starts one)."""
         name = job["metadata"]["name"]
+        fields = job_fields(job, deleted=deleted, pod_waiting=self.pods.reason(name))
         with self._lock:
-            waiting = self._pod_reasons.get(name)
-        fields = job_fields(job, deleted=deleted, pod_waiting=waiting)
-        if fields["status"] == Phase.CANCELLED and name in self._cancelling:
+            cancelling = name in self._cancelling
+        if fields["status"] == Phase.CANCELLED and cancelling:
             fields.update(OPERATOR_CANCEL)
         current = self._door.change(
             name,
@@ -298,17 +158,12 @@ class JobWatcher:
         )
         if current is None:
             return
-        with self._lock:
-            if current.terminal:
+        if current.terminal:
+            with self._lock:
                 self._cancelling.discard(name)
-            if current.status == Phase.PENDING and current.active and not current.terminal:
-                first_time = name not in self._waiting_jobs
-                self._waiting_jobs[name] = job
-                if first_time:
-                    self._probe_now.set()
-            else:
-                self._waiting_jobs.pop(name, None)
-                self._pod_reasons.pop(name, None)
+        self.pods.track(name, job, waiting=current.status == Phase.PENDING and bool(current.active))
+
+    # -- an operator's cancel ---------------------------------------------------------
 
     def expect_cancel(self, job_name: str) -> None:
         """The app is about to delete this Job (an operator's cancel)."""
@@ -319,8 +174,48 @@ class JobWatcher:
         """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
         self._door.change(job_name, **OPERATOR_CANCEL)
 
-    def _probe_pods(self) -> None:
-        """Say why waiting Jobs wait: one pod list for all of them, while there are any."""
+
+class PodProber:
+    """Why waiting Jobs wait: one pod list for all of them, every ``POD_PROBE_SECONDS`` while there are any.
+
+    When a Job's pod reason changes, the Job's last seen object is handed to
+    ``on_change`` again, to be observed with the new reason.
+    """
+
+    def __init__(self, *, core: client.CoreV1Api, namespace: str, on_change: Callable[[dict[str, Any]], None]) -> None:
+        self.namespace = namespace
+        self._core = core
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._waiting_jobs: dict[str, dict[str, Any]] = {}
+        """Unfinished Jobs whose pod is not ready yet, by name: their last seen object."""
+        self._reasons: dict[str, tuple[str, str | None]] = {}
+        self._probe_now = threading.Event()
+        self._stopping = threading.Event()
+
+    def reason(self, job_name: str) -> tuple[str, str | None] | None:
+        """The waiting reason (and message) of the Job's newest pod, as last probed."""
+        with self._lock:
+            return self._reasons.get(job_name)
+
+    def track(self, job_name: str, job: dict[str, Any], *, waiting: bool) -> None:
+        """Probe this Job's pods while it is ``waiting`` (probe at once the first time); forget it otherwise."""
+        with self._lock:
+            if waiting:
+                first_time = job_name not in self._waiting_jobs
+                self._waiting_jobs[job_name] = job
+                if first_time:
+                    self._probe_now.set()
+            else:
+                self._waiting_jobs.pop(job_name, None)
+                self._reasons.pop(job_name, None)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._probe_now.set()
+
+    def run(self) -> None:
+        """Probe until stopped."""
         while not self._stopping.is_set():
             self._probe_now.wait(POD_PROBE_SECONDS)
             self._probe_now.clear()
@@ -352,10 +247,10 @@ class JobWatcher:
             for name, job in waiting.items():
                 reason = pod_waiting(newest[name]) if name in newest else None
                 with self._lock:
-                    changed = self._pod_reasons.get(name) != reason
+                    changed = self._reasons.get(name) != reason
                     if reason is None:
-                        self._pod_reasons.pop(name, None)
+                        self._reasons.pop(name, None)
                     else:
-                        self._pod_reasons[name] = reason
+                        self._reasons[name] = reason
                 if changed:
-                    self.observe(job)
+                    self._on_change(job)
