@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from webapp.backoff import exponential_delay
 from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound, RunStoreUnavailable
 from webapp.executors import task_supervisor
@@ -49,6 +50,8 @@ THREAD_JOIN_SECONDS = 2.0
 """How long :meth:`LocalRunner.stop` waits for its run threads to end, once their attempts are stopped."""
 STORE_WAIT_SECONDS = 1.0
 """How often an attempt the run store refused to record is tried again."""
+RETRY_PAUSE_MAX_SECONDS = 60.0
+"""The longest pause between a failed attempt and the next (pauses double from ``retry_backoff_seconds``)."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
@@ -483,7 +486,7 @@ class LocalRunner:
             if failures > backoff_limit:
                 self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
                 return
-            pause = min(self._retry_backoff * 2 ** (failures - 1), 60.0)
+            pause = exponential_delay(failures - 1, initial=self._retry_backoff, maximum=RETRY_PAUSE_MAX_SECONDS)
             self._update(
                 run,
                 status=Phase.PENDING,
