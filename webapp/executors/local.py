@@ -9,7 +9,9 @@ order). Output goes to one file per run for the logs endpoint. Each attempt
 runs under :mod:`~webapp.executors.task_supervisor`, so it dies with the worker
 and leaves a record of how it ended. Runs are leased in the run store, so runs
 a stopped or dead process did not finish are resumed by the next one — run
-again only when that record proves the attempt did not finish.
+again only when that record proves the attempt did not finish. What it shares
+with the HTTP runner (the runs' threads, leases, take-over, cancel, stop) is
+:class:`~webapp.executors.legacy.LegacyRunner`.
 """
 
 from __future__ import annotations
