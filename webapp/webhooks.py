@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import random
 import threading
 
 import requests
 
+from webapp.backoff import exponential_delay
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
 from webapp.runstore import PendingWebhook, WebhookOutbox
@@ -142,7 +142,7 @@ class WebhookSender:
             self._store.complete_webhook(item.job_name)
             logger.error("webhook.abandoned", extra={"job_name": item.job_name, "attempts": attempts, "error": error})
             return False
-        delay = min(self._max_retry, self._first_retry * 2**item.attempts) * random.uniform(0.8, 1.2)
+        delay = exponential_delay(item.attempts, initial=self._first_retry, maximum=self._max_retry, jitter=0.2)
         self._store.reschedule_webhook(item.job_name, delay=delay, error=error)
         logger.warning(
             "webhook.retry", extra={"job_name": item.job_name, "attempts": attempts, "error": error, "delay": delay}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,10 +32,10 @@ from requests.adapters import HTTPAdapter
 
 from webapp import metrics
 from webapp.backoff import Backoff
-from webapp.door import OPERATOR_CANCEL, StatusDoor
-from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobNotFound, describe_connection_error
-from webapp.executors.leases import LEASE_SECONDS, RunLeases, being_launched
-from webapp.executors.local import LEGACY_TASK_ID_ANNOTATION
+from webapp.door import StatusDoor
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, describe_connection_error
+from webapp.executors.leases import LEASE_SECONDS
+from webapp.executors.legacy import LEGACY_TASK_ID_ANNOTATION, LegacyRun, LegacyRunner, legacy_task_id
 from webapp.jobspecs import container_env
 from webapp.status import JobStatus, Phase, utcnow
 
@@ -98,21 +97,16 @@ class _Unreachable(Exception):
         super().__init__(self.public)
 
 
-class _HttpRun:
-    """What the runner knows of one task: its status chain, service id and stop signal."""
+class _HttpRun(LegacyRun):
+    """A run that is a task of the legacy service: its id there."""
 
     def __init__(self, status: JobStatus, task_id: str) -> None:
-        self.status = status
+        super().__init__(status)
         self.task_id = task_id
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
 
 
-class HttpRunner:
+class HttpRunner(LegacyRunner[_HttpRun]):
     """An :class:`~webapp.executors.Executor` handing tasks to the legacy task-runner service."""
-
-    mode = "legacy"
 
     def __init__(
         self,
@@ -125,45 +119,27 @@ class HttpRunner:
         request_timeout: float = 5.0,
         give_up_after: float = 600.0,
     ) -> None:
-        self._door = door
-        self._store = door.store
+        super().__init__(
+            door=door,
+            title="the legacy task runner client",
+            thread_prefix="legacy-poll",
+            leases_name="legacy-http-leases",
+            join_seconds=request_timeout,
+        )
         self._base_url = base_url.rstrip("/")
         self._session = session or _default_session()
         self._poll_seconds = poll_seconds
         self._max_poll_seconds = max(max_poll_seconds, poll_seconds)
         self._timeout = request_timeout
         self._give_up_after = give_up_after
-        self._lock = threading.Lock()
-        self._runs: dict[str, _HttpRun] = {}
         self._failures = 0
         self._last_failure = ""
-        self._stopping = threading.Event()
-        self._leases = RunLeases(
-            store=door.store, held=self._held_runs, adopt=self._resume_unfinished, name="legacy-http-leases"
-        )
 
-    # -- lifecycle -------------------------------------------------------------
-
-    def start(self) -> None:
-        self._leases.adopt_now()
-        self._leases.start()
-
-    def stop(self) -> None:
-        """Stop every poller and hand the unfinished runs back to the run store; the tasks run on."""
-        self._stopping.set()
-        with self._lock:
-            runs = list(self._runs.values())
-        for run in runs:
-            run.stop.set()
-        deadline = time.monotonic() + self._timeout
-        for run in runs:
-            if run.thread is not None and run.thread is not threading.current_thread():
-                run.thread.join(max(0.0, deadline - time.monotonic()))
-        self._leases.stop()
+    # -- lifecycle (stop() stops every poller; the tasks run on) -------------------
 
     def unready_reason(self) -> str | None:
-        if self._stopping.is_set():
-            return "the legacy task runner client is stopping"
+        if stopping := super().unready_reason():
+            return stopping
         with self._lock:
             if self._failures >= UNREADY_AFTER_FAILURES:
                 return f"the legacy task runner is unreachable: {self._last_failure}"
@@ -174,13 +150,7 @@ class HttpRunner:
     def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         job_name = status.job_name
         params = _task_params(manifest)  # refuse a manifest we cannot submit before anything starts
-        if self._stopping.is_set():
-            raise ExecutorUnavailable("the legacy task runner client is shutting down")
-        with self._lock:
-            if job_name in self._runs:
-                raise Conflict(f"run {job_name} is already with the legacy task runner")
-        if not self._leases.claim(job_name):
-            raise ExecutorUnavailable(f"run {job_name} is held by another process")
+        self._accept(job_name)
         task_id = self._submit(status, params)
         try:
             accepted = self._door.change(
@@ -195,7 +165,7 @@ class HttpRunner:
             self._delete_task_quietly(job_name, task_id)  # we could not remember it: do not leave it running
             raise
         assert accepted is not None  # the launcher recorded the run before handing it over
-        self._start_polling(_HttpRun(accepted, task_id))
+        self._start(_HttpRun(accepted, task_id))
 
     def _submit(self, status: JobStatus, params: dict[str, Any]) -> str:
         """``POST /tasks``; the service's task id, or one of our errors.
@@ -225,35 +195,21 @@ class HttpRunner:
             raise ExecutorUnavailable("the legacy task runner accepted the task but answered no task id")
         return task_id
 
-    def _start_polling(self, run: _HttpRun) -> None:
-        with self._lock:
-            self._runs[run.status.job_name] = run
-        run.thread = threading.Thread(
-            target=self._follow, args=(run,), name=f"legacy-poll-{run.status.job_name}", daemon=True
+    def _resume(self, stored: JobStatus) -> None:
+        """Take over polling a run that a stopped process handed over but did not see finish."""
+        task_id = legacy_task_id(self._store.manifest(stored.job_name))
+        if task_id is None:
+            self._fail_orphan(stored)
+            return
+        if not self._leases.claim(stored.job_name):
+            return
+        resumed = self._door.change(
+            stored.job_name, reason="Resumed", message="following the legacy task again after a restart"
         )
-        run.thread.start()
-
-    def _resume_unfinished(self) -> None:
-        """Take over polling the runs that a stopped process handed over but did not see finish."""
-        for status in self._store.unfinished(mode=self.mode):
-            if self._stopping.is_set():
-                return
-            with self._lock:
-                if status.job_name in self._runs or being_launched(status):
-                    continue
-            task_id = _task_id_of(self._store.manifest(status.job_name))
-            if task_id is None:
-                self._fail_orphan(status)
-                continue
-            if not self._leases.claim(status.job_name):
-                continue
-            resumed = self._door.change(
-                status.job_name, reason="Resumed", message="following the legacy task again after a restart"
-            )
-            if resumed is None or resumed.terminal:
-                continue
-            logger.info("job.resumed", extra={"job_name": status.job_name, "mode": self.mode})
-            self._start_polling(_HttpRun(resumed, task_id))
+        if resumed is None or resumed.terminal:
+            return
+        logger.info("job.resumed", extra={"job_name": stored.job_name, "mode": self.mode})
+        self._start(_HttpRun(resumed, task_id))
 
     def _fail_orphan(self, status: JobStatus) -> None:
         """A run with no task id, long unclaimed: its launch never finished, so nothing will ever run it."""
@@ -271,45 +227,25 @@ class HttpRunner:
             "or it was started by the local runner)",
         )
 
-    def _held_runs(self) -> list[str]:
-        with self._lock:
-            return list(self._runs)
-
     # -- polling ---------------------------------------------------------------
 
-    def _update(self, run: _HttpRun, **changes: Any) -> bool:
-        """Move the run's status on through the door; whether anything changed."""
-        status = self._door.change(run.status.job_name, **changes)
-        with run.lock:
-            if status is None or status is run.status:
-                return False
-            run.status = status
-        return True
+    def _execute(self, run: _HttpRun) -> None:
+        """The one poller of one task: until its status is terminal, or the run is stopped.
 
-    def _follow(self, run: _HttpRun) -> None:
-        """The one poller of one task: until its status is terminal, or the run is stopped."""
+        It polls every ``poll_seconds`` after a change, twice as long after
+        each poll that changed nothing, and backs off (with jitter) while the
+        service does not answer; both up to ``max_poll_seconds``.
+        """
         job_name = run.status.job_name
-        try:
-            self._poll_until_finished(run)
-        except Exception as error:  # never leave a run hanging unfinished
-            logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
-            self._update(run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__)
-        finally:
-            if run.status.terminal or not self._stopping.is_set():
-                with self._lock:
-                    if self._runs.get(job_name) is run:
-                        del self._runs[job_name]
-
-    def _poll_until_finished(self, run: _HttpRun) -> None:
-        job_name = run.status.job_name
-        delay = self._poll_seconds
+        quiet = Backoff(initial=self._poll_seconds, maximum=self._max_poll_seconds, jitter=0)
         errors = Backoff(initial=self._poll_seconds, maximum=self._max_poll_seconds)
+        delay = quiet.next_delay()
         failing_since: float | None = None
-        while not run.stop.wait(delay):
+        while not run.wake.wait(delay):
             try:
                 observed = self._observe(run.task_id)
             except _TaskLost:
-                if run.stop.is_set():
+                if run.wake.is_set():
                     return
                 self._update(
                     run,
@@ -319,7 +255,7 @@ class HttpRunner:
                 )
                 return
             except _RunnerTrouble as trouble:
-                if run.stop.is_set():
+                if run.wake.is_set():
                     return
                 metrics.LEGACY_POLL_FAILURES.labels(reason=trouble.kind).inc()
                 failing_since = failing_since if failing_since is not None else time.monotonic()
@@ -340,16 +276,17 @@ class HttpRunner:
                     )
                 delay = errors.next_delay()
                 continue
-            if run.stop.is_set():
+            if run.wake.is_set():
                 return
             if failing_since is not None:
                 logger.info("legacy.poll_recovered", extra={"job_name": job_name, "mode": self.mode})
             failing_since = None
             errors.reset()
-            changed = self._update(run, **dataclasses.asdict(observed))
+            if self._update(run, **dataclasses.asdict(observed)):
+                quiet.reset()
             if run.status.terminal:
                 return
-            delay = self._poll_seconds if changed else min(delay * 2, self._max_poll_seconds)
+            delay = quiet.next_delay()
 
     def _observe(self, task_id: str) -> _Observation:
         """``GET /tasks/{id}`` mapped to our status fields; raises :class:`_RunnerTrouble` or :class:`_TaskLost`."""
@@ -415,23 +352,14 @@ class HttpRunner:
 
     # -- cancelling and output -------------------------------------------------
 
-    def cancel(self, job_name: str) -> None:
-        """Stop following the task and mark it ``Cancelled``; ask the service to drop it (best effort)."""
-        with self._lock:
-            run = self._runs.get(job_name)
-        if run is None:
-            stored = self._door.current(job_name)
-            if stored is None:
-                raise JobNotFound(f"no job named {job_name}")
-            if not stored.terminal:  # accepted by a process that is gone; nobody follows it
-                self._door.change(job_name, **OPERATOR_CANCEL)
-                task_id = _task_id_of(self._store.manifest(job_name))
-                if task_id is not None:
-                    self._delete_task_quietly(job_name, task_id)
-            return
-        run.stop.set()
-        self._update(run, **OPERATOR_CANCEL)
-        self._delete_task_quietly(job_name, run.task_id)
+    def _halt(self, run: _HttpRun) -> None:
+        """Ask the service to drop a cancelled task (best effort); its poller stops already."""
+        self._delete_task_quietly(run.status.job_name, run.task_id)
+
+    def _cancel_orphan(self, job_name: str) -> None:
+        task_id = legacy_task_id(self._store.manifest(job_name))
+        if task_id is not None:
+            self._delete_task_quietly(job_name, task_id)
 
     def _delete_task_quietly(self, job_name: str, task_id: str) -> None:
         """``DELETE /tasks/{id}``: not in the contract, so 404 and 405 are fine and nothing is raised."""
@@ -454,9 +382,7 @@ class HttpRunner:
             )
 
     def logs(self, job_name: str, *, tail_lines: int) -> str:
-        status = self._door.current(job_name)
-        if status is None:
-            raise JobNotFound(f"no job named {job_name}")
+        status = self._known(job_name)
         if not tail_lines:
             return ""
         last = status.status.value + (f" ({status.message})" if status.message else "")
@@ -490,13 +416,6 @@ def _with_task_id(manifest: dict[str, Any], task_id: str) -> dict[str, Any]:
     metadata = dict(manifest.get("metadata") or {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), TASK_ID_ANNOTATION: task_id}
     return {**manifest, "metadata": metadata}
-
-
-def _task_id_of(manifest: dict[str, Any] | None) -> str | None:
-    if manifest is None:
-        return None
-    task_id = ((manifest.get("metadata") or {}).get("annotations") or {}).get(TASK_ID_ANNOTATION)
-    return str(task_id) if task_id else None
 
 
 def _task_id_from(response: requests.Response) -> str | None:

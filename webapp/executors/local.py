@@ -9,7 +9,9 @@ order). Output goes to one file per run for the logs endpoint. Each attempt
 runs under :mod:`~webapp.executors.task_supervisor`, so it dies with the worker
 and leaves a record of how it ended. Runs are leased in the run store, so runs
 a stopped or dead process did not finish are resumed by the next one — run
-again only when that record proves the attempt did not finish.
+again only when that record proves the attempt did not finish. What it shares
+with the HTTP runner (the runs' threads, leases, take-over, cancel, stop) is
+:class:`~webapp.executors.legacy.LegacyRunner`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from webapp.door import OPERATOR_CANCEL, StatusDoor
-from webapp.errors import ExecutorUnavailable, InvalidRequest, JobNotFound, RunStoreUnavailable
+from webapp.backoff import exponential_delay
+from webapp.door import StatusDoor
+from webapp.errors import InvalidRequest, RunStoreUnavailable
 from webapp.executors import task_supervisor
-from webapp.executors.leases import RunLeases, being_launched
+from webapp.executors.legacy import LegacyRun, LegacyRunner, legacy_task_id
 from webapp.executors.task_supervisor import AttemptRecord
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
 from webapp.settings import PROJECT_ROOT, ConfigError
@@ -40,8 +43,6 @@ from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
 
-LEGACY_TASK_ID_ANNOTATION = "jobpulse/legacy-task-id"
-"""Marks a run that the legacy task-runner service (``LEGACY_RUNNER=http``) executes."""
 KILL_GRACE_SECONDS = 5.0
 SUPERVISOR_SLACK_SECONDS = 3.0
 """How much longer than the grace period the runner waits for a supervisor to stop its task and exit."""
@@ -49,6 +50,8 @@ THREAD_JOIN_SECONDS = 2.0
 """How long :meth:`LocalRunner.stop` waits for its run threads to end, once their attempts are stopped."""
 STORE_WAIT_SECONDS = 1.0
 """How often an attempt the run store refused to record is tried again."""
+RETRY_PAUSE_MAX_SECONDS = 60.0
+"""The longest pause between a failed attempt and the next (pauses double from ``retry_backoff_seconds``)."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
@@ -107,22 +110,18 @@ def build_env(manifest: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-class _LocalRun:
-    """What the runner knows of one run: its status chain, process and wake-up signals."""
+class _LocalRun(LegacyRun):
+    """A run on this host: its manifest, its place in line for a slot, and the process of its attempt."""
 
     def __init__(self, status: JobStatus, manifest: dict[str, Any]) -> None:
-        self.status = status
+        super().__init__(status)
         self.manifest = manifest
-        self.lock = threading.Lock()
         self.starting = threading.Lock()
         """Held from "may an attempt start?" until its process is known: a shutdown sees no attempt, or its process."""
-        self.wake = threading.Event()
         self.admitted = False
-        self.cancelled = False
         self.let_go = False
         """Another process may hold the run now (its lease was lost or ran out): this one starts nothing more."""
         self.process: subprocess.Popen[bytes] | None = None
-        self.thread: threading.Thread | None = None
 
     @property
     def job_spec(self) -> dict[str, Any]:
@@ -130,10 +129,8 @@ class _LocalRun:
         return spec
 
 
-class LocalRunner:
+class LocalRunner(LegacyRunner[_LocalRun]):
     """An :class:`~webapp.executors.Executor` running tasks as local subprocesses."""
-
-    mode = "legacy"
 
     def __init__(
         self,
@@ -146,38 +143,29 @@ class LocalRunner:
         python: str | None = None,
     ) -> None:
         """``python``: the interpreter for commands starting with ``python`` (default: :func:`find_python`)."""
+        super().__init__(
+            door=door,
+            title="the local runner",
+            thread_prefix="run",
+            leases_name="local-runner-leases",
+            join_seconds=THREAD_JOIN_SECONDS,
+        )
         self._python = python or find_python()
-        self._door = door
-        self._store = door.store
         self._log_dir = log_dir
         self._max_concurrency = max_concurrency
         self._retry_backoff = retry_backoff_seconds
         self._workdir = workdir
-        self._lock = threading.Lock()
-        self._runs: dict[str, _LocalRun] = {}
         self._waiting: collections.deque[_LocalRun] = collections.deque()
         self._running = 0
-        self._stopping = threading.Event()
-        self._leases = RunLeases(
-            store=door.store,
-            held=self._held_runs,
-            adopt=self._resume_unfinished,
-            lost=self._let_go,
-            name="local-runner-leases",
-        )
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         (self._log_dir / "attempts").mkdir(parents=True, exist_ok=True)
-        self._leases.adopt_now()
-        self._leases.start()
+        super().start()
 
-    def stop(self) -> None:
-        """Stop every process and hand the unfinished runs back to the run store, saying how each attempt ended."""
-        self._stopping.set()
-        with self._lock:
-            runs = list(self._runs.values())
+    def _stop_runs(self, runs: list[_LocalRun]) -> None:
+        """Stop every attempt's process, then record how each attempt ended."""
         for run in runs:  # all at once: one by one, a few stuck tasks would outlast gunicorn's graceful_timeout
             with run.starting:  # an attempt being started has its process by now, and no other starts after this
                 run.wake.set()
@@ -187,16 +175,6 @@ class LocalRunner:
             self._await_stop(run, deadline=deadline)
         for run in runs:
             self._record_interruption(run)
-        self._leases.stop()
-        # Each run's thread has only its last bookkeeping left (it may read the run store): let it finish
-        # before the caller closes the store.
-        deadline = time.monotonic() + THREAD_JOIN_SECONDS
-        for run in runs:
-            if run.thread is not None and run.thread is not threading.current_thread():
-                run.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        lingering = [run.status.job_name for run in runs if run.thread is not None and run.thread.is_alive()]
-        if lingering:
-            logger.warning("runner.threads_lingering", extra={"mode": self.mode, "jobs": lingering})
 
     def _record_interruption(self, run: _LocalRun) -> None:
         """After a shutdown stopped an attempt: it finished after all, its end is unknown, or it runs again."""
@@ -226,27 +204,15 @@ class LocalRunner:
             active=0,
         )
 
-    def unready_reason(self) -> str | None:
-        return "the local runner is stopping" if self._stopping.is_set() else None
-
     # -- launching -------------------------------------------------------------
 
     def launch(self, status: JobStatus, manifest: dict[str, Any]) -> None:
         build_command(manifest, python=self._python)  # refuse a spec we cannot run before anything starts
-        if self._stopping.is_set():
-            raise ExecutorUnavailable("the local runner is shutting down")
-        if not self._leases.claim(status.job_name):
-            raise ExecutorUnavailable(f"run {status.job_name} is held by another process")
-        self._start_run(_LocalRun(status, manifest))
+        self._accept(status.job_name)
+        self._start(_LocalRun(status, manifest))
 
-    def _start_run(self, run: _LocalRun) -> None:
-        with self._lock:
-            self._runs[run.status.job_name] = run
-        run.thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run.status.job_name}", daemon=True)
-        run.thread.start()
-
-    def _resume_unfinished(self) -> None:
-        """Take over runs that a stopped or dead process accepted but did not finish.
+    def _resume(self, stored: JobStatus) -> None:
+        """Take over a run that a stopped or dead process accepted but did not finish.
 
         A run whose attempt was in flight (``active``) is settled from that
         attempt's record (:mod:`~webapp.executors.task_supervisor`) before
@@ -258,37 +224,26 @@ class LocalRunner:
         donation must never run twice. An attempt recorded on this host that
         is newer than the store's copy is settled the same way, whatever the
         copy says of ``active``.
-
-        A run the hub knows as finished is left alone whatever the store
-        says: the store refused its final status (which waits in the
-        runtime's backlog), so the store's copy is out of date.
         """
-        for stored in self._store.unfinished(mode=self.mode):
-            with self._lock:
-                if stored.job_name in self._runs or being_launched(stored):
-                    continue
-            known = self._door.hub.get(stored.job_name)
-            if known is not None and known.terminal:
-                continue  # it finished; the store has not taken its final status yet (disk full, Redis down)
-            manifest = self._store.manifest(stored.job_name)
-            if manifest is None or LEGACY_TASK_ID_ANNOTATION in (manifest["metadata"].get("annotations") or {}):
-                continue  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
-            latest = self._latest_recorded_attempt(stored.job_name)
-            # a record newer than the store's copy: that attempt started, whatever the copy says; settle it
-            status = stored.evolve(attempt=latest, active=1) if latest > stored.attempt else stored
-            record = None
-            if status.active and status.attempt:
-                record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
-                if record is not None and record.supervisor_running:
-                    continue  # its worker is alive, or the supervisor is still stopping the task: not ours (yet)
-            if record is None and latest:
-                record = AttemptRecord.read(self._record_path(stored.job_name, latest))
-            if record is not None and record.worker_running and record.parent_pid != os.getpid():
-                continue  # its worker lives on this host (its lease lapsed): it may start the next attempt any moment
-            dead_owner = record.owner if record is not None and not record.worker_running else None
-            if not self._leases.claim(status.job_name, replacing=dead_owner):
-                continue
-            self._take_over(status, manifest, record)
+        manifest = self._store.manifest(stored.job_name)
+        if manifest is None or legacy_task_id(manifest) is not None:
+            return  # nothing to run, or a run the legacy service owns (LEGACY_RUNNER=http)
+        latest = self._latest_recorded_attempt(stored.job_name)
+        # a record newer than the store's copy: that attempt started, whatever the copy says; settle it
+        status = stored.evolve(attempt=latest, active=1) if latest > stored.attempt else stored
+        record = None
+        if status.active and status.attempt:
+            record = AttemptRecord.read(self._record_path(status.job_name, status.attempt))
+            if record is not None and record.supervisor_running:
+                return  # its worker is alive, or the supervisor is still stopping the task: not ours (yet)
+        if record is None and latest:
+            record = AttemptRecord.read(self._record_path(stored.job_name, latest))
+        if record is not None and record.worker_running and record.parent_pid != os.getpid():
+            return  # its worker lives on this host (its lease lapsed): it may start the next attempt any moment
+        dead_owner = record.owner if record is not None and not record.worker_running else None
+        if not self._leases.claim(status.job_name, replacing=dead_owner):
+            return
+        self._take_over(status, manifest, record)
 
     def _take_over(self, status: JobStatus, manifest: dict[str, Any], record: AttemptRecord | None) -> None:
         job_name, attempt = status.job_name, status.attempt
@@ -304,52 +259,29 @@ class LocalRunner:
         if resumed.terminal:
             self._forget_records(job_name)
         else:
-            self._start_run(_LocalRun(resumed, manifest))
+            self._start(_LocalRun(resumed, manifest))
 
-    def _let_go(self, job_name: str) -> None:
+    def _lose(self, run: _LocalRun) -> None:
         """This process lost the run's lease: stop its attempt now, before another process may start one."""
-        with self._lock:
-            run = self._runs.get(job_name)
-        if run is None:
-            return
         run.let_go = True
         run.wake.set()
-        threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
-
-    def _held_runs(self) -> list[str]:
-        """The runs whose leases this process renews: not those already finished (the store holds no lease on them)."""
-        with self._lock:
-            return [job_name for job_name, run in self._runs.items() if not run.status.terminal]
+        threading.Thread(target=self._halt, args=(run,), daemon=True).start()
 
     # -- executing -------------------------------------------------------------
 
-    def _update(self, run: _LocalRun, *, durable: bool = False, **changes: Any) -> None:
-        """Move the run's status on through the door (``durable``: raise if the store refuses it)."""
-        status = self._door.change(run.status.job_name, durable=durable, **changes)
-        if status is not None:
-            with run.lock:
-                run.status = status
-
     def _execute(self, run: _LocalRun) -> None:
-        job_name = run.status.job_name
-        try:
-            if self._wait_for_slot(run):
-                try:
-                    self._attempts(run)
-                finally:
-                    self._release_slot()
-        except Exception as error:  # never leave a run hanging unfinished
-            logger.exception("job.error", extra={"job_name": job_name, "mode": self.mode})
-            self._terminate(run)  # an attempt nobody follows any more must not run on
-            self._update(
-                run, status=Phase.FAILED, reason="RunnerError", message=str(error) or type(error).__name__, active=0
-            )
-        finally:
-            if run.status.terminal:
-                self._forget_records(job_name)
-            if run.status.terminal or not self._stopping.is_set():
-                with self._lock:
-                    self._runs.pop(job_name, None)
+        if self._wait_for_slot(run):
+            try:
+                self._attempts(run)
+            finally:
+                self._release_slot()
+
+    def _abandon(self, run: _LocalRun) -> None:
+        self._halt(run)  # an attempt nobody follows any more must not run on
+
+    def _ended(self, run: _LocalRun) -> None:
+        if run.status.terminal:
+            self._forget_records(run.status.job_name)
 
     def _wait_for_slot(self, run: _LocalRun) -> bool:
         with self._lock:
@@ -444,14 +376,14 @@ class LocalRunner:
                         self._update(run, status=Phase.FAILED, reason="StartError", message=str(error), active=0)
                         return
             if run.cancelled or run.let_go:
-                self._terminate(run)
+                self._halt(run)
                 return
             self._update(run, status=Phase.RUNNING, active=1)
             timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
             try:
                 supervisor_code = run.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self._terminate(run)
+                self._halt(run)
                 self._update(
                     run,
                     status=Phase.FAILED,
@@ -483,7 +415,7 @@ class LocalRunner:
             if failures > backoff_limit:
                 self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
                 return
-            pause = min(self._retry_backoff * 2 ** (failures - 1), 60.0)
+            pause = exponential_delay(failures - 1, initial=self._retry_backoff, maximum=RETRY_PAUSE_MAX_SECONDS)
             self._update(
                 run,
                 status=Phase.PENDING,
@@ -522,7 +454,7 @@ class LocalRunner:
             return None
         return True
 
-    def _terminate(self, run: _LocalRun) -> None:
+    def _halt(self, run: _LocalRun) -> None:
         """Stop the attempt: its supervisor stops the task (``SIGTERM``, ``SIGKILL`` after the grace period)."""
         self._ask_to_stop(run)
         self._await_stop(run, deadline=time.monotonic() + KILL_GRACE_SECONDS + SUPERVISOR_SLACK_SECONDS)
@@ -575,36 +507,7 @@ class LocalRunner:
         for path in self._records(job_name):
             path.unlink(missing_ok=True)
 
-    # -- cancelling and output -------------------------------------------------
-
-    def cancel(self, job_name: str) -> None:
-        with self._lock:
-            run = self._runs.get(job_name)
-        if run is None:
-            stored = self._store.get(job_name)
-            if stored is None:
-                raise JobNotFound(f"no job named {job_name}")
-            if not stored.terminal:  # accepted by a process that is gone; nothing runs it
-                self._door.change(job_name, **OPERATOR_CANCEL)
-            return
-        run.cancelled = True
-        run.wake.set()
-        self._update(run, **OPERATOR_CANCEL)
-        self._terminate(run)
-
-    def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
-        """Hub listener: another instance cancelled a run this one executes (the status came over Redis): stop it."""
-        if status.status != Phase.CANCELLED:
-            return
-        with self._lock:
-            run = self._runs.get(status.job_name)
-        if run is None or run.cancelled:
-            return
-        run.cancelled = True
-        run.wake.set()
-        with run.lock:
-            run.status = status
-        threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
+    # -- output --------------------------------------------------------------
 
     def log_path(self, job_name: str) -> Path:
         return self._log_dir / f"{job_name}.log"
