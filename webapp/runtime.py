@@ -212,18 +212,20 @@ def build_runtime(settings: Settings) -> Runtime:
             ) from error
     door = StatusDoor(hub=hub, store=store, relay=channel.announce if channel is not None else None)
     executors: dict[str, Executor] = {}
+    legacy: HttpRunner | LocalRunner | None = None
     if settings.legacy_enabled and settings.legacy_runner == "http":
         assert settings.legacy_runner_url is not None  # required by the settings' validation
-        executors["legacy"] = HttpRunner(door=door, base_url=settings.legacy_runner_url)
+        legacy = HttpRunner(door=door, base_url=settings.legacy_runner_url)
     elif settings.legacy_enabled:
-        local = LocalRunner(
+        legacy = LocalRunner(
             door=door,
             log_dir=settings.database_path.parent / "logs",
             max_concurrency=settings.legacy_max_concurrency,
             python=find_python(settings.legacy_python),
         )
-        hub.add_listener(local.on_status)  # a cancel heard from another instance stops the run here
-        executors["legacy"] = local
+    if legacy is not None:
+        hub.add_listener(legacy.on_status)  # a cancel heard from another instance stops the run here too
+        executors["legacy"] = legacy
     if settings.k8s_enabled:
         from webapp.executors.k8s import KubernetesExecutor, connect  # the client is heavy: only when used
 
