@@ -58,6 +58,34 @@ class Transition:
     at: datetime
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Progress:
+    """How far a run has got, as the task reported it (or its Indexed Job counts it)."""
+
+    done: int
+    total: int | None = None
+    text: str | None = None
+    at: datetime | None = None
+    """When it was reported; not part of the comparison: the same progress reported again is no change."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Progress):
+            return NotImplemented
+        return (self.done, self.total, self.text) == (other.done, other.total, other.text)
+
+    def __hash__(self) -> int:
+        return hash((self.done, self.total, self.text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "total": self.total, "text": self.text, "at": format_time(self.at)}
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any] | None) -> Progress | None:
+        if body is None:
+            return None
+        return cls(done=body["done"], total=body.get("total"), text=body.get("text"), at=parse_time(body.get("at")))
+
+
 @dataclasses.dataclass(frozen=True)
 class JobStatus:
     """The whole current state of one run, as clients see it."""
@@ -81,6 +109,10 @@ class JobStatus:
     seq: int = 1
     history: tuple[Transition, ...] = ()
     shadow_job_name: str | None = None
+    progress: Progress | None = None
+    """The task's last reported progress; a final status keeps it."""
+    queue_position: int | None = None
+    """While ``Queued``: its place in line, 1 = next to start; ``None`` otherwise."""
     observed: str | None = None
     """The source's version of what this status was made from (a Job's ``resourceVersion``); kept in the
     run store, never sent to clients: an observation older than it is stale (:mod:`webapp.door`)."""
@@ -117,7 +149,9 @@ class JobStatus:
         """The next status with ``changes`` applied, or ``self`` if nothing changed.
 
         ``seq`` grows by one per change; a change of ``status`` is appended to
-        ``history`` and sets ``started_at`` / ``finished_at`` the first time.
+        ``history`` and sets ``started_at`` / ``finished_at`` the first time,
+        and leaving ``Queued`` clears ``queue_position``. A change of
+        ``progress`` is a change (a new ``seq``) but not a new ``history`` entry.
         A terminal status is final: later observations cannot move it.
         """
         if self.terminal:
@@ -130,6 +164,8 @@ class JobStatus:
         new_status: Phase = changes.get("status", self.status)
         if new_status != self.status:
             changes["history"] = (*self.history, Transition(new_status, moment))
+            if new_status != Phase.QUEUED:
+                changes.setdefault("queue_position", None)
             if new_status == Phase.RUNNING and self.started_at is None:
                 changes.setdefault("started_at", moment)
             if new_status.terminal:
@@ -157,6 +193,8 @@ class JobStatus:
             "updated_at": format_time(self.updated_at),
             "seq": self.seq,
             "history": [{"status": t.status.value, "at": format_time(t.at)} for t in self.history],
+            "progress": self.progress.to_dict() if self.progress is not None else None,
+            "queue_position": self.queue_position,
         }
         if self.shadow_job_name is not None:
             body["shadow_job_name"] = self.shadow_job_name
@@ -201,6 +239,8 @@ class JobStatus:
                 Transition(Phase(h["status"]), parse_time(h["at"]) or created) for h in body.get("history", ())
             ),
             shadow_job_name=body.get("shadow_job_name"),
+            progress=Progress.from_dict(body.get("progress")),
+            queue_position=body.get("queue_position"),
             observed=body.get("observed"),
         )
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webapp.status import JobStatus, Phase
+from webapp.status import JobStatus, Phase, Progress, utcnow
 from webapp.wire import SSE_END, sse_status_frame, ws_error_message, ws_status_message
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -78,3 +78,30 @@ def test_wire_formats_carry_the_same_object() -> None:
     assert json.loads(ws_status_message(status)) == {"type": "status", **status.to_dict()}
     assert json.loads(ws_error_message("not_found", "no")) == {"type": "error", "error": "not_found", "message": "no"}
     assert SSE_END == b"event: end\ndata: {}\n\n"
+
+
+def test_progress_is_a_change_without_a_history_entry_and_a_final_status_keeps_it() -> None:
+    running = JobStatus.new(job_name="task-runner-p-0123abcd", mode="legacy", spec="quick", pipeline_run_id="p").evolve(
+        status=Phase.RUNNING
+    )
+    step = running.evolve(progress=Progress(done=1, total=4, text="Validating", at=utcnow()))
+    assert step.seq == running.seq + 1 and step.history == running.history
+    assert step.evolve(progress=Progress(done=1, total=4, text="Validating", at=utcnow())) is step, "same report"
+    done = step.evolve(status=Phase.SUCCEEDED)
+    assert done.progress == Progress(done=1, total=4, text="Validating")
+    assert JobStatus.from_json(done.json) == JobStatus.from_json(JobStatus.from_json(done.json).json)
+    assert JobStatus.from_json(done.json).progress == done.progress
+    assert done.to_dict()["progress"] == {
+        "done": 1,
+        "total": 4,
+        "text": "Validating",
+        "at": done.to_dict()["progress"]["at"],
+    }
+
+
+def test_queue_position_while_queued_only() -> None:
+    queued = JobStatus.new(job_name="task-runner-q-0123abcd", mode="legacy", spec="quick", pipeline_run_id="q")
+    assert queued.to_dict()["queue_position"] is None and queued.to_dict()["progress"] is None
+    second = queued.evolve(queue_position=2)
+    assert (second.seq, second.queue_position) == (2, 2)
+    assert second.evolve(status=Phase.PENDING).queue_position is None
