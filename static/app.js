@@ -31,6 +31,7 @@
   const SUBMIT_TIMEOUT_MS = 30000;
 
   const $ = (id) => document.getElementById(id);
+  const words = window.jobpulseWords; // static/plain-words.js: reasons, place in line, durations
 
   // What the page currently shows; exposed read-only for debugging.
   const state = {
@@ -299,17 +300,80 @@
     badge.textContent = name;
     badge.dataset.status = name;
 
-    const reason = reasonText(status);
-    $('job-reason').textContent = reason;
-    $('job-reason-row').hidden = !reason;
-
+    renderReason(status);
+    renderProgress(status, terminal);
+    renderElapsed();
     renderTimeline(status.history);
   }
 
-  function reasonText(status) {
-    const parts = [status.reason, status.message].filter((x) => x != null && String(x).trim() !== '').map(String);
-    if (parts.length === 2 && parts[0] === parts[1]) parts.pop();
-    return parts.join(': ');
+  // The donor reads a plain sentence (and their place in line); the raw reason and message
+  // stay for support, folded away in a <details> and in data-reason.
+  function renderReason(status) {
+    const explanation = words.explain(status);
+    const raw = words.rawReason(status);
+    const slot = $('job-reason');
+    if (status.reason) slot.dataset.reason = String(status.reason);
+    else delete slot.dataset.reason;
+    setText($('job-explanation'), explanation);
+    setText($('job-raw-reason'), raw);
+    $('job-support').hidden = !raw;
+    $('job-reason-row').hidden = !explanation;
+  }
+
+  // A real progress bar when the task reports progress: determinate with a total, else
+  // indeterminate. Its row is laid out (invisible) from Running on, so the first report
+  // moves nothing; only a change of step text is announced (the count is aria-live=off).
+  function renderProgress(status, terminal) {
+    const progress = status.progress && typeof status.progress === 'object' ? status.progress : null;
+    const row = $('job-progress-row');
+    row.hidden = !progress && (terminal || status.status !== 'Running');
+    row.classList.toggle('is-reserved', !progress);
+    if (!progress) return;
+
+    const bar = $('job-progress');
+    const done = Math.max(0, Math.floor(Number(progress.done) || 0));
+    const total = Number.isInteger(progress.total) && progress.total > 0 ? progress.total : null;
+    const text = progress.text == null ? '' : String(progress.text).trim();
+    let count;
+    if (total !== null) {
+      bar.max = total;
+      bar.value = Math.min(done, total);
+      count = `${Math.min(done, total)} of ${total}`;
+    } else {
+      bar.removeAttribute('value'); // indeterminate
+      bar.removeAttribute('max');
+      count = done ? `${done} done` : '';
+    }
+    bar.dataset.state = total === null ? 'indeterminate' : 'determinate';
+    bar.setAttribute('aria-valuetext', [count, text].filter(Boolean).join(': ') || 'In progress');
+    setText($('progress-count'), count);
+    setText($('progress-text'), text);
+  }
+
+  let elapsedTimer = null; // ticks the elapsed time once a second while not terminal
+
+  function renderElapsed() {
+    const status = state.status;
+    const shown = status ? words.elapsed(status, Boolean(status.terminal) || TERMINAL.has(status.status), Date.now()) : null;
+    const row = $('job-elapsed-row');
+    row.hidden = !shown;
+    const slot = $('job-elapsed');
+    if (shown) {
+      setText(slot, shown.text);
+      slot.dataset.seconds = String(Math.floor(shown.seconds));
+      slot.dataset.ticking = String(shown.ticking);
+    }
+    const ticking = Boolean(shown && shown.ticking);
+    if (ticking && elapsedTimer === null) elapsedTimer = setInterval(renderElapsed, 1000);
+    if (!ticking && elapsedTimer !== null) {
+      clearInterval(elapsedTimer);
+      elapsedTimer = null;
+    }
+  }
+
+  // Write text only when it changes: a live region announces every write.
+  function setText(element, text) {
+    if (element.textContent !== text) element.textContent = text;
   }
 
   function renderTimeline(history) {

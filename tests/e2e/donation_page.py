@@ -120,7 +120,19 @@ class DonationPage:
         return self.page.inner_text("#job-name")
 
     def reason(self) -> str:
-        return self.page.inner_text("#job-reason")
+        """The raw reason and message, as support sees them (folded away under the donor's sentence)."""
+        return str(self.page.text_content("#job-raw-reason") or "")
+
+    def raw_reason(self) -> str | None:
+        """Only the raw ``reason`` field, as ``#job-reason[data-reason]`` keeps it."""
+        return self.page.get_attribute("#job-reason", "data-reason")
+
+    def explanation(self) -> str:
+        """The plain sentence the donor reads under "Details"."""
+        return self.page.inner_text("#job-explanation")
+
+    def elapsed(self) -> str:
+        return self.page.inner_text("#job-elapsed")
 
     def record(self) -> list[dict[str, Any]]:
         """What RECORDER_JS noted: ``{at, transport, state, status}`` per change."""

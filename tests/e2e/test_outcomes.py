@@ -46,6 +46,13 @@ def test_a_failing_task_shows_failed_with_its_reason(
     expect(page.locator("#job-reason-row")).to_be_visible()
     assert donation.reason().startswith("BackoffLimitExceeded"), donation.reason()
     assert "exit code 3" in donation.reason()
+    assert donation.raw_reason() == "BackoffLimitExceeded"
+    # the donor reads plain words; the raw reason is folded away for support
+    assert donation.explanation() == "We could not prepare your receipt and have stopped trying."
+    expect(page.locator("#job-raw-reason")).to_be_hidden()
+    page.click("#job-support summary")
+    expect(page.locator("#job-raw-reason")).to_be_visible()
+    expect(page.locator("#job-raw-reason")).to_contain_text("exit code 3")
     expect(page.locator("#job-status")).to_have_text("Failed")
 
 
