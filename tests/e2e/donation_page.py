@@ -1,9 +1,10 @@
 """The donation page as a donor uses it, in Playwright terms: open, fill, donate, watch.
 
 Every page opened through the fixtures carries ``RECORDER_JS``: it notes each
-change of the transport (``body[data-transport]``, ``data-transport-state``)
-and of the shown status (``#status-panel[data-status]``), so a test can tell
-afterwards what the donor saw on the way, not only where the page ended.
+change of the transport (``body[data-transport]``, ``data-transport-state``),
+of the shown status (``#status-panel[data-status]``) and of the progress bar,
+so a test can tell afterwards what the donor saw on the way, not only where
+the page ended.
 """
 
 from __future__ import annotations
@@ -26,7 +27,26 @@ DONOR = {
 RECORDER_JS = """
 (() => {
   const log = [];
-  window.__e2e = { log };
+  const progress = [];
+  window.__e2e = { log, progress };
+  const noteProgress = () => {
+    const panel = document.getElementById('status-panel');
+    const row = document.getElementById('job-progress-row');
+    if (!panel || panel.hidden || !row) return;
+    const bar = document.getElementById('job-progress');
+    const entry = {
+      status: panel.dataset.status || null,
+      shown: !row.hidden && !row.classList.contains('is-reserved'),
+      laidOut: !row.hidden,
+      value: bar.hasAttribute('value') ? Number(bar.getAttribute('value')) : null,
+      max: bar.hasAttribute('max') ? Number(bar.getAttribute('max')) : null,
+      valuetext: bar.getAttribute('aria-valuetext'),
+      text: document.getElementById('progress-text').textContent,
+      timelineTop: Math.round(document.getElementById('timeline').getBoundingClientRect().top + window.scrollY),
+    };
+    const last = progress[progress.length - 1];
+    if (!last || JSON.stringify(last) !== JSON.stringify(entry)) progress.push(entry);
+  };
   const note = () => {
     const body = document.body;
     const panel = document.getElementById('status-panel');
@@ -47,6 +67,13 @@ RECORDER_JS = """
       attributes: true,
       subtree: true,
       attributeFilter: ['data-transport', 'data-transport-state', 'data-status', 'hidden'],
+    });
+    new MutationObserver(noteProgress).observe(document.body, {
+      attributes: true,
+      characterData: true,
+      childList: true,
+      subtree: true,
+      attributeFilter: ['data-status', 'hidden', 'class', 'value', 'max', 'aria-valuetext'],
     });
   };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', watch);
@@ -137,6 +164,12 @@ class DonationPage:
     def record(self) -> list[dict[str, Any]]:
         """What RECORDER_JS noted: ``{at, transport, state, status}`` per change."""
         entries: list[dict[str, Any]] = self.page.evaluate("() => window.__e2e.log")
+        return entries
+
+    def progress_record(self) -> list[dict[str, Any]]:
+        """What RECORDER_JS noted of the progress row, per change: ``{status, shown, laidOut, value, max,
+        valuetext, text, timelineTop}`` (``timelineTop``: where the timeline starts, to catch a layout jump)."""
+        entries: list[dict[str, Any]] = self.page.evaluate("() => window.__e2e.progress")
         return entries
 
     def transports_used(self) -> set[str]:
