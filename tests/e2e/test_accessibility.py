@@ -41,8 +41,29 @@ def test_no_serious_accessibility_violations_in_any_state(
     assert axe_findings(page, axe_script) == [], "the form with errors"
 
     donation.fill().donate()
+    expect(page.get_by_role("progressbar", name="Progress")).to_be_visible(timeout=30_000)
+    assert axe_findings(page, axe_script) == [], "the running status panel with its progress bar"
     assert donation.wait_until_finished() == "Succeeded"
     assert axe_findings(page, axe_script) == [], "the finished status panel"
+
+
+def test_no_serious_accessibility_violations_with_a_reason_and_its_support_details(
+    donation_spec: Callable[..., None],
+    make_live_server: Callable[..., LiveServer],
+    new_context: Callable[..., BrowserContext],
+    axe_script: Path,
+) -> None:
+    donation_spec(command=["python", "-c", "import sys; sys.exit(3)"], backoff_limit=0)
+    server = make_live_server()
+    page = new_context(bypass_csp=True).new_page()
+    donation = DonationPage(page, server.url).open()
+    donation.fill().donate()
+    assert donation.wait_until_finished() == "Failed"
+    expect(page.locator("#job-explanation")).to_be_visible()
+    assert axe_findings(page, axe_script) == [], "a failure explained, support details folded"
+    page.click("#job-support summary")
+    expect(page.locator("#job-raw-reason")).to_be_visible()
+    assert axe_findings(page, axe_script) == [], "the support details open"
 
 
 def test_a_donation_by_keyboard_alone(live_server: LiveServer, page: Page) -> None:
