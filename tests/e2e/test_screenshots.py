@@ -1,4 +1,4 @@
-"""Pictures of the page for the docs: a donation mid-task and finished.
+"""Pictures of the page for the docs: a donation mid-task (its progress bar halfway) and finished.
 
 They go to a temporary folder; with ``JOBPULSE_SCREENSHOTS=1`` (``make screenshots``)
 they replace the ones committed in ``docs/screenshots/``.
@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.e2e.donation_page import DonationPage
 from tests.live.server import PROJECT_ROOT, LiveServer
@@ -33,6 +33,7 @@ def test_screenshots_of_a_donation_running_and_succeeded(
     donation = DonationPage(page, server.url).open()
     donation.fill().donate()
     donation.wait_for_status("Running")
+    expect(page.locator("#job-progress")).to_have_attribute("value", "2")  # halfway, the bar and its step
     folder.mkdir(parents=True, exist_ok=True)
     running = folder / "donation-running.png"
     show_whole_panel(page)
