@@ -66,10 +66,6 @@ class WaitingLine(Generic[W]):
         self._lock = threading.Lock()
         self._running = 0
         self._waiting: collections.deque[W] = collections.deque()
-        self._version = 0
-        """Grows with each change of the line; the places below are computed for ``_places_version``."""
-        self._places: dict[W, int] = {}
-        self._places_version = -1
         self._told: dict[W, int] = {}
         """The place each waiting run's status says."""
         self._telling: dict[W, threading.Lock] = {}
@@ -108,15 +104,13 @@ class WaitingLine(Generic[W]):
                 return True
             self._waiting.append(run)
             self._telling[run] = threading.Lock()
-            self._version += 1
-        self._tell_place(run)
+        self._tell_place(run, self.place(run))
         run.wake.wait()
         with self._lock:
             admitted = run.admitted
             if not admitted:  # woken by a cancel or a stop: out of the line, so never admitted
                 with contextlib.suppress(ValueError):
                     self._waiting.remove(run)
-                self._version += 1
         self._forget(run)
         if not admitted:
             self._moved.set()
@@ -126,7 +120,6 @@ class WaitingLine(Generic[W]):
         """A slot is free: hand it to the first run in line that was not cancelled, else keep it free."""
         with self._lock:
             if self._waiting:
-                self._version += 1
                 self._moved.set()
             while self._waiting:
                 following = self._waiting.popleft()
@@ -138,24 +131,30 @@ class WaitingLine(Generic[W]):
 
     def place(self, run: W) -> int | None:
         """Where ``run`` waits now (1 = next to start), or ``None`` if it does not wait."""
+        return self._places().get(run)
+
+    def _places(self) -> dict[W, int]:
+        """Each waiting run's place now."""
         with self._lock:
-            if self._places_version != self._version:
-                in_line = (waiting for waiting in self._waiting if not waiting.cancelled)
-                self._places = {waiting: place for place, waiting in enumerate(in_line, start=1)}
-                self._places_version = self._version
-            return self._places.get(run)
+            in_line = [run for run in self._waiting if not run.cancelled]
+        return {run: place for place, run in enumerate(in_line, start=1)}
 
     # -- telling places --------------------------------------------------------
 
-    def _tell_place(self, run: W) -> None:
-        """Tell ``run`` its place now, if it still waits and its status says another."""
+    def _tell_place(self, run: W, place: int | None) -> None:
+        """Tell ``run`` its ``place`` if it still waits and its status says one further back.
+
+        A place only ever moves forward (nobody joins ahead of a waiting run),
+        so a ``place`` computed before a departure is never told over a newer
+        one; the departure asked for a pass, which tells the right one.
+        """
         with self._lock:
             telling = self._telling.get(run)
-        if telling is None:
+        if telling is None or place is None:
             return  # it left the line
         with telling:
-            place = self.place(run)
-            if place is None or self._told.get(run) == place:
+            told = self._told.get(run)
+            if run.admitted or run.cancelled or run not in self._telling or (told is not None and told <= place):
                 return
             self._tell(run, place)
             self._told[run] = place
@@ -188,9 +187,7 @@ class WaitingLine(Generic[W]):
                 logger.exception("line.places_failed")
 
     def _tell_places(self) -> None:
-        with self._lock:
-            waiting = list(self._waiting)
-        for run in waiting:
+        for run, place in self._places().items():
             if self._stopping.is_set():
                 return
-            self._tell_place(run)
+            self._tell_place(run, place)
