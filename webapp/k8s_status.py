@@ -2,8 +2,8 @@
 
 Pure: it takes the Job as the API server sends it (a JSON dict, camelCase)
 and, when known, what else explains a wait: its pod's waiting reason, the
-message of a ``FailedCreate`` event (its pods cannot be created), and the
-time now (for the time left before ``activeDeadlineSeconds``). The rules:
+message of a ``FailedCreate`` event (its pods cannot be created). The same
+inputs always give the same fields, on every instance. The rules:
 
 - terminal only on the ``Complete`` / ``Failed`` conditions; since 1.31
   ``SuccessCriteriaMet`` / ``FailureTarget`` come first while pods are still
@@ -14,7 +14,8 @@ time now (for the time left before ``activeDeadlineSeconds``). The rules:
   known: the pod's waiting reason (``ImagePullBackOff``, ``Unschedulable``,
   ...; with the retry countdown the kubelet gives), or ``FailedCreate`` while
   no pod could be created, or ``BackOff`` between retries; a Pending that says
-  why also says how long is left before the Job's deadline;
+  why also says by when the Job's ``activeDeadlineSeconds`` ends it (a time,
+  not a countdown: a countdown would make a new status every time it is read);
 - a Job deleted before it finished → ``Cancelled`` with reason ``Deleted``;
 - an Indexed Job (``completionMode: Indexed``) reports ``progress``: its
   succeeded indexes out of ``completions``; its failed indexes show in
@@ -26,7 +27,7 @@ The counters are pod counts from the Job's status, not outcomes.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from webapp.jobspecs import PIPELINE_RUN_ID_LABEL, SPEC_LABEL
@@ -52,12 +53,10 @@ def job_fields(
     deleted: bool = False,
     pod_waiting: tuple[str, str | None] | None = None,
     create_failure: str | None = None,
-    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The status fields a Job object says, ready for :meth:`JobStatus.evolve`.
 
     ``create_failure``: the message of the Job's latest ``FailedCreate`` event, if any.
-    ``now``: when given, a Pending that says why also says the time left before the Job's deadline.
     Only an Indexed Job has a ``progress`` field here (any other Job's progress is its task's to report).
     """
     fields = _phase_fields(job, deleted=deleted, pod_waiting=pod_waiting, create_failure=create_failure)
@@ -70,7 +69,7 @@ def job_fields(
         else:
             fields["message"] = _joined(fields["message"], f"failed indexes: {failed_indexes}")
     waits_for_a_reason = fields["status"] == Phase.PENDING and fields["reason"] is not None
-    if now is not None and waits_for_a_reason and (left := deadline_left(job, now=now)) is not None:
+    if waits_for_a_reason and (left := deadline_left(job)) is not None:
         fields["message"] = _joined(fields["message"], left)
     return fields
 
@@ -187,16 +186,14 @@ def suspended_by(job: dict[str, Any]) -> str | None:
     return str(latest["manager"])
 
 
-def deadline_left(job: dict[str, Any], *, now: datetime) -> str | None:
-    """How long the Job has left before ``activeDeadlineSeconds`` (counted from ``status.startTime``), in words."""
+def deadline_left(job: dict[str, Any]) -> str | None:
+    """By when ``activeDeadlineSeconds`` (counted from ``status.startTime``) ends the Job, in words."""
     seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
     start = parse_time((job.get("status") or {}).get("startTime"))
     if not isinstance(seconds, int) or start is None:
         return None
-    left = start.timestamp() + seconds - now.timestamp()
-    if left <= 0:
-        return "the deadline has passed"
-    return f"{_about(left)} left before the deadline"
+    deadline = start + timedelta(seconds=seconds)
+    return f"it must finish by {deadline.strftime('%H:%M:%S')} UTC ({_about(seconds)} after it started)"
 
 
 def _about(seconds: float) -> str:

@@ -162,9 +162,7 @@ class JobWatcher:
         with self._lock:
             cancelling = name in self._cancelling
             create_failure = self._create_failures.get(name)
-        fields = job_fields(
-            job, deleted=deleted, pod_waiting=self.pods.reason(name), create_failure=create_failure, now=utcnow()
-        )
+        fields = job_fields(job, deleted=deleted, pod_waiting=self.pods.reason(name), create_failure=create_failure)
         if fields.get("progress") is not None:
             fields["progress"] = dataclasses.replace(fields["progress"], at=utcnow())
         if fields["status"] == Phase.CANCELLED and cancelling:
