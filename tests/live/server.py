@@ -9,10 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import requests
-
 from tests.cluster.controlplane import die_with_parent
-from tests.helpers import wait_for
+from tests.helpers import answers_ok, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -68,10 +66,7 @@ class LiveServer:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:  # refused, or accepted while the worker still boots
-            return False
+        return answers_ok(self.port, "/readyz")  # refused, or accepted while the worker still boots: False
 
     def stop(self, sig: signal.Signals | None = None, timeout: float = 30) -> int:
         """Signal the server (the gunicorn master) and wait for it to exit; return its exit code."""
