@@ -128,6 +128,7 @@ def test_text_is_one_line_of_at_most_200_characters(server: ProgressServer) -> N
         pytest.param(403, id="refused-token"),
         pytest.param(500, id="server-error"),
         pytest.param("bad-arguments", id="arguments-json-cannot-carry"),
+        pytest.param("file-url", id="not-an-http-url"),
     ],
 )
 def test_it_never_raises_and_says_so_once_on_stderr(
@@ -139,6 +140,8 @@ def test_it_never_raises_and_says_so_once_on_stderr(
         env[URL_ENV] = f"http://127.0.0.1:{free_port()}/api/jobs/x/progress"
     elif trouble == "bad-arguments":
         done = object()
+    elif trouble == "file-url":
+        env[URL_ENV] = "file:///etc/passwd"
     else:
         assert isinstance(trouble, int)
         server.answer = trouble

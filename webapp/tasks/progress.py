@@ -58,9 +58,12 @@ def report(
     url, token = env.get(URL_ENV), env.get(TOKEN_ENV)
     if not url or not token:
         return False
+    if not url.startswith(("http://", "https://")):
+        _complain(f"{URL_ENV} is not an http(s) URL")
+        return False
     try:
         body = json.dumps({"done": done, "total": total, "text": _tidy(text)}).encode()
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
             url,
             data=body,
             method="POST",
