@@ -38,6 +38,7 @@ def create_donation() -> Response:
         idempotency_key=key,
         fingerprint=request_fingerprint({"donation": params}),
         client=client_address(),
+        request_root=request.url_root,
         fair_share=True,
     )
     response = jsonify(with_links(status))

@@ -42,6 +42,7 @@ def launch_job() -> Response:
         idempotency_key=key,
         fingerprint=request_fingerprint(body),
         client=client_address(),
+        request_root=request.url_root,
     )
     response = jsonify(with_links(status))
     response.status_code = 202 if created else 200
