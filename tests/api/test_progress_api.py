@@ -82,9 +82,26 @@ def test_total_and_text_are_optional(client: FlaskClient, app: Flask, running: s
 
 def test_the_progress_url_and_token_are_in_the_tasks_env(client: FlaskClient, app: Flask, running: str) -> None:
     env = task_env(app, running)
-    assert env[PROGRESS_URL_ENV] == f"http://localhost/api/jobs/{running}/progress"  # the launch request's root
+    assert (
+        env[PROGRESS_URL_ENV] == f"http://localhost/api/jobs/{running}/progress"
+    )  # the address the request came in on
     assert len(env[PROGRESS_TOKEN_ENV]) >= 40
     assert env[PROGRESS_TOKEN_ENV] != ADMIN_TOKEN
+
+
+@pytest.mark.parametrize("trusted_hops", ["0", "1"])
+def test_a_requests_host_headers_never_choose_where_a_task_sends_its_token(
+    make_app: Any, admin: dict[str, str], trusted_hops: str
+) -> None:
+    """Unset ``SERVICE_URL``: the base is the address the request came in on, not the ``Host`` a client sent."""
+    app = make_app(TRUSTED_PROXY_HOPS=trusted_hops)
+    hostile = {"Host": "attacker.example:9999", "X-Forwarded-Host": "attacker.example", "X-Forwarded-For": "192.0.2.9"}
+    response = app.test_client().post("/api/jobs", json={"spec": "quick"}, headers={**admin, **hostile})
+    assert response.status_code == 202, response.get_json()
+    name = response.get_json()["job_name"]
+    url = task_env(app, name)[PROGRESS_URL_ENV]
+    assert url == f"http://localhost/api/jobs/{name}/progress"
+    assert "attacker" not in url
 
 
 def test_service_url_is_the_base_when_set(make_app: Any, admin: dict[str, str]) -> None:
