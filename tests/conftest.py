@@ -96,8 +96,17 @@ def server_factory(
     try:
         yield start
     finally:
+        # Signal them all first: each stop is mostly the server's own shutdown ticks, which can overlap.
         for server in servers:
-            server.stop()
+            server.begin_stop()
+        failures = []
+        for server in servers:
+            try:
+                server.stop()
+            except AssertionError as failure:  # one that did not stop must not leave the others running
+                failures.append(failure)
+        if failures:
+            raise failures[0]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import subprocess
@@ -23,6 +24,26 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def answers_ok(port: int, path: str, *, timeout: float = 1.0) -> bool:
+    """Whether ``GET path`` on 127.0.0.1:``port`` answers 200; ``False`` if refused, cut or silent.
+
+    For readiness probes: it asks with ``http.client``, not ``requests``. A
+    ``requests`` call that fails leaves a reference cycle (urllib3's chained
+    exceptions and their tracebacks) that pins every frame up to the test's
+    own, and with them the test's responses and their keep-alive connections,
+    until the garbage collector runs. A server stopped meanwhile waits for
+    those connections (gunicorn: its whole keep-alive timeout, 5 s).
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:

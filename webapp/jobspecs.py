@@ -27,6 +27,19 @@ PIPELINE_RUN_ID_LABEL = "jobpulse/pipeline-run-id"
 SPEC_LABEL = "jobpulse/spec"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
+PROGRESS_URL_ENV = "JOBPULSE_PROGRESS_URL"
+"""Where a run's task sends its progress: ``POST`` to this URL (the helper is ``webapp.tasks.progress.report``)."""
+PROGRESS_TOKEN_ENV = "JOBPULSE_PROGRESS_TOKEN"  # noqa: S105 - the variable's name, not a secret
+"""The run's own secret for that URL (``Authorization: Bearer ...``); good for this run only."""
+PROGRESS_PATH = "/api/jobs/{job_name}/progress"
+"""The path of the progress endpoint, below the service's base URL (the API routes the same template)."""
+
+
+def progress_url(base_url: str, job_name: str) -> str:
+    """The full URL a run's task reports its progress to."""
+    return base_url.rstrip("/") + PROGRESS_PATH.format(job_name=job_name)
+
+
 PARAM_NAME_PATTERN = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 SPEC_NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 KUBERNETES_DEFAULT_BACKOFF_LIMIT = 6
@@ -133,8 +146,16 @@ def render_job(
     pipeline_run_id: str,
     params: Mapping[str, str],
     task_image: str | None = None,
+    progress_url: str | None = None,
+    progress_token: str | None = None,
 ) -> dict[str, Any]:
-    """A deep copy of the spec's manifest with name, labels, parameters and image set."""
+    """A deep copy of the spec's manifest with name, labels, parameters and image set.
+
+    ``progress_url`` and ``progress_token`` (given together) go into every container's env as
+    ``JOBPULSE_PROGRESS_URL`` and ``JOBPULSE_PROGRESS_TOKEN``: how the task reports its progress.
+    """
+    if (progress_url is None) != (progress_token is None):
+        raise ValueError("give progress_url and progress_token together")
     manifest = copy.deepcopy(spec.manifest)
     labels = {
         MANAGED_BY_LABEL: MANAGED_BY_VALUE,
@@ -156,6 +177,11 @@ def render_job(
         {"name": "TASK_PARAMS", "value": json.dumps(dict(params), sort_keys=True)},
         *({"name": param_env_name(k), "value": v} for k, v in sorted(params.items())),
     ]
+    if progress_url is not None and progress_token is not None:
+        added_env += [
+            {"name": PROGRESS_URL_ENV, "value": progress_url},
+            {"name": PROGRESS_TOKEN_ENV, "value": progress_token},
+        ]
     added_names = {item["name"] for item in added_env}
     pod = template["spec"]
     for container in [*pod.get("initContainers", []), *pod["containers"]]:

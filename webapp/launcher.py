@@ -5,7 +5,8 @@ The launcher turns a request into a run: checks the spec and the limits
 ``Idempotency-Key`` within the client's own keys (so a retried request never
 makes a second run, and one client's key is nothing to another; a key left
 bound to a run that was never saved is taken over by a later retry), renders
-the manifest, records the launch and hands it to the executor of the
+the manifest (with the run's own progress URL and token, see
+:mod:`webapp.progress_reports`), records the launch and hands it to the executor of the
 configured mode. Every status it writes goes through the door
 (:mod:`webapp.door`). Finding, cancelling and reading runs is
 :mod:`webapp.run_control`'s.
@@ -17,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,7 +35,7 @@ from webapp.errors import (
     UnknownJobspec,
 )
 from webapp.executors import Executor
-from webapp.jobspecs import Jobspec, render_job
+from webapp.jobspecs import Jobspec, progress_url, render_job
 from webapp.names import new_job_name, new_pipeline_run_id
 from webapp.runstore import IdempotencyClaim, RunStore
 from webapp.settings import Settings
@@ -86,10 +88,13 @@ class Launcher:
         fingerprint: str | None = None,
         client: str,
         fair_share: bool = False,
+        request_root: str | None = None,
     ) -> tuple[JobStatus, bool]:
         """Start a run for ``client`` (its address); return its status and whether it is new (``False``: a repeat).
 
         ``fair_share`` holds the client to ``MAX_ACTIVE_JOBS_PER_CLIENT`` unfinished runs (donations: strangers).
+        ``request_root``: the launch request's root URL, the base of the run's progress URL when
+        ``SERVICE_URL`` is unset (with neither, the task gets no progress URL and cannot report).
         """
         spec = self._specs.get(spec_name)
         if spec is None:
@@ -115,13 +120,14 @@ class Launcher:
                 return earlier, False
 
         started = time.perf_counter()
+        base_url = self._settings.service_url or request_root
         shadow_mode = self._shadow_mode()
         shadow_name = new_job_name(run_id) if shadow_mode else None
         try:
             self._check_active_limits(client, fair_share=fair_share)
             status = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=run_id)
             status = dataclasses.replace(status, shadow_job_name=shadow_name)
-            status = self._start(status, spec, params, client=client)
+            status = self._start(status, spec, params, client=client, base_url=base_url)
         except Exception as error:
             if idempotency_key is not None:
                 self._release_key(idempotency_key, job_name=job_name)
@@ -138,7 +144,7 @@ class Launcher:
             "job.launched", extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "spec": spec.name}
         )
         if shadow_mode and shadow_name:
-            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name)
+            self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, base_url=base_url)
         return self._door.current(job_name) or status, True
 
     def _orphaned(self, claim: IdempotencyClaim) -> bool:
@@ -167,10 +173,20 @@ class Launcher:
             return None
         return "k8s" if self._settings.primary_mode == "legacy" else "legacy"
 
-    def _start(self, status: JobStatus, spec: Jobspec, params: Mapping[str, str], *, client: str | None) -> JobStatus:
+    def _start(
+        self,
+        status: JobStatus,
+        spec: Jobspec,
+        params: Mapping[str, str],
+        *,
+        client: str | None,
+        base_url: str | None,
+    ) -> JobStatus:
         """Record the run (``client``: whose share it counts against), hand it to its executor, publish it.
 
-        Leave no record behind if the executor cannot start it.
+        The run gets its own progress token, a new secret kept only in its manifest (the run store has it,
+        so every instance can check it, after a restart too). Leave no record behind if the executor cannot
+        start it.
         """
         manifest = render_job(
             spec,
@@ -178,6 +194,8 @@ class Launcher:
             pipeline_run_id=status.pipeline_run_id,
             params=params,
             task_image=self._settings.task_image,
+            progress_url=progress_url(base_url, status.job_name) if base_url else None,
+            progress_token=secrets.token_urlsafe(32) if base_url else None,
         )
         self._door.open(status, manifest=manifest, client=client)
         try:
@@ -188,7 +206,14 @@ class Launcher:
         return self._door.announce(status)
 
     def _start_shadow(
-        self, primary: JobStatus, spec: Jobspec, params: Mapping[str, str], *, mode: str, job_name: str
+        self,
+        primary: JobStatus,
+        spec: Jobspec,
+        params: Mapping[str, str],
+        *,
+        mode: str,
+        job_name: str,
+        base_url: str | None,
     ) -> None:
         """Start the dual-mode shadow run; its failure never fails the donor's request.
 
@@ -198,7 +223,7 @@ class Launcher:
         shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
         shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
         try:
-            self._start(shadow, spec, params, client=None)
+            self._start(shadow, spec, params, client=None, base_url=base_url)
         except Exception as error:
             metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()
             logger.warning(

@@ -2,7 +2,8 @@
 
 One :class:`Runtime` per process (per app): the status hub, the run store,
 the door every status change goes through (:mod:`webapp.door`), the
-executors of the configured mode, the launcher and run control, and a housekeeping loop
+executors of the configured mode, the launcher and run control, the gate of
+the tasks' progress reports (:mod:`webapp.progress_reports`), and a housekeeping loop
 that applies ``STATUS_RETENTION_SECONDS``. :func:`build_runtime` is the one
 place where the parts are wired together, hub listeners included.
 
@@ -29,6 +30,7 @@ from webapp.executors.local import LocalRunner, find_python
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
+from webapp.progress_reports import ProgressCoalescer, ProgressTokens
 from webapp.run_control import RunControl
 from webapp.runstore import RunStore
 from webapp.runstore.sqlite import SQLiteRunStore
@@ -75,6 +77,8 @@ class Runtime:
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, door=door)
         self.runs = RunControl(settings=settings, executors=executors, door=door)
+        self.progress = ProgressCoalescer(door=door)
+        self.progress_tokens = ProgressTokens(store=door.store)
         self._stopping = threading.Event()
         self._started = False
 
@@ -86,6 +90,7 @@ class Runtime:
             service.start()
         for executor in self.executors.values():
             executor.start()
+        self.progress.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="stream-heartbeat", daemon=True).start()
         threading.Thread(target=self._retry_unsaved, name="run-store-retry", daemon=True).start()
@@ -100,6 +105,7 @@ class Runtime:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self.progress.stop()  # held progress is written first, while the runs it belongs to still stream
         self.hub.close()
         self.door.save_unsaved()
         parts: list[Executor | Service] = [*self.executors.values(), *self.services]

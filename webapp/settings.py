@@ -146,6 +146,15 @@ class Settings:
     )
     """Base URL of the legacy task-runner service (``LEGACY_RUNNER=http``)."""
 
+    service_url: str | None = setting(
+        None, fields.Url(require_tld=False, schemes={"http", "https"}), convert=lambda url: url.rstrip("/")
+    )
+    """The URL tasks use to reach jobpulse, e.g. ``http://jobpulse.<namespace>.svc:8000`` (progress reports).
+
+    Unset, each run gets the root URL of the request that launched it: enough for the local runner on this
+    host, but a pod in Kubernetes needs the Service's address.
+    """
+
     legacy_max_concurrency: int = setting(4, fields.Integer(validate=validate.Range(min=1, max=1000)))
     """How many local runs at once; the rest wait as ``Queued``."""
 

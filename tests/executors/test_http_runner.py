@@ -37,7 +37,7 @@ from webapp.hub import StatusHub
 from webapp.jobspecs import load_jobspecs, render_job
 from webapp.names import new_job_name, new_pipeline_run_id
 from webapp.runstore.sqlite import SQLiteRunStore
-from webapp.status import JobStatus, Phase, utcnow
+from webapp.status import JobStatus, Phase, Progress, utcnow
 
 URL = "http://legacy-runner.test"
 JOBSPECS = Path(__file__).resolve().parents[2] / "jobspecs"
@@ -102,9 +102,12 @@ class FakeLegacyService:
         mock.add_callback(responses.GET, task, callback=self._read)
         mock.add_callback(responses.DELETE, task, callback=self._delete)
 
-    def set_state(self, task_id: str, state: str, message: str | None = None) -> None:
+    def set_state(self, task_id: str, state: str, message: str | None = None, progress: Any = None) -> None:
+        """The task's answer from now on; ``progress`` (optional in the contract) is sent when not ``None``."""
         with self._lock:
             self.tasks[task_id] = {"state": state, "message": message}
+            if progress is not None:
+                self.tasks[task_id]["progress"] = progress
 
     def requests(self, method: str) -> list[PreparedRequest]:
         return [call.request for call in list(self.mock.calls) if call.request.method == method]
@@ -291,6 +294,59 @@ def test_a_failed_task_is_failed_with_the_services_message(
     service.set_state("1", "failed", message)
     failed = node.wait_status(launched.job_name, Phase.FAILED)
     assert (failed.reason, failed.message, failed.failed) == ("TaskFailed", expected, 1)
+
+
+def test_progress_the_service_reports_is_passed_through_and_the_final_status_keeps_it(
+    node: Node, service: FakeLegacyService
+) -> None:
+    launched = node.launch()
+    service.set_state("1", "running", "working", progress={"done": 1, "total": 4, "text": "Donation checked"})
+    first = wait_for(lambda: (s := node.hub.get(launched.job_name)) and s.progress is not None and s)
+    assert first.progress == Progress(done=1, total=4, text="Donation checked")
+    assert first.progress.at is not None
+    service.set_state("1", "running", "working", progress={"done": 2, "total": 4})
+    wait_for(lambda: (s := node.hub.get(launched.job_name)) and s.progress == Progress(done=2, total=4))
+    service.set_state("1", "succeeded", "receipt sent")  # no progress in the last answer: the last one stays
+    done = node.wait_status(launched.job_name, Phase.SUCCEEDED)
+    assert done.progress == Progress(done=2, total=4)
+    assert [t.status for t in done.history] == [Phase.QUEUED, Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "50%",
+        [1, 4],
+        {"total": 4},
+        {"done": -1},
+        {"done": True},
+        {"done": 1.5},
+        {"done": "1"},
+        {"done": 2**60},
+        {"done": 5, "total": 4},
+        {"done": 1, "total": "4"},
+        {"done": 1, "text": 7},
+    ],
+)
+def test_progress_that_makes_no_sense_is_ignored(node: Node, service: FakeLegacyService, garbage: Any) -> None:
+    launched = node.launch()
+    service.set_state("1", "running", "garbage sent", progress=garbage)
+    running = node.wait_status(launched.job_name, Phase.RUNNING)
+    assert running.message == "garbage sent"
+    assert running.progress is None
+    service.set_state("1", "running", "sense again", progress={"done": 3, "total": 4, "text": None})
+    wait_for(lambda: (s := node.hub.get(launched.job_name)) and s.progress == Progress(done=3, total=4))
+
+
+def test_progress_text_is_one_plain_line_of_at_most_200_characters(node: Node, service: FakeLegacyService) -> None:
+    launched = node.launch()
+    text = "step\none\x1b[31m red \u202eevil " + "x" * 300
+    service.set_state("1", "running", None, progress={"done": 1, "total": None, "text": text})
+    status = wait_for(lambda: (s := node.hub.get(launched.job_name)) and s.progress is not None and s)
+    assert status.progress is not None and status.progress.text is not None
+    assert status.progress.text.startswith("step one[31m red evil x")
+    assert len(status.progress.text) == 200
+    assert status.progress.total is None
 
 
 @pytest.mark.parametrize(

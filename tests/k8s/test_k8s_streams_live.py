@@ -10,6 +10,7 @@ import requests
 
 from tests.cluster.controlplane import ControlPlane
 from tests.helpers import parse_sse, statuses, wait_for
+from tests.k8s.apiserver import reads
 from tests.live.clients import (
     ADMIN,
     curl_sse,
@@ -27,16 +28,7 @@ from tests.live.server import LiveServer
 
 def job_reads(cluster: ControlPlane) -> float:
     """Requests the API server has answered that read Jobs one by one or as lists (not watches)."""
-    total = 0.0
-    for line in cluster.apiserver_metrics().splitlines():
-        if (
-            line.startswith("apiserver_request_total{")
-            and 'resource="jobs"' in line
-            and 'subresource=""' in line
-            and re.search(r'verb="(GET|LIST)"', line)
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return reads(cluster, "jobs")
 
 
 def test_sse_and_websocket_follow_a_real_job(k8s_live_server: LiveServer) -> None:

@@ -1,10 +1,11 @@
-"""Stopping the Job watch while it waits for an event: ``stop()`` and both threads end within a second.
+"""Stopping the watches while they wait for an event: ``stop()`` and all three threads end within a second.
 
 An idle watch sits in a TLS read until the API server's next bookmark (about
 a minute). ``stop()`` must wake that read, not wait for it, under plain
 threads and under gevent's monkey-patching (the gunicorn worker). The watch
 runs against the real API server, in a namespace with no Jobs, so nothing
-but a bookmark could end the read.
+but a bookmark could end the read; the same holds for the ``FailedCreate``
+Events watch and the pod probe.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def stop_idle_watch(kubeconfig: str, namespace: str, database: Path) -> list[str
     others = set(threading.enumerate())
     watcher.start()
     try:
-        wait_for(lambda: watcher.unready_reason() is None and watcher.watching, timeout=30, what="the watch to open")
+        wait_for(
+            lambda: watcher.unready_reason() is None and watcher.watching and watcher.events.reflector.watching,
+            timeout=30,
+            what="both watches to open",
+        )
         watch_threads = [t for t in threading.enumerate() if t not in others]
-        assert len(watch_threads) == 2, watch_threads
+        assert len(watch_threads) == 3, watch_threads
         stopper = threading.Thread(target=watcher.stop, name="stopper", daemon=True)
         stopper.start()
         stopper.join(JOIN_DEADLINE)

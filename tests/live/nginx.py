@@ -6,9 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import requests
-
-from tests.helpers import stop_process, wait_for
+from tests.helpers import answers_ok, stop_process, wait_for
 from tests.live.server import LiveServer, free_port
 
 # The location block of docs/DEPLOYMENT.md ("Behind nginx"), with the upstream filled in.
@@ -94,10 +92,7 @@ class Nginx:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
+        return answers_ok(self.port, "/healthz")
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -9,10 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import requests
-
 from tests.cluster.controlplane import die_with_parent
-from tests.helpers import wait_for
+from tests.helpers import answers_ok, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -68,16 +66,18 @@ class LiveServer:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:  # refused, or accepted while the worker still boots
-            return False
+        return answers_ok(self.port, "/readyz")  # refused, or accepted while the worker still boots: False
+
+    def begin_stop(self, sig: signal.Signals | None = None) -> None:
+        """Signal the server (the gunicorn master) to stop, without waiting: clients can read what it says meanwhile."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig or self.stop_signal)
 
     def stop(self, sig: signal.Signals | None = None, timeout: float = 30) -> int:
         """Signal the server (the gunicorn master) and wait for it to exit; return its exit code."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        self.process.send_signal(sig or self.stop_signal)
+        self.begin_stop(sig)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -94,9 +94,11 @@ def test_a_server_shutdown_closes_streams_with_1001(live_server: LiveServer) -> 
     wait_for_status(live_server, name, "Running")
     ws = ws_connect(live_server, name)
     assert ws.recv()
-    live_server.stop()
+    # Read while the server stops: it waits for our answer to its Close (RFC 6455) before it exits.
+    live_server.begin_stop()
     _, code = ws_collect(ws)
     assert code == 1001
+    live_server.stop()  # and it exits
 
 
 def test_bad_handshakes_get_400_or_426_and_no_error_in_the_log(live_server: LiveServer) -> None:

@@ -29,6 +29,7 @@ def test_the_role_grants_only_what_the_app_uses() -> None:
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
         ("", "pods"): ["get", "list"],
         ("", "pods/log"): ["get"],
+        ("", "events"): ["list", "watch"],
     }
 
 

@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webapp.door import StatusDoor
+from webapp.executors.k8s_events import CreateFailureWatcher
 from webapp.executors.k8s_watch import LAUNCH_GRACE, JobWatcher
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
@@ -130,3 +131,101 @@ def test_a_job_waiting_with_an_active_pod_is_probed(door: StatusDoor, watcher: J
     assert watcher.pods._waiting_jobs.keys() == {"task-runner-w-0000000a"}
     watcher.on_event("MODIFIED", job("task-runner-w-0000000a", "12", active=1, ready=1))
     assert watcher.pods._waiting_jobs == {}
+
+
+# -- FailedCreate: why a Job has no pod ------------------------------------------------
+
+
+def failed_create_event(job_name: str, message: str, at: str, kind: str = "Job") -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{job_name}.1", "resourceVersion": "1"},
+        "involvedObject": {"kind": kind, "name": job_name},
+        "reason": "FailedCreate",
+        "type": "Warning",
+        "message": message,
+        "lastTimestamp": at,
+    }
+
+
+def test_a_failed_create_says_pending_with_its_message_until_a_pod_is_active(
+    door: StatusDoor, watcher: JobWatcher
+) -> None:
+    run(door, "task-runner-w-00000010")
+    watcher.on_event("ADDED", job("task-runner-w-00000010", "11"))
+    watcher.create_failed("task-runner-w-00000010", "exceeded quota: no-pods")
+    failing = status_of(door, "task-runner-w-00000010")
+    assert (failing.status, failing.reason, failing.message) == (
+        Phase.PENDING,
+        "FailedCreate",
+        "exceeded quota: no-pods",
+    )
+    watcher.on_event("MODIFIED", job("task-runner-w-00000010", "12", startTime="2026-12-01T10:00:01Z"))
+    assert status_of(door, "task-runner-w-00000010").reason == "FailedCreate", "a Job change without a pod keeps it"
+    watcher.on_event("MODIFIED", job("task-runner-w-00000010", "13", active=1, ready=1))
+    running = status_of(door, "task-runner-w-00000010")
+    assert (running.status, running.reason, running.message) == (Phase.RUNNING, None, None)
+    watcher.on_event("MODIFIED", job("task-runner-w-00000010", "14", failed=1))
+    assert status_of(door, "task-runner-w-00000010").reason == "BackOff", "an active pod cleared the old failure"
+
+
+def test_a_failed_create_before_the_jobs_first_object_is_said_when_it_comes(
+    door: StatusDoor, watcher: JobWatcher
+) -> None:
+    run(door, "task-runner-w-00000011")
+    watcher.create_failed("task-runner-w-00000011", "violates PodSecurity")
+    assert status_of(door, "task-runner-w-00000011").status == Phase.QUEUED
+    watcher.on_event("ADDED", job("task-runner-w-00000011", "11"))
+    assert status_of(door, "task-runner-w-00000011").message == "violates PodSecurity"
+
+
+def test_a_failed_create_of_a_job_that_is_not_ours_or_finished_is_ignored(
+    door: StatusDoor, watcher: JobWatcher
+) -> None:
+    watcher.create_failed("someone-elses-job", "exceeded quota")
+    assert door.current("someone-elses-job") is None
+    run(door, "task-runner-w-00000012", mode="legacy")
+    watcher.create_failed("task-runner-w-00000012", "exceeded quota")
+    assert status_of(door, "task-runner-w-00000012").reason is None
+    run(door, "task-runner-w-00000013")
+    watcher.on_event(
+        "ADDED", job("task-runner-w-00000013", "11", succeeded=1, conditions=[{"type": "Complete", "status": "True"}])
+    )
+    watcher.create_failed("task-runner-w-00000013", "exceeded quota")
+    assert status_of(door, "task-runner-w-00000013").status == Phase.SUCCEEDED
+    assert watcher._create_failures == {} and watcher._unfinished == {}
+
+
+def test_the_events_handler_reports_failed_creates_oldest_first_and_ignores_expiries() -> None:
+    seen: list[tuple[str, str]] = []
+    events = CreateFailureWatcher(core=None, namespace="ns", on_failed_create=lambda *failure: seen.append(failure))  # type: ignore[arg-type]
+    events.on_list(
+        [
+            failed_create_event("a", "second", "2026-12-01T10:00:09Z"),
+            failed_create_event("a", "first", "2026-12-01T10:00:01Z"),
+            failed_create_event("r", "not a Job", "2026-12-01T10:00:05Z", kind="ReplicaSet"),
+        ],
+        requested_at=utcnow(),
+    )
+    assert seen == [("a", "first"), ("a", "second")]
+    events.on_event("DELETED", failed_create_event("a", "expired", "2026-12-01T10:00:01Z"))
+    events.on_event("MODIFIED", failed_create_event("a", "again", "2026-12-01T10:00:30Z"))
+    assert seen[2:] == [("a", "again")]
+    assert events.reflector.source == "k8s-events"
+
+
+def test_an_indexed_jobs_progress_is_stamped_and_grows(door: StatusDoor, watcher: JobWatcher) -> None:
+    run(door, "task-runner-w-00000014")
+    indexed = job("task-runner-w-00000014", "11", active=2, ready=2, succeeded=1, completedIndexes="0")
+    indexed["spec"] = {"completionMode": "Indexed", "completions": 3}
+    watcher.on_event("ADDED", indexed)
+    first = status_of(door, "task-runner-w-00000014")
+    assert first.progress is not None and (first.progress.done, first.progress.total) == (1, 3)
+    assert first.progress.at is not None
+    watcher.on_event("MODIFIED", {**indexed, "metadata": {**indexed["metadata"], "resourceVersion": "12"}})
+    assert status_of(door, "task-runner-w-00000014").seq == first.seq, "the same progress again is no change"
+    indexed["status"] = {"active": 1, "ready": 1, "succeeded": 2, "completedIndexes": "0-1"}
+    indexed["metadata"] = {**indexed["metadata"], "resourceVersion": "13"}
+    watcher.on_event("MODIFIED", indexed)
+    later = status_of(door, "task-runner-w-00000014")
+    assert later.progress is not None and later.progress.done == 2 and later.seq == first.seq + 1
+    assert [t.status for t in later.history] == [t.status for t in first.history], "progress adds no history"

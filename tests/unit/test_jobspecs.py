@@ -9,7 +9,7 @@ import yaml
 
 from tests.conftest import PROJECT_ROOT, TEST_JOBSPECS
 from webapp.errors import JobspecError
-from webapp.jobspecs import container_env, load_jobspecs, render_job
+from webapp.jobspecs import container_env, load_jobspecs, progress_url, render_job
 
 
 def test_the_project_jobspecs_load() -> None:
@@ -147,3 +147,33 @@ def test_a_param_cannot_duplicate_a_spec_env_name() -> None:
     names = [item["name"] for item in job["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert names.count("TASK_PARAM_WHO") == 1
     assert container_env(job)["TASK_PARAM_WHO"] == "new"
+
+
+def test_render_gives_every_container_the_runs_progress_url_and_token() -> None:
+    spec = load_jobspecs(TEST_JOBSPECS)["quick"]
+    spec.manifest["spec"]["template"]["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
+    spec.manifest["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "JOBPULSE_PROGRESS_TOKEN", "value": "the spec's own cannot stay"}
+    ]
+    url = progress_url("http://jobpulse.ns.svc:8000/", "task-runner-x-00000000")
+    assert url == "http://jobpulse.ns.svc:8000/api/jobs/task-runner-x-00000000/progress"
+    job = render_job(
+        spec,
+        job_name="task-runner-x-00000000",
+        pipeline_run_id="x",
+        params={},
+        progress_url=url,
+        progress_token="secret-of-this-run",
+    )
+    pod = job["spec"]["template"]["spec"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        env = [(item["name"], item["value"]) for item in container["env"] if item["name"].startswith("JOBPULSE_")]
+        assert env == [("JOBPULSE_PROGRESS_URL", url), ("JOBPULSE_PROGRESS_TOKEN", "secret-of-this-run")]
+
+
+def test_render_without_a_progress_url_gives_no_progress_env() -> None:
+    spec = load_jobspecs(TEST_JOBSPECS)["quick"]
+    job = render_job(spec, job_name="task-runner-x-00000000", pipeline_run_id="x", params={})
+    assert not [name for name in container_env(job) if name.startswith("JOBPULSE_PROGRESS")]
+    with pytest.raises(ValueError, match="together"):
+        render_job(spec, job_name="task-runner-x-00000000", pipeline_run_id="x", params={}, progress_token="t")

@@ -49,6 +49,8 @@ def test_execution_mode_and_the_seed_flag(environ: dict[str, str], mode: str) ->
         ({"LEGACY_RUNNER": "http"}, "LEGACY_RUNNER_URL", "required when LEGACY_RUNNER=http"),
         ({"LEGACY_RUNNER": "ssh"}, "LEGACY_RUNNER", "Must be one of"),
         ({"LEGACY_RUNNER_URL": "not a url"}, "LEGACY_RUNNER_URL", "URL"),
+        ({"SERVICE_URL": "jobpulse.ns.svc:8000"}, "SERVICE_URL", "URL"),
+        ({"SERVICE_URL": "ftp://jobpulse.ns.svc"}, "SERVICE_URL", "URL"),
         ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL", "URL"),
         ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN", "at least 16"),
         ({"CURRENCIES": "USD,euro"}, "CURRENCIES", "euro"),
@@ -85,8 +87,10 @@ def test_lists_and_paths_are_parsed(tmp_path: object) -> None:
             "DATABASE_PATH": "/tmp/jobpulse-x/runs.db",
             "LEGACY_RUNNER": "http",
             "LEGACY_RUNNER_URL": "http://runner.internal:8080/",
+            "SERVICE_URL": "http://jobpulse.donations.svc:8000/",
         }
     )
+    assert settings.service_url == "http://jobpulse.donations.svc:8000"
     assert settings.currencies == ("EUR", "USD")
     assert settings.allowed_origins == ("https://donate.example.org", "http://localhost:3000")
     assert str(settings.database_path) == "/tmp/jobpulse-x/runs.db"

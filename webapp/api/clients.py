@@ -50,3 +50,25 @@ def trust_proxies(app: Flask, *, hops: int) -> None:
     """
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+
+
+def own_root() -> str:
+    """This server's own root URL, from the address the request came in on: never from what the client sent.
+
+    ``SERVER_NAME`` and ``SERVER_PORT`` are the listening socket's address
+    under gunicorn's TCP binds (``0.0.0.0`` reaches this host), as before any
+    proxy rewrote them (ProxyFix keeps the originals). A task posts its
+    progress here unless ``SERVICE_URL`` says otherwise, so a request's
+    ``Host`` header must not choose where a task sends its run's token.
+    """
+    environ = request.environ
+    original = environ.get("werkzeug.proxy_fix.orig") or {}
+    scheme = original.get("wsgi.url_scheme") or environ.get("wsgi.url_scheme", "http")
+    host = original.get("SERVER_NAME") or environ.get("SERVER_NAME") or "127.0.0.1"
+    port = original.get("SERVER_PORT") or environ.get("SERVER_PORT") or ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    default = {"http": "80", "https": "443"}.get(scheme)
+    authority = host if not port or port == default else f"{host}:{port}"
+    script = original.get("SCRIPT_NAME") if original else environ.get("SCRIPT_NAME")
+    return f"{scheme}://{authority}{script or ''}/"

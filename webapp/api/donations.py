@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from webapp.api import runtime
-from webapp.api.clients import client_address
+from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
 from webapp.api.ratelimit import limiter
 from webapp.api.schemas import DonationSchema, idempotency_key, json_body
@@ -38,6 +38,7 @@ def create_donation() -> Response:
         idempotency_key=key,
         fingerprint=request_fingerprint({"donation": params}),
         client=client_address(),
+        request_root=own_root(),
         fair_share=True,
     )
     response = jsonify(with_links(status))

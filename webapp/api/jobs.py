@@ -7,7 +7,7 @@ from werkzeug.exceptions import BadRequest
 
 from webapp.api import runtime
 from webapp.api.auth import admin_required
-from webapp.api.clients import client_address
+from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
 from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
 from webapp.errors import Conflict, InvalidRequest
@@ -42,6 +42,7 @@ def launch_job() -> Response:
         idempotency_key=key,
         fingerprint=request_fingerprint(body),
         client=client_address(),
+        request_root=own_root(),
     )
     response = jsonify(with_links(status))
     response.status_code = 202 if created else 200

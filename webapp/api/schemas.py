@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Request
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates, validates_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.errors import InvalidRequest
@@ -147,6 +147,41 @@ class JobLaunchSchema(Schema):
             error="must be 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric",
         ),
     )
+
+
+MAX_PROGRESS_COUNT = 2**53 - 1
+"""The largest ``done`` / ``total`` a task may report: the largest integer a browser's JSON keeps exact."""
+MAX_PROGRESS_TEXT = 200
+
+
+class Count(fields.Integer):
+    """A whole number of steps: a JSON integer (not ``1.0``, ``"1"`` or ``true``), from 0."""
+
+    default_error_messages = {"invalid": "must be a whole number"}  # noqa: RUF012 - marshmallow's convention
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, validate=validate.Range(min=0, max=MAX_PROGRESS_COUNT), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class ProgressReportSchema(Schema):
+    """What a task reports about itself: ``{"done": 2, "total": 4, "text": "receipt issued"}``."""
+
+    class Meta:
+        unknown = RAISE
+
+    done = Count(required=True)
+    total = Count(load_default=None, allow_none=True)
+    text = PlainText(load_default=None, allow_none=True, validate=validate.Length(max=MAX_PROGRESS_TEXT))
+
+    @validates_schema
+    def _total_covers_done(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("total") is not None and data["done"] > data["total"]:
+            raise ValidationError("must be at least done, or null when unknown", "total")
 
 
 def json_body(request: Request) -> Any:

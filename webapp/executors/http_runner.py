@@ -3,7 +3,9 @@
 We do not own that service; its contract is all we may rely on (DESIGN.md,
 "Execution"): ``POST {url}/tasks`` with ``{spec, params, job_name}`` answers
 ``{id}``, and ``GET {url}/tasks/{id}`` answers ``{state, message}`` with a
-state of ``queued``, ``running``, ``succeeded`` or ``failed``. It has no push
+state of ``queued``, ``running``, ``succeeded`` or ``failed``, and perhaps a
+``progress`` object ``{done, total, text}`` that is passed through when it
+makes sense (and ignored when it does not). It has no push
 channel, so this module polls: one poller per active task, never one per
 client, backing off while nothing changes and on errors. Trouble with the
 service becomes a plain ``reason`` on the status while polling goes on; like
@@ -23,8 +25,9 @@ import dataclasses
 import json
 import logging
 import time
+import unicodedata
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import requests
@@ -37,7 +40,7 @@ from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, describ
 from webapp.executors.leases import LEASE_SECONDS
 from webapp.executors.legacy import LEGACY_TASK_ID_ANNOTATION, LegacyRun, LegacyRunner, legacy_task_id
 from webapp.jobspecs import container_env
-from webapp.status import JobStatus, Phase, utcnow
+from webapp.status import JobStatus, Phase, Progress, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ ORPHAN_AFTER_SECONDS = 2 * LEASE_SECONDS
 """An unfinished run with no task id this old was never handed over: its launching process died mid-launch."""
 
 _SERVICE_MESSAGE_LIMIT = 300
+_PROGRESS_TEXT_LIMIT = 200
+_PROGRESS_COUNT_LIMIT = 2**53 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +68,21 @@ class _Observation:
     active: int
     succeeded: int = 0
     failed: int = 0
+    progress: Progress | None = None
+    """The task's progress, when the service reports it; ``None`` changes nothing (a final status keeps it)."""
+
+    def fields(self) -> dict[str, Any]:
+        changes: dict[str, Any] = {
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "active": self.active,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+        }
+        if self.progress is not None:
+            changes["progress"] = self.progress
+        return changes
 
 
 class _RunnerTrouble(Exception):
@@ -282,7 +302,7 @@ class HttpRunner(LegacyRunner[_HttpRun]):
                 logger.info("legacy.poll_recovered", extra={"job_name": job_name, "mode": self.mode})
             failing_since = None
             errors.reset()
-            if self._update(run, **dataclasses.asdict(observed)):
+            if self._update(run, **observed.fields()):
                 quiet.reset()
             if run.status.terminal:
                 return
@@ -316,17 +336,27 @@ class HttpRunner(LegacyRunner[_HttpRun]):
             body = None
         state = body.get("state") if isinstance(body, dict) else None
         message = _clip(body.get("message")) if isinstance(body, dict) else None
+        progress = _progress_from(body.get("progress")) if isinstance(body, dict) else None
         if state == "queued":
             return _Observation(
-                Phase.PENDING, "QueuedByLegacyRunner", message or "waiting in the legacy task runner's queue", 0
+                Phase.PENDING,
+                "QueuedByLegacyRunner",
+                message or "waiting in the legacy task runner's queue",
+                0,
+                progress=progress,
             )
         if state == "running":
-            return _Observation(Phase.RUNNING, None, message, 1)
+            return _Observation(Phase.RUNNING, None, message, 1, progress=progress)
         if state == "succeeded":
-            return _Observation(Phase.SUCCEEDED, None, message, 0, succeeded=1)
+            return _Observation(Phase.SUCCEEDED, None, message, 0, succeeded=1, progress=progress)
         if state == "failed":
             return _Observation(
-                Phase.FAILED, "TaskFailed", message or "the legacy runner reported failure", 0, failed=1
+                Phase.FAILED,
+                "TaskFailed",
+                message or "the legacy runner reported failure",
+                0,
+                failed=1,
+                progress=progress,
             )
         described = f"an unknown state: {_clip(state)}" if isinstance(state, str) and state else "no task state"
         raise _RunnerTrouble("RunnerError", f"the legacy task runner answered {described}", kind="bad_answer")
@@ -440,6 +470,29 @@ def _service_message(response: requests.Response) -> str:
             if isinstance(body.get(key), str) and body[key]:
                 return _clip(body[key]) or ""
     return f"{response.status_code} {response.reason or ''}".strip()
+
+
+def _progress_from(value: Any) -> Progress | None:
+    """The optional ``progress`` object of a task's answer, if it makes sense; ``None`` (ignored) if not.
+
+    ``done`` a whole number from 0, ``total`` one from ``done`` or null, ``text`` a string or null (made one
+    line without control characters, and cut to 200 characters).
+    """
+    if not isinstance(value, dict):
+        return None
+    done, total, text = value.get("done"), value.get("total"), value.get("text")
+    if not _is_count(done) or (total is not None and (not _is_count(total) or total < done)):
+        return None
+    if text is not None and not isinstance(text, str):
+        return None
+    if text is not None:
+        text = "".join(c for c in " ".join(text.split()) if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+        text = text if len(text) <= _PROGRESS_TEXT_LIMIT else text[: _PROGRESS_TEXT_LIMIT - 1] + "…"
+    return Progress(done=done, total=total, text=text or None, at=utcnow())
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _PROGRESS_COUNT_LIMIT
 
 
 def _clip(text: Any) -> str | None:

@@ -11,14 +11,18 @@ deletion (``expect_cancel`` / ``mark_cancelled``).
 
 While a Job waits with an active pod that is not ready, a :class:`PodProber`
 looks at its pods (one list per probe for all such Jobs, never per client) to
-say why: ``Unschedulable``, ``ImagePullBackOff``, ...
+say why: ``Unschedulable``, ``ImagePullBackOff``, ... While a Job has no pod
+because none can be created, the ``FailedCreate`` Events watch
+(:mod:`webapp.executors.k8s_events`, one per process) says why; the watcher
+keeps that message until the Job shows an active pod or ends.
 
-``stop()`` ends both threads at once: the reflector shuts its watch's socket
-down, the prober wakes from its wait.
+``stop()`` ends the three threads at once: each reflector shuts its watch's
+socket down, the prober wakes from its wait.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,10 +34,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webapp.door import OPERATOR_CANCEL, StatusDoor
+from webapp.executors.k8s_events import CreateFailureWatcher
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
 from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, raw_json
 from webapp.kube.reflector import READ_TIMEOUT, Reflector, WatchResponse
-from webapp.status import Phase
+from webapp.status import Phase, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +58,15 @@ class JobWatcher:
         self._batch = client.BatchV1Api(api)
         self._cancelling: set[str] = set()
         """Jobs the app is deleting: their disappearance is a cancel, not an outside deletion."""
+        self._create_failures: dict[str, str] = {}
+        """Why an unfinished Job has no pod, by name: its latest ``FailedCreate`` message (until a pod is active)."""
+        self._unfinished: dict[str, dict[str, Any]] = {}
+        """The last seen object of each unfinished Job: observed again when a ``FailedCreate`` comes."""
         self._lock = threading.Lock()
+        core = client.CoreV1Api(api)
         self.reflector = Reflector(list_objects=self._list_jobs, watch_objects=self._watch_jobs, handler=self)
-        self.pods = PodProber(core=client.CoreV1Api(api), namespace=namespace, on_change=self.observe)
+        self.pods = PodProber(core=core, namespace=namespace, on_change=self.observe)
+        self.events = CreateFailureWatcher(core=core, namespace=namespace, on_failed_create=self.create_failed)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------
@@ -64,14 +75,16 @@ class JobWatcher:
         self._threads = [
             threading.Thread(target=self.reflector.run, name="k8s-job-watch", daemon=True),
             threading.Thread(target=self.pods.run, name="k8s-pod-probe", daemon=True),
+            threading.Thread(target=self.events.run, name="k8s-event-watch", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """End the watch and the pod probe; return once both threads have ended (or after ``STOP_TIMEOUT``)."""
+        """End both watches and the pod probe; return once their threads have ended (or after ``STOP_TIMEOUT``)."""
         self.reflector.stop()
         self.pods.stop()
+        self.events.stop()
         deadline = time.monotonic() + STOP_TIMEOUT
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -83,6 +96,7 @@ class JobWatcher:
         return self.reflector.watching
 
     def unready_reason(self) -> str | None:
+        """Why the Job watch cannot be trusted yet; the Events watch only explains waits, and never says unready."""
         if self.reflector.synced:
             return None
         return f"the Job watch is not synced: {self.reflector.last_error or 'the first list is not in yet'}"
@@ -125,6 +139,7 @@ class JobWatcher:
                     reason="Deleted",
                     message="the Job was deleted before it finished",
                 )
+                self._forget(status.job_name)
 
     def on_event(self, kind: str, job: dict[str, Any]) -> None:
         self.observe(job, deleted=kind == "DELETED")
@@ -144,9 +159,12 @@ class JobWatcher:
     def observe(self, job: dict[str, Any], *, deleted: bool = False) -> None:
         """Write what a Job object says about its run (a Job no run record names starts one)."""
         name = job["metadata"]["name"]
-        fields = job_fields(job, deleted=deleted, pod_waiting=self.pods.reason(name))
         with self._lock:
             cancelling = name in self._cancelling
+            create_failure = self._create_failures.get(name)
+        fields = job_fields(job, deleted=deleted, pod_waiting=self.pods.reason(name), create_failure=create_failure)
+        if fields.get("progress") is not None:
+            fields["progress"] = dataclasses.replace(fields["progress"], at=utcnow())
         if fields["status"] == Phase.CANCELLED and cancelling:
             fields.update(OPERATOR_CANCEL)
         current = self._door.change(
@@ -158,10 +176,34 @@ class JobWatcher:
         )
         if current is None:
             return
-        if current.terminal:
-            with self._lock:
+        with self._lock:
+            if current.terminal:
                 self._cancelling.discard(name)
+                self._unfinished.pop(name, None)
+            else:
+                self._unfinished[name] = job
+            if current.terminal or current.active:
+                self._create_failures.pop(name, None)
         self.pods.track(name, job, waiting=current.status == Phase.PENDING and bool(current.active))
+
+    def _forget(self, job_name: str) -> None:
+        with self._lock:
+            self._unfinished.pop(job_name, None)
+            self._create_failures.pop(job_name, None)
+
+    def create_failed(self, job_name: str, message: str) -> None:
+        """The Job controller cannot create this Job's pods: say ``Pending`` / ``FailedCreate`` with its message.
+
+        Only for an unfinished run of ours; the Job's next object with an active pod clears it.
+        """
+        current = self._door.current(job_name)
+        if current is None or current.mode != "k8s" or current.terminal:
+            return
+        with self._lock:
+            self._create_failures[job_name] = message
+            job = self._unfinished.get(job_name)
+        if job is not None:  # else the Job's first object, when it comes, says it
+            self.observe(job)
 
     # -- an operator's cancel ---------------------------------------------------------
 

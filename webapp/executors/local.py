@@ -5,9 +5,10 @@ container's command (a leading ``python`` meaning this interpreter, found
 even where ``sys.executable`` is not a Python, or ``LEGACY_PYTHON``), its
 literal ``env``, ``backoffLimit`` retries, ``activeDeadlineSeconds``, and at
 most ``LEGACY_MAX_CONCURRENCY`` runs at once (the rest wait, ``Queued``, in
-order). Output goes to one file per run for the logs endpoint. Each attempt
-runs under :mod:`~webapp.executors.task_supervisor`, so it dies with the worker
-and leaves a record of how it ended. Runs are leased in the run store, so runs
+order, each told its place: :mod:`~webapp.executors.waiting_line`). Output
+goes to one file per run for the logs endpoint. Each attempt runs under
+:mod:`~webapp.executors.task_supervisor`, so it dies with the worker and
+leaves a record of how it ended. Runs are leased in the run store, so runs
 a stopped or dead process did not finish are resumed by the next one — run
 again only when that record proves the attempt did not finish. What it shares
 with the HTTP runner (the runs' threads, leases, take-over, cancel, stop) is
@@ -16,7 +17,6 @@ with the HTTP runner (the runs' threads, leases, take-over, cancel, stop) is
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -34,9 +34,10 @@ from typing import Any
 from webapp.backoff import exponential_delay
 from webapp.door import StatusDoor
 from webapp.errors import InvalidRequest, RunStoreUnavailable
-from webapp.executors import task_supervisor
+from webapp.executors import task_supervisor, waiting_line
 from webapp.executors.legacy import LegacyRun, LegacyRunner, legacy_task_id
 from webapp.executors.task_supervisor import AttemptRecord
+from webapp.executors.waiting_line import WaitingLine
 from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
 from webapp.settings import PROJECT_ROOT, ConfigError
 from webapp.status import JobStatus, Phase
@@ -119,6 +120,7 @@ class _LocalRun(LegacyRun):
         self.starting = threading.Lock()
         """Held from "may an attempt start?" until its process is known: a shutdown sees no attempt, or its process."""
         self.admitted = False
+        """Given a slot by the line (:class:`~webapp.executors.waiting_line.WaitingLine`) after waiting in it."""
         self.let_go = False
         """Another process may hold the run now (its lease was lost or ran out): this one starts nothing more."""
         self.process: subprocess.Popen[bytes] | None = None
@@ -141,8 +143,10 @@ class LocalRunner(LegacyRunner[_LocalRun]):
         retry_backoff_seconds: float = 1.0,
         workdir: Path = PROJECT_ROOT,
         python: str | None = None,
+        queue_refresh_seconds: float = waiting_line.REFRESH_SECONDS,
     ) -> None:
-        """``python``: the interpreter for commands starting with ``python`` (default: :func:`find_python`)."""
+        """``python``: the interpreter for commands starting with ``python`` (default: :func:`find_python`);
+        ``queue_refresh_seconds``: the shortest time between two passes that tell the runs in line their places."""
         super().__init__(
             door=door,
             title="the local runner",
@@ -155,17 +159,20 @@ class LocalRunner(LegacyRunner[_LocalRun]):
         self._max_concurrency = max_concurrency
         self._retry_backoff = retry_backoff_seconds
         self._workdir = workdir
-        self._waiting: collections.deque[_LocalRun] = collections.deque()
-        self._running = 0
+        self._line = WaitingLine[_LocalRun](
+            slots=max_concurrency, tell=self._tell_place, refresh_seconds=queue_refresh_seconds
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         (self._log_dir / "attempts").mkdir(parents=True, exist_ok=True)
+        self._line.start()
         super().start()
 
     def _stop_runs(self, runs: list[_LocalRun]) -> None:
         """Stop every attempt's process, then record how each attempt ended."""
+        self._line.stop()  # the runs in line leave it now: no place is worth telling any more
         for run in runs:  # all at once: one by one, a few stuck tasks would outlast gunicorn's graceful_timeout
             with run.starting:  # an attempt being started has its process by now, and no other starts after this
                 run.wake.set()
@@ -274,7 +281,7 @@ class LocalRunner(LegacyRunner[_LocalRun]):
             try:
                 self._attempts(run)
             finally:
-                self._release_slot()
+                self._line.release()
 
     def _abandon(self, run: _LocalRun) -> None:
         self._halt(run)  # an attempt nobody follows any more must not run on
@@ -284,39 +291,23 @@ class LocalRunner(LegacyRunner[_LocalRun]):
             self._forget_records(run.status.job_name)
 
     def _wait_for_slot(self, run: _LocalRun) -> bool:
-        with self._lock:
-            if self._running < self._max_concurrency:
-                self._running += 1
-                return True
-            self._waiting.append(run)
-            ahead = len(self._waiting) - 1
+        if not self._line.wait_for_slot(run):
+            return False  # woken by a cancel, a lost lease or a shutdown while in line
+        run.wake.clear()  # it woke us to admit us; from now on it means cancelled or stopping
+        if run.cancelled or self._stopping.is_set():
+            self._line.release()  # admitted, but will not use the slot: hand it on
+            return False
+        return True
+
+    def _tell_place(self, run: _LocalRun, place: int) -> None:
+        """The run waits in line at ``place`` (1 = next to start): its status says so (called by the line)."""
         self._update(
             run,
             status=Phase.QUEUED,
             reason="WaitingForSlot",
-            message=f"{self._max_concurrency} tasks running; {ahead} ahead in line",
+            message=f"{self._max_concurrency} tasks running; {place - 1} ahead in line",
+            queue_position=place,
         )
-        run.wake.wait()
-        with self._lock:
-            if not run.admitted:  # woken by a cancel or a shutdown: out of the line, so never admitted
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(run)
-                return False
-        run.wake.clear()  # it woke us to admit us; from now on it means cancelled or stopping
-        if run.cancelled or self._stopping.is_set():
-            self._release_slot()  # admitted, but will not use the slot: hand it on
-            return False
-        return True
-
-    def _release_slot(self) -> None:
-        with self._lock:
-            while self._waiting:
-                following = self._waiting.popleft()
-                if not following.cancelled:
-                    following.admitted = True
-                    following.wake.set()
-                    return
-            self._running -= 1
 
     def _attempts(self, run: _LocalRun) -> None:
         spec = run.job_spec
@@ -547,6 +538,7 @@ def _settled_attempt(status: JobStatus, manifest: dict[str, Any], record: Attemp
             "reason": "Resumed",
             "message": "restarted after the server restarted",
             "active": 0,
+            "queue_position": None,  # a place in the stopped process's line: it takes a new one here, if it waits
         }
     if record is None or not record.ended:
         return {

@@ -39,7 +39,7 @@ from webapp.status import utcnow
 logger = logging.getLogger(__name__)
 
 SOURCE = "k8s"
-"""The ``source`` of the ``watch.*`` log lines and the ``WATCH_RESTARTS`` metric."""
+"""The default ``source`` of the ``watch.*`` log lines and the ``WATCH_RESTARTS`` metric (the Job watch's)."""
 WATCH_TIMEOUT_RANGE = (300, 600)
 """Server-side watch timeout, seconds, picked at random per watch."""
 READ_TIMEOUT = 120.0
@@ -89,7 +89,10 @@ class Reflector:
         watch_objects: WatchObjects,
         handler: ReflectorHandler,
         backoff: Backoff | None = None,
+        source: str = SOURCE,
     ) -> None:
+        self.source = source
+        """What is watched, as the ``watch.*`` log lines and the ``WATCH_RESTARTS`` metric name it."""
         self._list_objects = list_objects
         self._watch_objects = watch_objects
         self._handler = handler
@@ -156,8 +159,8 @@ class Reflector:
                 self._stopping.wait(delay)
 
     def _restarted(self, reason: str, detail: str) -> None:
-        metrics.WATCH_RESTARTS.labels(source=SOURCE, reason=reason).inc()
-        logger.warning("watch.restarted", extra={"source": SOURCE, "reason": reason, "detail": detail})
+        metrics.WATCH_RESTARTS.labels(source=self.source, reason=reason).inc()
+        logger.warning("watch.restarted", extra={"source": self.source, "reason": reason, "detail": detail})
 
     def _list(self) -> str:
         """List, report the listing, and return its resourceVersion."""
@@ -167,7 +170,7 @@ class Reflector:
         self._handler.on_list(objects, requested_at=requested_at)
         version: str = listing["metadata"]["resourceVersion"]
         # "jobs": the field operators know from this line, whatever the kind listed
-        logger.info("watch.listed", extra={"source": SOURCE, "jobs": len(objects), "resource_version": version})
+        logger.info("watch.listed", extra={"source": self.source, "jobs": len(objects), "resource_version": version})
         return version
 
     def _watch(self, resource_version: str) -> None:

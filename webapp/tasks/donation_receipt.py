@@ -2,7 +2,9 @@
 
 Run as ``python -m webapp.tasks.donation_receipt`` with the donation in
 ``TASK_PARAMS`` (JSON), as a rendered jobspec sets it. Each step prints one
-line on stdout so the logs endpoint and ``kubectl logs`` show the progress.
+line on stdout so the logs endpoint and ``kubectl logs`` show the progress,
+and reports it to jobpulse (:mod:`webapp.tasks.progress`), so the donor's
+page shows it live.
 Exit codes: 0 done, 2 invalid parameters (retrying cannot help), 1 anything
 else. Imports nothing but the standard library, so it starts fast.
 """
@@ -14,9 +16,21 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
+from webapp.tasks.progress import report
+
 EXIT_INVALID_PARAMS = 2
+STEPS = 4
+
+DONOR_WORDS = {
+    "validate": "Donation checked",
+    "record": "Donation recorded",
+    "receipt": "Receipt issued",
+    "notify": "Receipt sent",
+}
+"""What the donor's page shows after each step (the log line has the details)."""
 
 
 def mask_email(address: str) -> str:
@@ -30,8 +44,9 @@ def receipt_number(job_name: str, amount: Decimal, currency: str) -> str:
     return "R-" + digest[:10].upper()
 
 
-def step(number: int, name: str, text: str, pause: float) -> None:
-    print(f"[{number}/4] {name}: {text}", flush=True)
+def step(number: int, name: str, text: str, pause: float, *, environ: Mapping[str, str]) -> None:
+    print(f"[{number}/{STEPS}] {name}: {text}", flush=True)
+    report(number, STEPS, DONOR_WORDS[name], environ=environ)
     time.sleep(pause)
 
 
@@ -49,12 +64,12 @@ def main(environ: dict[str, str] | None = None) -> int:
         print(f"[1/4] validate: invalid parameters: {error!r}", file=sys.stderr, flush=True)
         return EXIT_INVALID_PARAMS
 
-    step(1, "validate", f"{amount} {currency} is a valid donation", pause)
-    step(2, "record", f"donation recorded for job {job_name}", pause)
+    step(1, "validate", f"{amount} {currency} is a valid donation", pause, environ=env)
+    step(2, "record", f"donation recorded for job {job_name}", pause, environ=env)
     number = receipt_number(job_name, amount, currency)
-    step(3, "receipt", f"receipt {number} issued", pause)
+    step(3, "receipt", f"receipt {number} issued", pause, environ=env)
     recipient = mask_email(params.get("donor_email", ""))
-    step(4, "notify", f"receipt {number} sent to {recipient}", 0)
+    step(4, "notify", f"receipt {number} sent to {recipient}", 0, environ=env)
     print(f"done: thank you, {params.get('donor_name', 'friend')}", flush=True)
     return 0
 
