@@ -44,11 +44,16 @@ _REASON_IN_SOURCE = re.compile(
 )
 
 
+# The translator names some reasons as constants: FAILED_CREATE = "FailedCreate".
+_REASON_CONSTANT = re.compile(r'^[A-Z_]+ = "([A-Z][a-z]\w+)"$', re.MULTILINE)
+
+
 def reasons_in_source() -> set[str]:
     found: set[str] = set()
     for path in (PROJECT_ROOT / "webapp").rglob("*.py"):
         for match in _REASON_IN_SOURCE.finditer(path.read_text()):
             found.update(group for group in match.groups() if group)
+    found.update(_REASON_CONSTANT.findall((PROJECT_ROOT / "webapp" / "k8s_status.py").read_text()))
     return found
 
 
@@ -68,6 +73,7 @@ def test_the_reasons_the_app_writes_are_found_in_its_source() -> None:
     found = reasons_in_source()
     assert {"WaitingForSlot", "RetryBackoff", "AttemptLost", "TaskLost", "RunnerUnreachable", "Cancelled"} <= found
     assert {"QueuedByLegacyRunner", "TaskFailed", "RunnerError", "Deleted", "StartError"} <= found
+    assert {"FailedCreate", "FailedIndexes"} <= found
 
 
 def test_every_reason_has_a_plain_sentence_without_the_raw_word(words: Page) -> None:
