@@ -8,12 +8,14 @@ polling alike, without moving the rest of the panel.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.e2e.donation_page import TRANSPORT_LABELS, DonationPage
 from tests.live.server import LiveServer
@@ -117,3 +119,52 @@ def test_without_progress_the_panel_is_as_before(
     record = donation.progress_record()
     assert not any(entry["shown"] for entry in record), record
     assert any(entry["laidOut"] for entry in record if entry["status"] == "Running"), "its place was kept"
+
+
+def test_a_report_without_a_total_shows_an_indeterminate_bar(live_server: LiveServer, page: Page) -> None:
+    """No total: a bar without a value (indeterminate) and "N done"; a total later makes it determinate.
+
+    The statuses are scripted (the page polls a routed ``/api/task-status``): the server's own
+    donation task always knows its total.
+    """
+    now = datetime.now(UTC)
+    status: dict[str, Any] = {
+        "job_name": "task-runner-scripted-0123abcd",
+        "status": "Running",
+        "terminal": False,
+        "seq": 4,
+        "created_at": _iso(now - timedelta(seconds=3)),
+        "started_at": _iso(now - timedelta(seconds=2)),
+        "updated_at": _iso(now),
+        "reason": None,
+        "message": None,
+        "queue_position": None,
+        "progress": {"done": 37, "total": None, "text": "Counting the coins", "at": _iso(now)},
+        "history": [{"status": "Queued", "at": _iso(now)}, {"status": "Running", "at": _iso(now)}],
+        "links": {"status": "/api/task-status?job_name=task-runner-scripted-0123abcd"},
+    }
+
+    def answer(code: int) -> Callable[[Route], None]:
+        return lambda route: route.fulfill(status=code, content_type="application/json", body=json.dumps(status))
+
+    page.route("**/api/donations", answer(202))  # launched
+    page.route("**/api/task-status*", answer(200))  # each poll: the status as it is now
+    donation = DonationPage(page, live_server.url).open(transport="poll")
+    donation.fill().donate()
+
+    bar = page.get_by_role("progressbar", name="Progress")
+    expect(bar).to_be_visible()
+    assert bar.get_attribute("value") is None and bar.get_attribute("max") is None
+    assert bar.evaluate("bar => bar.matches(':indeterminate')")
+    expect(bar).to_have_attribute("aria-valuetext", "37 done: Counting the coins")
+    expect(page.locator("#progress-count")).to_have_text("37 done")
+
+    status.update(seq=5, progress={"done": 37, "total": 50, "text": "Counting the coins", "at": _iso(now)})
+    expect(bar).to_have_attribute("value", "37", timeout=15_000)  # the next poll
+    expect(bar).to_have_attribute("max", "50")
+    assert not bar.evaluate("bar => bar.matches(':indeterminate')")
+    expect(bar).to_have_attribute("aria-valuetext", "37 of 50: Counting the coins")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
