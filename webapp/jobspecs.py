@@ -47,30 +47,26 @@ KUBERNETES_DEFAULT_BACKOFF_LIMIT = 6
 
 @dataclasses.dataclass(frozen=True)
 class Jobspec:
-    """One validated Job manifest and what the legacy runner needs from it."""
+    """One validated Job manifest, by name."""
 
     name: str
     manifest: dict[str, Any]
 
-    @property
-    def _job_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.manifest["spec"]
-        return spec
 
-    @property
-    def backoff_limit(self) -> int:
-        return int(self._job_spec.get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
+def backoff_limit(manifest: Mapping[str, Any]) -> int:
+    """How many failed attempts a run may retry (Kubernetes' default when the manifest does not say)."""
+    return int(manifest["spec"].get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
 
-    @property
-    def active_deadline_seconds(self) -> int | None:
-        value = self._job_spec.get("activeDeadlineSeconds")
-        return int(value) if value is not None else None
 
-    @property
-    def command(self) -> list[str]:
-        """The first container's ``command`` + ``args``: what the legacy runner executes."""
-        container = self._job_spec["template"]["spec"]["containers"][0]
-        return [*container.get("command", []), *container.get("args", [])]
+def active_deadline_seconds(manifest: Mapping[str, Any]) -> int | None:
+    value = manifest["spec"].get("activeDeadlineSeconds")
+    return int(value) if value is not None else None
+
+
+def command(manifest: Mapping[str, Any]) -> list[str]:
+    """The first container's ``command`` + ``args``: what the legacy runner executes."""
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    return [*container.get("command", []), *container.get("args", [])]
 
 
 def load_jobspecs(folder: Path) -> dict[str, Jobspec]:

@@ -9,15 +9,23 @@ import yaml
 
 from tests.conftest import PROJECT_ROOT, TEST_JOBSPECS
 from webapp.errors import JobspecError
-from webapp.jobspecs import container_env, load_jobspecs, progress_url, render_job
+from webapp.jobspecs import (
+    active_deadline_seconds,
+    backoff_limit,
+    command,
+    container_env,
+    load_jobspecs,
+    progress_url,
+    render_job,
+)
 
 
 def test_the_project_jobspecs_load() -> None:
     specs = load_jobspecs(PROJECT_ROOT / "jobspecs")
     donation = specs["donation-receipt"]
-    assert donation.command == ["python", "-m", "webapp.tasks.donation_receipt"]
-    assert donation.backoff_limit == 1
-    assert donation.active_deadline_seconds == 120
+    assert command(donation.manifest) == ["python", "-m", "webapp.tasks.donation_receipt"]
+    assert backoff_limit(donation.manifest) == 1
+    assert active_deadline_seconds(donation.manifest) == 120
 
 
 def test_the_test_jobspecs_load() -> None:

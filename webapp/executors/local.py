@@ -38,7 +38,8 @@ from webapp.executors import task_supervisor, waiting_line
 from webapp.executors.legacy import LegacyRun, LegacyRunner, legacy_task_id
 from webapp.executors.task_supervisor import AttemptRecord
 from webapp.executors.waiting_line import WaitingLine
-from webapp.jobspecs import KUBERNETES_DEFAULT_BACKOFF_LIMIT
+from webapp.jobspecs import active_deadline_seconds, backoff_limit
+from webapp.jobspecs import command as task_command
 from webapp.settings import PROJECT_ROOT, ConfigError
 from webapp.status import JobStatus, Phase
 
@@ -90,8 +91,7 @@ def find_python(configured: Path | None = None) -> str:
 
 def build_command(manifest: dict[str, Any], *, python: str) -> list[str]:
     """The first container's ``command`` + ``args``; ``python`` (or ``python3``) means ``python``."""
-    container = manifest["spec"]["template"]["spec"]["containers"][0]
-    command = [*container.get("command", []), *container.get("args", [])]
+    command = task_command(manifest)
     if not command:
         raise InvalidRequest("the jobspec's first container has no command for the legacy runner")
     if command[0] in ("python", "python3"):
@@ -124,11 +124,6 @@ class _LocalRun(LegacyRun):
         self.let_go = False
         """Another process may hold the run now (its lease was lost or ran out): this one starts nothing more."""
         self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def job_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.manifest["spec"]
-        return spec
 
 
 class LocalRunner(LegacyRunner[_LocalRun]):
@@ -310,9 +305,8 @@ class LocalRunner(LegacyRunner[_LocalRun]):
         )
 
     def _attempts(self, run: _LocalRun) -> None:
-        spec = run.job_spec
-        backoff_limit = int(spec.get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
-        deadline_seconds = spec.get("activeDeadlineSeconds")
+        retries = backoff_limit(run.manifest)
+        deadline_seconds = active_deadline_seconds(run.manifest)
         started = time.monotonic()
         deadline = started + deadline_seconds if deadline_seconds is not None else None
         failures = run.status.failed  # attempts used before a restart still count
@@ -349,8 +343,8 @@ class LocalRunner(LegacyRunner[_LocalRun]):
                 env = {**build_env(run.manifest), "JOBPULSE_RUN_ID": job_name, "JOBPULSE_ATTEMPT": str(attempt)}
                 with log_path.open("ab") as output:
                     if attempt > 1:
-                        retries = f", retry {failures} of {backoff_limit}" if failures else ""
-                        output.write(f"[jobpulse] attempt {attempt}{retries}\n".encode())
+                        retried = f", retry {failures} of {retries}" if failures else ""
+                        output.write(f"[jobpulse] attempt {attempt}{retried}\n".encode())
                         output.flush()
                     try:
                         # in a session of its own: a cancel stops the supervisor's group, never this server's
@@ -403,8 +397,8 @@ class LocalRunner(LegacyRunner[_LocalRun]):
             exit_text = _describe_exit(code)
             if code == task_supervisor.UNRECORDED and record is None:
                 exit_text = "the attempt could not be recorded (is the disk full?), so its task was not started"
-            if failures > backoff_limit:
-                self._update(run, **_backoff_exceeded(exit_text, failures, backoff_limit))
+            if failures > retries:
+                self._update(run, **_backoff_exceeded(exit_text, failures, retries))
                 return
             pause = exponential_delay(failures - 1, initial=self._retry_backoff, maximum=RETRY_PAUSE_MAX_SECONDS)
             self._update(
@@ -566,10 +560,10 @@ def _settled_attempt(status: JobStatus, manifest: dict[str, Any], record: Attemp
         }
     assert record.exit_code is not None  # ended, not interrupted: the task ran and exited
     failures = status.failed + 1
-    backoff_limit = int(manifest["spec"].get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT))
+    retries = backoff_limit(manifest)
     exit_text = _describe_exit(record.exit_code)
-    if failures > backoff_limit:
-        return _backoff_exceeded(exit_text, failures, backoff_limit)
+    if failures > retries:
+        return _backoff_exceeded(exit_text, failures, retries)
     return {
         "status": Phase.QUEUED,
         "reason": "Resumed",
