@@ -197,7 +197,11 @@ def test_a_failed_create_of_a_job_that_is_not_ours_or_finished_is_ignored(
 
 def test_the_events_handler_reports_failed_creates_oldest_first_and_ignores_expiries() -> None:
     seen: list[tuple[str, str]] = []
-    events = CreateFailureWatcher(core=None, namespace="ns", on_failed_create=lambda *failure: seen.append(failure))  # type: ignore[arg-type]
+    events = CreateFailureWatcher(
+        core=client.CoreV1Api(client.ApiClient()),  # never called: the test hands the handler its events
+        namespace="ns",
+        on_failed_create=lambda *failure: seen.append(failure),
+    )
     events.on_list(
         [
             failed_create_event("a", "second", "2026-12-01T10:00:09Z"),

@@ -26,8 +26,7 @@ from typing import Any
 from kubernetes import client
 
 from webapp.k8s_status import FAILED_CREATE, failed_create
-from webapp.kube.client import raw_json
-from webapp.kube.reflector import READ_TIMEOUT, Reflector, WatchResponse
+from webapp.kube.reflector import Reflector, list_watch
 
 SOURCE = "k8s-events"
 """The ``source`` of this watch's ``watch.*`` log lines and ``WATCH_RESTARTS`` metric."""
@@ -54,36 +53,14 @@ class CreateFailureWatcher:
         self.namespace = namespace
         self._core = core
         self._on_failed_create = on_failed_create
-        self.reflector = Reflector(
-            list_objects=self._list_events, watch_objects=self._watch_events, handler=self, source=SOURCE
-        )
+        list_events, watch_events = list_watch(core.list_namespaced_event, namespace, field_selector=FIELD_SELECTOR)
+        self.reflector = Reflector(list_objects=list_events, watch_objects=watch_events, handler=self, source=SOURCE)
 
     def run(self) -> None:
         self.reflector.run()
 
     def stop(self) -> None:
         self.reflector.stop()
-
-    # -- what the reflector lists and watches -------------------------------------
-
-    def _list_events(self) -> dict[str, Any]:
-        return raw_json(
-            self._core.list_namespaced_event, self.namespace, field_selector=FIELD_SELECTOR, _request_timeout=(5, 60)
-        )
-
-    def _watch_events(self, *, resource_version: str, timeout_seconds: int) -> WatchResponse:
-        response: Any = self._core.list_namespaced_event(
-            self.namespace,
-            field_selector=FIELD_SELECTOR,
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=resource_version,
-            timeout_seconds=timeout_seconds,
-            _preload_content=False,
-            _request_timeout=(5, READ_TIMEOUT),
-        )
-        streaming: WatchResponse = response  # _preload_content=False: urllib3's response, not a CoreV1EventList
-        return streaming
 
     # -- the reflector's handler ---------------------------------------------------
 

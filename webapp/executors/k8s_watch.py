@@ -37,7 +37,7 @@ from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.executors.k8s_events import CreateFailureWatcher
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
 from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, raw_json
-from webapp.kube.reflector import READ_TIMEOUT, Reflector, WatchResponse
+from webapp.kube.reflector import Reflector, list_watch
 from webapp.status import Phase, utcnow
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class JobWatcher:
         """The last seen object of each unfinished Job: observed again when a ``FailedCreate`` comes."""
         self._lock = threading.Lock()
         core = client.CoreV1Api(api)
-        self.reflector = Reflector(list_objects=self._list_jobs, watch_objects=self._watch_jobs, handler=self)
+        list_jobs, watch_jobs = list_watch(self._batch.list_namespaced_job, namespace, label_selector=MANAGED_SELECTOR)
+        self.reflector = Reflector(list_objects=list_jobs, watch_objects=watch_jobs, handler=self)
         self.pods = PodProber(core=core, namespace=namespace, on_change=self.observe)
         self.events = CreateFailureWatcher(core=core, namespace=namespace, on_failed_create=self.create_failed)
         self._threads: list[threading.Thread] = []
@@ -100,27 +101,6 @@ class JobWatcher:
         if self.reflector.synced:
             return None
         return f"the Job watch is not synced: {self.reflector.last_error or 'the first list is not in yet'}"
-
-    # -- what the reflector lists and watches -------------------------------------
-
-    def _list_jobs(self) -> dict[str, Any]:
-        return raw_json(
-            self._batch.list_namespaced_job, self.namespace, label_selector=MANAGED_SELECTOR, _request_timeout=(5, 60)
-        )
-
-    def _watch_jobs(self, *, resource_version: str, timeout_seconds: int) -> WatchResponse:
-        response: Any = self._batch.list_namespaced_job(
-            self.namespace,
-            label_selector=MANAGED_SELECTOR,
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=resource_version,
-            timeout_seconds=timeout_seconds,
-            _preload_content=False,
-            _request_timeout=(5, READ_TIMEOUT),
-        )
-        streaming: WatchResponse = response  # _preload_content=False: urllib3's response, not a V1JobList
-        return streaming
 
     # -- the reflector's handler ---------------------------------------------------
 

@@ -33,7 +33,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from webapp import metrics
 from webapp.backoff import Backoff
-from webapp.kube.client import describe_api_failure
+from webapp.kube.client import describe_api_failure, raw_json
 from webapp.status import utcnow
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,33 @@ class ListObjects(Protocol):
 class WatchObjects(Protocol):
     def __call__(self, *, resource_version: str, timeout_seconds: int) -> WatchResponse:
         """Open a watch with bookmarks from ``resource_version``, read timeout :data:`READ_TIMEOUT`."""
+
+
+def list_watch(call: Any, namespace: str, **selector: str) -> tuple[ListObjects, WatchObjects]:
+    """The list and watch functions of one kind of object for a :class:`Reflector`.
+
+    ``call`` is the client's ``list_namespaced_*`` method; ``selector`` its
+    ``label_selector`` and/or ``field_selector``. Both read the server's JSON
+    as it is sent, without the client's model classes.
+    """
+
+    def list_objects() -> dict[str, Any]:
+        return raw_json(call, namespace, _request_timeout=(5, 60), **selector)
+
+    def watch_objects(*, resource_version: str, timeout_seconds: int) -> WatchResponse:
+        response: WatchResponse = call(
+            namespace,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            _preload_content=False,  # urllib3's streaming response, not the client's model of a list
+            _request_timeout=(5, READ_TIMEOUT),
+            **selector,
+        )
+        return response
+
+    return list_objects, watch_objects
 
 
 class ReflectorHandler(Protocol):
