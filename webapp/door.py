@@ -18,9 +18,13 @@ the store's status and applies the change to that. Two instances watching the
 same Job therefore give the same status the same ``seq``.
 
 A change the store refuses for an outage (disk full, Redis down) is still
-published, and kept in a backlog that :meth:`StatusDoor.save_unsaved` writes
-again later — unless the source asked for ``durable=True`` (it must not act
-before the store knows), in which case the error is raised and nothing moves.
+published, and its fields are kept: :meth:`StatusDoor.save_unsaved` (and the
+job's next change) applies them again to what the store holds by then —
+another instance may have moved the run on meanwhile — under a ``seq``
+above every one this process published, so no instance's change is lost and
+every client sees the seqs grow. A source that asked for ``durable=True``
+(it must not act before the store knows) gets the error instead, and nothing
+moves.
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ class StatusDoor:
         """Set once at start-up when statuses must reach other instances (``REDIS_URL``)."""
         self._locks = _JobLocks()
         self._unsaved = StatusBacklog(current=hub.get)
+        self._unsaved_fields: dict[str, dict[str, Any]] = {}
+        """Per job, the fields of this process's changes the store refused (guarded by the job's lock)."""
+        self._unsaved_base: dict[str, int] = {}
+        """Per job, the seq of the saved status the first refused change was made from."""
         self._unsaved_error: str | None = None
 
     # -- reading ----------------------------------------------------------------
@@ -132,6 +140,9 @@ class StatusDoor:
         ahead of this one's), and changes nothing.
         """
         with self._locks.hold(job_name):
+            if job_name in self._unsaved_fields:  # write what the store refused before, if it takes it now
+                with contextlib.suppress(RunStoreUnavailable):
+                    self._save_refused(job_name)
             current = self.current(job_name)
             unrecorded = current is None and default is not None
             if unrecorded:
@@ -144,10 +155,12 @@ class StatusDoor:
                 if changed is not current and observed is not None:
                     changed = dataclasses.replace(changed, observed=observed)
                 if changed is current and not unrecorded:
-                    self.hub.publish(current)  # the store's copy may be newer than the hub's: catch the hub up
+                    if self.hub.get(job_name) is not None or not current.terminal:
+                        self.hub.publish(current)  # the store's copy may be newer than the hub's: catch the hub up
                     return current
                 unrecorded = False
-                if self._save(changed, manifest=manifest, durable=durable):
+                refused = {**fields, "observed": observed} if observed is not None else fields
+                if self._save(changed, fields=refused, manifest=manifest, durable=durable):
                     self._publish(changed)
                     return changed
                 stored = self.store.get(job_name)  # another instance moved it on: apply the change to that
@@ -155,13 +168,17 @@ class StatusDoor:
                     return None
                 current = stored
             logger.warning("door.contended", extra={"job_name": job_name, "seq": current.seq})
+            if durable:
+                raise RunStoreUnavailable(f"the run store kept refusing the change of {job_name}: others moved it on")
             self.hub.publish(current)
             return current
 
-    def _save(self, status: JobStatus, *, manifest: dict[str, Any] | None, durable: bool) -> bool:
+    def _save(
+        self, status: JobStatus, *, fields: dict[str, Any], manifest: dict[str, Any] | None, durable: bool
+    ) -> bool:
         """Save ``status``; whether the store took it (``False``: it holds a newer one).
 
-        An outage keeps it to write again later, and counts as taken (unless ``durable``).
+        An outage keeps the change's ``fields`` to apply again later, and counts as taken (unless ``durable``).
         """
         try:
             taken = self.store.save(status, manifest=manifest)
@@ -169,6 +186,8 @@ class StatusDoor:
             if durable:
                 raise
             self._unsaved.keep(status)
+            self._unsaved_fields.setdefault(status.job_name, {}).update(fields)
+            self._unsaved_base.setdefault(status.job_name, status.seq - 1)
             self._unsaved_error = error.message
             logger.warning(
                 "store.save_failed",
@@ -181,7 +200,6 @@ class StatusDoor:
                 },
             )
             return True
-        self._unsaved.settled(status)
         return taken
 
     def _publish(self, status: JobStatus) -> None:
@@ -200,10 +218,47 @@ class StatusDoor:
             self._unsaved_error = error.message
 
     def _save_late(self, status: JobStatus) -> None:
-        self.store.save(status)
+        with self._locks.hold(status.job_name):
+            self._save_refused(status.job_name)
+
+    def _save_refused(self, job_name: str) -> None:
+        """Apply the fields the store refused to what it holds now, and save and publish that (the job's lock held).
+
+        Raises :class:`RunStoreUnavailable` while the store still refuses: the fields stay for the next try.
+        """
+        fields = self._unsaved_fields.get(job_name, {})
+        base = self._unsaved_base.get(job_name)
+        published = self.hub.get(job_name)
+        floor = published.seq if published is not None else 0
+        written: JobStatus | None = None
+        for _ in range(SAVE_ATTEMPTS):
+            stored = self.store.get(job_name)
+            unmoved = stored is None or stored.seq == base  # nobody else wrote meanwhile: ours go in as they are
+            if unmoved and published is not None and self.store.save(published):
+                written = published
+                break
+            if stored is None:  # gone (withdrawn, purged) meanwhile
+                break
+            merged = stored.evolve(**fields)
+            if merged.seq <= floor:  # above every seq this process published: each client sees them grow
+                merged = dataclasses.replace(merged, seq=floor + 1)
+            if stored.terminal:  # another instance finished it: the store's word stands
+                written = merged
+                break
+            if self.store.save(merged):
+                written = merged
+                break
+        self._unsaved_fields.pop(job_name, None)
+        self._unsaved_base.pop(job_name, None)
+        self._unsaved.forget(job_name)
+        if written is None:
+            return
+        if (written is published or self.hub.publish(written, correction=True)) and self.relay is not None:
+            self.relay(written)  # again, if it went out before: a status relayed while the store refused it may
+            # have reached an instance that re-synced from the store before this save
         logger.info(
             "store.saved_late",
-            extra={"job_name": status.job_name, "mode": status.mode, "status": status.status.value},
+            extra={"job_name": job_name, "mode": written.mode, "status": written.status.value, "seq": written.seq},
         )
 
     def holds_unsaved(self, job_name: str) -> bool:

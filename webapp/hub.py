@@ -118,15 +118,17 @@ class StatusHub:
     def get(self, job_name: str) -> JobStatus | None:
         return self._latest.get(job_name)
 
-    def publish(self, status: JobStatus) -> bool:
+    def publish(self, status: JobStatus, *, correction: bool = False) -> bool:
         """Take ``status`` if it is newer than what is known; tell subscribers and listeners.
 
         Returns whether the status was accepted. Older or equal ``seq`` values
         are ignored, so sources may repeat themselves and Redis may echo.
+        ``correction``: the run store's word after an outage (:meth:`StatusDoor.save_unsaved`) — taken
+        even over a final status this process published but the store never took.
         """
         with self._lock:
             previous = self._latest.get(status.job_name)
-            if previous is not None and (previous.terminal or status.seq <= previous.seq):
+            if previous is not None and ((previous.terminal and not correction) or status.seq <= previous.seq):
                 return False
             self._latest[status.job_name] = status
             sinks = tuple(self._subscriptions.get(status.job_name, {}).values())

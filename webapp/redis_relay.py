@@ -1,17 +1,20 @@
-"""The Redis status channel: legacy statuses reach every instance's hub.
+"""The Redis status channel: every status one instance's door writes reaches every instance's hub.
 
-Kubernetes statuses each instance sees through its own watch, but a legacy
-run executes on one instance only, so the statuses it originates are
-published on one Redis pub/sub channel (each message is ``status.json``, the
-whole state) and every instance publishes what it hears into its own hub. A
-stream on instance B follows a run executing on instance A.
+A legacy run executes on one instance only, and even a Kubernetes run's
+progress reports, cancels and launch land on whichever instance took the
+request; so each status a door writes is published on one Redis pub/sub
+channel (each message is ``status.json``, the whole state) and every instance
+publishes what it hears into its own hub. A stream on instance B follows a
+run executing on instance A. (Each instance also watches Kubernetes itself;
+the shared run store gives a status one ``seq`` whoever writes it first, and
+a hub ignores what it already has.)
 
 One subscription per process, not per client: a background thread (a
 greenlet under gevent) subscribes and reads with a short timeout, pings to
 notice a silent connection, and on any error reconnects with backoff. Pub/sub
 delivers nothing that was sent while a subscriber was away, so after every
 (re)subscription the channel re-syncs from the run store: each unfinished
-legacy run this hub knows (or streams) is republished from the store's copy,
+run this hub knows (or streams) is republished from the store's copy,
 and statuses this instance failed to publish are saved and published again.
 The hub ignores anything not newer than what it holds, so repeats are free.
 """
@@ -37,8 +40,6 @@ from webapp.status import JobStatus
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "jobpulse:status"
-FANNED_OUT_MODE = "legacy"
-"""Only legacy statuses travel through Redis: every instance watches Kubernetes itself."""
 
 _LIVENESS_PING = "jobpulse-liveness"
 
@@ -110,8 +111,8 @@ class RedisStatusChannel:
     # -- outgoing: statuses this instance originates ---------------------------
 
     def announce(self, status: JobStatus) -> None:
-        """Publish a legacy status this instance wrote (the door's relay; statuses heard from Redis never come here)."""
-        if status.mode != FANNED_OUT_MODE or self._stopping.is_set():
+        """Publish a status this instance wrote (the door's relay; statuses heard from Redis never come here)."""
+        if self._stopping.is_set():
             return
         try:
             self._publisher.publish(self._channel, status.json)
@@ -200,13 +201,9 @@ class RedisStatusChannel:
         self._backoff.reset()
 
     def _resync(self) -> None:
-        """Publish the run store's copy of every unfinished legacy run this hub knows or streams."""
-        wanted = {
-            status.job_name
-            for status in self._hub.known_jobs()
-            if status.mode == FANNED_OUT_MODE and not status.terminal
-        }
-        stored = {status.job_name: status for status in self._store.unfinished(mode=FANNED_OUT_MODE)}
+        """Publish the run store's copy of every unfinished run this hub knows or streams."""
+        wanted = {status.job_name for status in self._hub.known_jobs() if not status.terminal}
+        stored = {status.job_name: status for status in self._store.unfinished()}
         wanted |= {name for name in stored if self._hub.subscriber_count(name)}
         for job_name in wanted:
             status = stored.get(job_name) or self._store.get(job_name)  # finished meanwhile: not in unfinished

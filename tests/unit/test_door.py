@@ -12,7 +12,7 @@ from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.errors import RunStoreUnavailable
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
-from webapp.status import JobStatus, Phase
+from webapp.status import JobStatus, Phase, Progress
 
 JOB = "task-runner-door-0123abcd"
 
@@ -173,3 +173,73 @@ def test_a_withdrawn_launch_leaves_nothing(store: CountingStore) -> None:
     door.open(first, manifest=None, client=None)
     door.withdraw(JOB)
     assert door.current(JOB) is None
+
+
+def two_instances(tmp_path: Path) -> tuple[StatusDoor, StatusDoor, CountingStore, CountingStore]:
+    """Two instances' doors on one store, each with its own connection to it, relaying to each other."""
+    a_store, b_store = CountingStore(tmp_path / "runs.sqlite3"), CountingStore(tmp_path / "runs.sqlite3")
+    a, b = StatusDoor(hub=StatusHub(), store=a_store), StatusDoor(hub=StatusHub(), store=b_store)
+    a.relay = lambda status: None if a_store.down else b.hub.publish(status) and None  # Redis blinks with the store
+    b.relay = lambda status: None if b_store.down else a.hub.publish(status) and None
+    opened(a)
+    a.change(JOB, status=Phase.RUNNING, active=1)
+    assert b.hub.get(JOB) is not None and b.hub.get(JOB).seq == 2  # type: ignore[union-attr]
+    return a, b, a_store, b_store
+
+
+def test_changes_both_instances_made_while_the_store_blinked_are_both_kept_under_one_seq(tmp_path: Path) -> None:
+    """A finishes the run and B takes a progress report while neither can write; then both write them late."""
+    a, b, a_store, b_store = two_instances(tmp_path)
+    a_store.down = b_store.down = True
+    b.change(JOB, progress=Progress(done=3, total=4, text="Receipt issued"))
+    a.change(JOB, status=Phase.SUCCEEDED, succeeded=1)
+    a_store.down = b_store.down = False
+
+    b.save_unsaved()
+    a.save_unsaved()
+
+    final = a_store.get(JOB)
+    assert final is not None and final.status == Phase.SUCCEEDED and final.seq == 4
+    assert final.progress == Progress(done=3, total=4, text="Receipt issued"), "B's change is not lost"
+    for door in (a, b):
+        assert door.hub.get(JOB).json == final.json  # type: ignore[union-attr]
+        assert door.unsaved_reason() is None
+
+
+def test_a_change_made_while_the_store_refused_is_not_built_on_by_later_ones_over_anothers(tmp_path: Path) -> None:
+    """A's change waits unsaved while B saves one; A's next change keeps B's."""
+    a, b, a_store, _ = two_instances(tmp_path)
+    a_store.down = True
+    a.change(JOB, message="checking the receipt")
+    b.change(JOB, progress=Progress(done=1, total=4))
+    a_store.down = False
+
+    latest = a.change(JOB, message="sending the receipt")
+
+    assert latest is not None and latest.progress == Progress(done=1, total=4) and latest.seq == 5
+    assert a_store.get(JOB).json == latest.json == b.hub.get(JOB).json  # type: ignore[union-attr]
+
+
+def test_a_finished_run_the_hub_forgot_is_not_announced_again_when_a_watch_sees_it(store: CountingStore) -> None:
+    door = StatusDoor(hub=StatusHub(), store=store)
+    opened(door, mode="k8s")
+    door.change(JOB, status=Phase.SUCCEEDED)
+    door.hub.forget(JOB)
+    published = heard(door.hub)
+
+    again = door.change(JOB, only_mode="k8s", status=Phase.SUCCEEDED)  # a relist sees the finished Job
+
+    assert again is not None and again.terminal
+    assert published == [] and door.hub.get(JOB) is None
+
+
+def test_a_durable_change_that_never_gets_in_raises(tmp_path: Path) -> None:
+    class AlwaysBehind(CountingStore):
+        def save(self, status: JobStatus, **kwargs: Any) -> bool:
+            return False if status.seq > 1 else super().save(status, **kwargs)
+
+    door = StatusDoor(hub=StatusHub(), store=AlwaysBehind(tmp_path / "runs.sqlite3"))
+    opened(door)
+    with pytest.raises(RunStoreUnavailable):
+        door.change(JOB, durable=True, status=Phase.PENDING, active=1, attempt=1)
+    assert door.hub.get(JOB).seq == 1  # type: ignore[union-attr]

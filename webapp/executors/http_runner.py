@@ -185,6 +185,9 @@ class HttpRunner(LegacyRunner[_HttpRun]):
             self._delete_task_quietly(job_name, task_id)  # we could not remember it: do not leave it running
             raise
         assert accepted is not None  # the launcher recorded the run before handing it over
+        if accepted.terminal:  # cancelled while it was being handed over: nobody will follow the task
+            self._delete_task_quietly(job_name, task_id)
+            return
         self._start(_HttpRun(accepted, task_id))
 
     def _submit(self, status: JobStatus, params: dict[str, Any]) -> str:

@@ -68,6 +68,11 @@ class StatusBacklog:
         latest = self._current(held.job_name) if self._current is not None else None
         return latest if latest is not None and latest.seq > held.seq else held
 
+    def forget(self, job_name: str) -> None:
+        """Hold nothing more for ``job_name`` (its change was written another way)."""
+        with self._lock:
+            self._held.pop(job_name, None)
+
     def holds(self, job_name: str) -> bool:
         with self._lock:
             return job_name in self._held
