@@ -35,7 +35,7 @@ from webapp.run_control import RunControl
 from webapp.runstore import RunStore
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.settings import ConfigError, Settings
-from webapp.status import JobStatus, utcnow
+from webapp.status import JobStatus, Transition, utcnow
 from webapp.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -139,10 +139,16 @@ class Runtime:
 
     @staticmethod
     def count_change(status: JobStatus, previous: JobStatus | None) -> None:
-        """Hub listener: count and log every change of phase (metrics and the ``job.status`` log line)."""
+        """Hub listener: count and log every change of phase (metrics and the ``job.status`` log line).
+
+        Counted from ``history``: a hub may hear of a run first at its second phase (the launch's
+        ``Queued`` is published once the executor has the run, which may have moved it on already).
+        """
         if previous is not None and previous.status == status.status:
             return
-        metrics.TRANSITIONS.labels(mode=status.mode, status=status.status.value).inc()
+        seen = len(previous.history) if previous is not None else 0
+        for transition in status.history[seen:] or (Transition(status.status, status.updated_at),):
+            metrics.TRANSITIONS.labels(mode=status.mode, status=transition.status.value).inc()
         logger.info(
             "job.status",
             extra={
