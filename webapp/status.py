@@ -158,8 +158,9 @@ class JobStatus:
             return self
         if "status" in changes:
             changes["status"] = Phase(changes["status"])
-        if all(getattr(self, name) == value for name, value in changes.items()):
-            return self
+        changes = {name: value for name, value in changes.items() if getattr(self, name) != value}
+        if not changes:
+            return self  # (a field equal to its value is kept as it is: a progress reported again keeps its time)
         moment = at or utcnow()
         new_status: Phase = changes.get("status", self.status)
         if new_status != self.status:
