@@ -65,6 +65,7 @@
     TaskLost: 'We lost track of it on our side.',
     TaskFailed: 'We could not prepare your receipt.',
     StartError: 'It could not start because of a problem on our side.',
+    Cancelling: 'Our team is cancelling it.',
     Cancelled: 'It was cancelled by our team.',
     Deleted: 'It was stopped before it finished.',
   };

@@ -49,6 +49,10 @@ OPERATOR_CANCEL: Mapping[str, Any] = MappingProxyType(
     {"status": Phase.CANCELLED, "reason": "Cancelled", "message": "cancelled by an operator"}
 )
 """The change an operator's cancel makes, whoever carries it out."""
+CANCEL_REQUESTED: Mapping[str, Any] = MappingProxyType(
+    {"reason": "Cancelling", "message": "an operator asked to cancel it; its pods are being stopped"}
+)
+"""Said before a Kubernetes Job is deleted for a cancel, so that every instance's watch knows why it went."""
 
 SAVE_ATTEMPTS = 5
 """How many times a change is applied again to a status another instance saved meanwhile."""

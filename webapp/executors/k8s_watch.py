@@ -33,7 +33,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from webapp.door import OPERATOR_CANCEL, StatusDoor
+from webapp.door import CANCEL_REQUESTED, OPERATOR_CANCEL, StatusDoor
 from webapp.executors.k8s_events import CreateFailureWatcher
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
 from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, raw_json
@@ -145,7 +145,7 @@ class JobWatcher:
         fields = job_fields(job, deleted=deleted, pod_waiting=self.pods.reason(name), create_failure=create_failure)
         if fields.get("progress") is not None:
             fields["progress"] = dataclasses.replace(fields["progress"], at=utcnow())
-        if fields["status"] == Phase.CANCELLED and cancelling:
+        if fields["status"] == Phase.CANCELLED and (cancelling or self._cancel_requested(name)):
             fields.update(OPERATOR_CANCEL)
         current = self._door.change(
             name,
@@ -188,9 +188,20 @@ class JobWatcher:
     # -- an operator's cancel ---------------------------------------------------------
 
     def expect_cancel(self, job_name: str) -> None:
-        """The app is about to delete this Job (an operator's cancel)."""
+        """The app is about to delete this Job (an operator's cancel): say so, on every instance.
+
+        The run's status says ``Cancelling`` in the run store before the Job is deleted (raises
+        :class:`RunStoreUnavailable` if the store cannot say it: then nothing is deleted), so the
+        instance whose watch sees the Job go first knows an operator cancelled it, not an outside hand.
+        """
         with self._lock:
             self._cancelling.add(job_name)
+        self._door.change(job_name, durable=True, **CANCEL_REQUESTED)
+
+    def _cancel_requested(self, job_name: str) -> bool:
+        """Whether an operator's cancel, through any instance, is what deleted this Job (the store says)."""
+        stored = self._door.store.get(job_name)
+        return stored is not None and stored.reason == CANCEL_REQUESTED["reason"]
 
     def mark_cancelled(self, job_name: str) -> None:
         """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
