@@ -37,7 +37,18 @@ from typing import Any
 
 import requests
 
-from benchmarks.common import ApiWatch, Bench, arguments, cpu_seconds, finish, machine, ms, percentiles, session
+from benchmarks.common import (
+    ApiWatch,
+    Bench,
+    Streams,
+    arguments,
+    cpu_seconds,
+    finish,
+    machine,
+    ms,
+    percentiles,
+    session,
+)
 from tests.live.server import LiveServer
 from webapp.jobspecs import PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV, container_env
 
@@ -129,18 +140,16 @@ class Window:
 def measure(
     bench: Bench,
     server: LiveServer,
+    load: Streams,
     job_name: str,
     *,
     label: str,
-    streams: int,
     duration: float,
     interval: float,
     first_marker: int,
     reports: TaskReports | None,
-    clients: int = 1,
 ) -> Window:
-    """Open ``streams`` streams, make status changes for ``duration`` s (with ``reports`` running, if any), collect."""
-    load = bench.streams(server, transport="mixed", jobs=[job_name], count=streams, processes=clients)
+    """Make status changes for ``duration`` s (with ``reports`` running, if any); then release ``load``."""
     worker = bench.worker(server)
     sent: dict[int, float] = {}
     marker = first_marker
@@ -166,7 +175,7 @@ def measure(
     app_requests = bench.app_requests() - requests_before
     return Window(
         label=label,
-        streams=streams,
+        streams=load.count,
         seconds=seconds,
         app_requests=app_requests,
         worker_cpu_seconds=cpu,
@@ -251,18 +260,18 @@ def run(
         url, token = task_env(bench, job)
         for number, label in enumerate(("quiet", "progress")):
             reports = TaskReports(url, token, rate=rate, duration=duration) if label == "progress" else None
+            load = bench.streams(server, transport="mixed", jobs=[job], count=streams, processes=clients)
             with bench.profiling(server, profile, f"progress-{label}") as where:
                 window = measure(
                     bench,
                     server,
+                    load,
                     job,
                     label=label,
-                    streams=streams,
                     duration=duration,
                     interval=interval,
                     first_marker=10_000 * (number + 1),
                     reports=reports,
-                    clients=clients,
                 )
             rows.append({**figures(window), "profile": where.summary})
     return {"measure": "progress", "rate": rate, "duration_seconds": duration, "interval": interval, "rows": rows}
