@@ -133,7 +133,7 @@ class Streams:
         self.opened_seconds = 0.0
 
     def report(self) -> dict[str, Any]:
-        """Stop holding the streams; every arrival, by marker, from every process."""
+        """Stop holding the streams; every arrival, by ``active`` marker and by progress ``done``, from each process."""
         reports = []
         for process in self._processes:
             assert process.stdin is not None and process.stdout is not None
@@ -145,13 +145,17 @@ class Streams:
             process.wait(timeout=60)
         self._close()
         arrivals: dict[int, list[float]] = {}
+        progress: dict[int, list[float]] = {}
         for one in reports:
             for marker, times in one["arrivals"].items():
                 arrivals.setdefault(int(marker), []).extend(times)
+            for done, times in one["progress"].items():
+                progress.setdefault(int(done), []).extend(times)
         return {
             "closed": sum(r["closed"] for r in reports),
             "errors": [e for r in reports for e in r["errors"]],
             "arrivals": arrivals,
+            "progress": progress,
         }
 
     def kill(self) -> None:
@@ -264,7 +268,8 @@ class ApiWatch:
         self._api.close()
 
 
-def _cpu_seconds(process: psutil.Process | None) -> float:
+def cpu_seconds(process: psutil.Process | None) -> float:
+    """The CPU time ``process`` has used so far, user and system."""
     if process is None:
         return 0.0
     times = process.cpu_times()
@@ -523,13 +528,13 @@ class Bench:
         After the last change the streams get one more ``interval`` to deliver.
         """
         sent = {}
-        cpu_before = _cpu_seconds(worker)
+        cpu_before = cpu_seconds(worker)
         with ApiWatch(self.plane, self.namespace, job_name) as api_watch:
             for _ in range(count):
                 self._marker += 1
                 sent[self._marker] = self.set_marker(job_name, self._marker)
                 time.sleep(interval * random.uniform(1.0, 1.2))  # paced on purpose: one change at a time
-        cpu = _cpu_seconds(worker) - cpu_before
+        cpu = cpu_seconds(worker) - cpu_before
         return Changes(
             sent=sent,
             streams=load.count,

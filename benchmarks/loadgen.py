@@ -9,7 +9,10 @@ Run by the benchmarks, one or more at a time, never in the server's process::
 over ``--jobs``) with asyncio, prints ``{"opened": n}`` once every stream has
 had its first status, then notes the monotonic time each status message
 arrives, keyed by the message's ``active`` counter (the benchmarks set it to
-a fresh marker for every change they make). ``report`` on stdin, or
+a fresh marker for every change they make), and separately by its progress
+``done`` (the progress benchmark reports a fresh one each time). A stream
+counts a marker once, when it first brings it: a message that changes only
+the progress still carries the last ``active``. ``report`` on stdin, or
 ``--duration`` seconds, ends it: it prints what arrived and exits.
 ``time.monotonic()`` is one clock for every process on Linux, so the
 benchmark compares these times with the moment it made each change.
@@ -37,6 +40,7 @@ from urllib.parse import urlsplit
 import requests
 
 ACTIVE = re.compile(rb'"active":\s*(\d+)')
+PROGRESS_DONE = re.compile(rb'"progress":\s*\{"done":\s*(\d+)')
 DONATION = {"amount": "12.50", "currency": "USD", "donor_name": "Bench Donor", "donor_email": "bench@example.org"}
 
 
@@ -52,7 +56,7 @@ def emit(record: dict[str, Any]) -> None:
 
 
 class Recorder:
-    """Arrival times of status messages, by ``active`` marker; which streams are open and well."""
+    """Arrival times of status messages, by ``active`` marker and by progress ``done``; which streams are well."""
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
@@ -60,13 +64,21 @@ class Recorder:
         self.closed = 0
         self.errors: list[str] = []
         self.arrivals: dict[int, list[float]] = defaultdict(list)
+        self.progress: dict[int, list[float]] = defaultdict(list)
         self.all_open = asyncio.Event()
 
     def message(self, stream: StreamClient, payload: bytes, at: float) -> None:
         match = ACTIVE.search(payload)
         if match is None:
             return
-        self.arrivals[int(match.group(1))].append(at)
+        marker = int(match.group(1))
+        if marker != stream.last_active:
+            stream.last_active = marker
+            self.arrivals[marker].append(at)
+        done = PROGRESS_DONE.search(payload)
+        if done is not None and int(done.group(1)) != stream.last_done:
+            stream.last_done = int(done.group(1))
+            self.progress[stream.last_done].append(at)
         if not stream.got_first:
             stream.got_first = True
             self.first += 1
@@ -85,6 +97,8 @@ class StreamClient(asyncio.Protocol):
         self.host = host
         self.path = path
         self.got_first = False
+        self.last_active: int | None = None
+        self.last_done: int | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -216,6 +230,7 @@ async def hold_streams(args: argparse.Namespace) -> None:
             "closed": recorder.closed,
             "errors": recorder.errors,
             "arrivals": {str(marker): times for marker, times in recorder.arrivals.items()},
+            "progress": {str(done): times for done, times in recorder.progress.items()},
         }
     )
     for transport in transports:

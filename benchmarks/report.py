@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import api_requests, fanout, latency, launches
+from benchmarks import api_requests, fanout, latency, launches, progress
 from benchmarks.common import print_report
 
 TABLES = {
@@ -18,6 +18,7 @@ TABLES = {
     "latency": latency.table,
     "fanout": fanout.table,
     "launches": launches.table,
+    "progress": progress.table,
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import api_requests, fanout, latency, launches, report
+from benchmarks import api_requests, fanout, latency, launches, progress, report
 from benchmarks.common import Bench, machine, percentiles, summarize_profile
 
 
@@ -54,6 +54,26 @@ def test_fanout_reaches_every_stream_of_both_transports_and_reads_the_workers_me
     assert row["delivered"] == row["expected"] == 16, row
     assert 0 < row["p50"] <= row["last_median"] <= row["last_max"], row
     assert row["rss_before"] > 10 * 2**20 and row["rss_after"] > 0, row
+
+
+def test_progress_delivers_some_reports_and_the_last_to_every_stream_without_api_requests(bench: Bench) -> None:
+    results = progress.run(bench, streams=10, duration=3.0, rate=10.0, interval=1.0)
+    quiet, reporting = results["rows"]
+    assert (quiet["window"], reporting["window"]) == ("quiet", "progress")
+    for row in (quiet, reporting):
+        assert row["lost_streams"] == 0 and row["errors"] == [], row
+        assert row["changes"] >= 2 and row["changes_delivered"] == row["changes_expected"], row
+        assert 0 < row["change_p50"] <= row["change_p99"] <= row["change_max"] < 2 * 1.2, row
+        assert row["app_requests"] == 0, row  # its watches were open before; nothing else, changes or reports
+        assert row["messages"] == row["changes_delivered"] + row.get("progress_messages", 0), row
+    assert "reports" not in quiet
+    assert reporting["cpu_seconds"] > 0, reporting  # the worker's own clock: 30 requests take more than a tick
+    # the task's 30 reports were all taken; at most 4 a second (and the first at once) reached the streams
+    assert reporting["reports"] == reporting["reports_taken"] == 30, reporting
+    assert 2 <= reporting["reports_delivered"] <= 4 * reporting["seconds"] + 1, reporting
+    assert reporting["last_report"] == 30 and reporting["last_report_streams"] == 10, reporting
+    assert reporting["progress_messages"] >= 10 * reporting["reports_delivered"] - 10, reporting
+    assert 0 < reporting["progress_p50"] <= reporting["progress_p99"] <= reporting["progress_max"] < 1.0, reporting
 
 
 def test_launches_create_a_job_for_every_accepted_donation(
