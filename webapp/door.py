@@ -50,7 +50,11 @@ OPERATOR_CANCEL: Mapping[str, Any] = MappingProxyType(
 )
 """The change an operator's cancel makes, whoever carries it out."""
 CANCEL_REQUESTED: Mapping[str, Any] = MappingProxyType(
-    {"reason": "Cancelling", "message": "an operator asked to cancel it; its pods are being stopped"}
+    {
+        "reason": "Cancelling",
+        "message": "an operator asked to cancel it; its pods are being stopped",
+        "cancel_requested": True,
+    }
 )
 """Said before a Kubernetes Job is deleted for a cancel, so that every instance's watch knows why it went."""
 

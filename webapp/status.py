@@ -116,6 +116,9 @@ class JobStatus:
     observed: str | None = None
     """The source's version of what this status was made from (a Job's ``resourceVersion``); kept in the
     run store, never sent to clients: an observation older than it is stale (:mod:`webapp.door`)."""
+    cancel_requested: bool = False
+    """An operator asked to cancel the run (kept in the run store, never sent to clients): whichever
+    instance sees its Kubernetes Job deleted knows why."""
 
     @classmethod
     def new(
@@ -208,10 +211,15 @@ class JobStatus:
 
     @property
     def stored_json(self) -> str:
-        """The status as the run store keeps it: :attr:`json` plus :attr:`observed`."""
-        if self.observed is None:
+        """The status as the run store keeps it: :attr:`json` plus what only jobpulse reads back."""
+        internal: dict[str, Any] = {}
+        if self.observed is not None:
+            internal["observed"] = self.observed
+        if self.cancel_requested:
+            internal["cancel_requested"] = True
+        if not internal:
             return self.json
-        return self.json[:-1] + "," + json.dumps({"observed": self.observed})[1:]
+        return self.json[:-1] + "," + json.dumps(internal)[1:]
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> JobStatus:
@@ -243,6 +251,7 @@ class JobStatus:
             progress=Progress.from_dict(body.get("progress")),
             queue_position=body.get("queue_position"),
             observed=body.get("observed"),
+            cancel_requested=bool(body.get("cancel_requested", False)),
         )
 
     @classmethod

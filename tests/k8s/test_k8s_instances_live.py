@@ -12,13 +12,47 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.helpers import parse_sse, statuses
-from tests.live.clients import launch, start_curl_sse, status
+from tests.helpers import parse_sse, statuses, wait_for
+from tests.live.clients import ADMIN, launch, start_curl_sse, status
 from tests.live.server import LiveServer
 from tests.redis.conftest import redis_server, redis_url  # noqa: F401  # fixtures, for this module too
 
 pytestmark = [pytest.mark.redis, pytest.mark.live]
+
+
+@pytest.fixture
+def two_instances(
+    make_live_server: Callable[..., LiveServer],
+    k8s_env: dict[str, str],
+    redis_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> tuple[LiveServer, LiveServer]:
+    a, b = (
+        make_live_server(**k8s_env, REDIS_URL=redis_url, DATABASE_PATH=str(tmp_path / label / "jobpulse.sqlite3"))
+        for label in ("a", "b")
+    )
+    return a, b
+
+
+def test_an_operators_cancel_through_either_instance_is_an_operators_cancel_on_both(
+    two_instances: tuple[LiveServer, LiveServer],
+) -> None:
+    """Whichever instance's watch sees the Job go first, the run says an operator cancelled it."""
+    a, b = two_instances
+    for canceller in (a, b, b):
+        name = launch(a, "slow")
+        wait_for(lambda: status(b, name)["status"] in ("Pending", "Running"), what="B to know the run")  # noqa: B023
+        answer = requests.delete(f"{canceller.url}/api/jobs/{name}", headers=ADMIN, timeout=10)
+        assert answer.status_code == 200, answer.text
+        for instance in (a, b):
+            final = wait_for(
+                lambda: (s := status(instance, name))["terminal"] and s,  # noqa: B023
+                what=f"{name} to end on {instance.url}",
+            )
+            assert (final["status"], final["reason"]) == ("Cancelled", "Cancelled"), final
+        assert status(a, name) == status(b, name)
 
 
 def test_two_instances_give_each_status_of_a_job_the_same_seq(

@@ -201,7 +201,7 @@ class JobWatcher:
     def _cancel_requested(self, job_name: str) -> bool:
         """Whether an operator's cancel, through any instance, is what deleted this Job (the store says)."""
         stored = self._door.store.get(job_name)
-        return stored is not None and stored.reason == CANCEL_REQUESTED["reason"]
+        return stored is not None and stored.cancel_requested
 
     def mark_cancelled(self, job_name: str) -> None:
         """The app deleted this Job: say ``Cancelled`` now, before the watch sees it go."""
