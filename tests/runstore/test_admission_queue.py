@@ -7,6 +7,7 @@ many runs at once, so only ``MAX_ACTIVE_JOBS`` holds them back).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,11 @@ def test_a_waiting_run_is_admitted_once_by_two_admitters_at_once(
     assert launched == [waiting.job_name]
     assert queue.status(waiting.job_name).reason != WAITING
     assert queue.store.count_waiting() == 0
+
+
+def test_the_admitter_stops_within_a_second(make_queue: Callable[..., Queue]) -> None:
+    queue = make_queue()
+    started = time.monotonic()
+    queue.admitter.stop()
+    assert time.monotonic() - started < 1.0
+    assert not any(thread.name == "admission" and thread.is_alive() for thread in threading.enumerate())
