@@ -136,6 +136,7 @@ class StatusDoor:
         only_mode: str | None = None,
         default: Callable[[], JobStatus] | None = None,
         observed: str | None = None,
+        only_if: Callable[[JobStatus], bool] | None = None,
         **fields: Any,
     ) -> JobStatus | None:
         """Apply ``fields`` to the run's status, save and publish the result; return the run's status now.
@@ -146,6 +147,8 @@ class StatusDoor:
         ``observed``: the version of the object the fields were read from (a Job's ``resourceVersion``): a
         change read from an older version than the status's own is stale (another instance's watch is
         ahead of this one's), and changes nothing.
+        ``only_if``: apply the change only to a status it holds for, checked again on the store's copy when
+        another instance wrote first; ``None`` when it does not hold.
         """
         with self._locks.hold(job_name):
             if job_name in self._unsaved_fields:  # write what the store refused before, if it takes it now
@@ -159,6 +162,8 @@ class StatusDoor:
             if current is None or (only_mode is not None and current.mode != only_mode):
                 return None
             for _ in range(SAVE_ATTEMPTS):
+                if only_if is not None and not only_if(current):
+                    return None
                 changed = current if _older(observed, current.observed) else current.evolve(**fields)
                 if changed is not current and observed is not None:
                     changed = dataclasses.replace(changed, observed=observed)

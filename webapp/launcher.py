@@ -1,7 +1,9 @@
 """Launching runs: what the API's ``POST`` asks of the back end.
 
 The launcher turns a request into a run: checks the spec and the limits
-(``MAX_ACTIVE_JOBS``, and each client's fair share of it), claims the
+(``MAX_ACTIVE_JOBS``, and each client's fair share of it; over the limit, a
+run waits in line for capacity while fewer than ``MAX_QUEUED_JOBS`` wait, and
+:mod:`webapp.admission` admits it later through :meth:`Launcher.admit`), claims the
 ``Idempotency-Key`` within the client's own keys (so a retried request never
 makes a second run, and one client's key is nothing to another; a key left
 bound to a run that was never saved is taken over by a later retry), renders
@@ -37,9 +39,9 @@ from webapp.errors import (
 from webapp.executors import Executor
 from webapp.jobspecs import Jobspec, progress_url, render_job
 from webapp.names import new_job_name, new_pipeline_run_id
-from webapp.runstore import IdempotencyClaim, RunStore
+from webapp.runstore import WAITING_FOR_CAPACITY, IdempotencyClaim, RunStore, awaits_admission
 from webapp.settings import Settings
-from webapp.status import JobStatus
+from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +126,11 @@ class Launcher:
         shadow_mode = self._shadow_mode()
         shadow_name = new_job_name(run_id) if shadow_mode else None
         try:
-            self._check_active_limits(client, fair_share=fair_share)
+            place = self._check_active_limits(client, fair_share=fair_share)
             status = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=run_id)
             status = dataclasses.replace(status, shadow_job_name=shadow_name)
+            if place is not None:
+                status = dataclasses.replace(status, **self.waiting_fields(place))
             status = self._start(status, spec, params, client=client, base_url=base_url)
         except Exception as error:
             if idempotency_key is not None:
@@ -138,10 +142,12 @@ class Launcher:
                 extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "error": str(error)},
             )
             raise
-        metrics.LAUNCHES.labels(mode=mode, result="launched").inc()
+        waits = awaits_admission(status)
+        metrics.LAUNCHES.labels(mode=mode, result="queued" if waits else "launched").inc()
         metrics.LAUNCH_SECONDS.labels(mode=mode).observe(time.perf_counter() - started)
         logger.info(
-            "job.launched", extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "spec": spec.name}
+            "job.queued" if waits else "job.launched",
+            extra={"job_name": job_name, "mode": mode, "pipeline_run_id": run_id, "spec": spec.name},
         )
         if shadow_mode and shadow_name:
             self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, base_url=base_url)
@@ -160,13 +166,38 @@ class Launcher:
         except RunStoreUnavailable as error:
             logger.warning("idempotency.release_failed", extra={"job_name": job_name, "error": error.message})
 
-    def _check_active_limits(self, client: str, *, fair_share: bool) -> None:
-        max_active = self._settings.max_active_jobs
-        if max_active and self._store.count_unfinished() >= max_active:
-            raise TooManyActiveJobs(f"{max_active} tasks are already unfinished; try again shortly")
+    def _check_active_limits(self, client: str, *, fair_share: bool) -> int | None:
+        """Refuse a launch over the limits (:class:`TooManyActiveJobs`), or say where it waits in line (1 = next).
+
+        ``None``: it starts now. Once runs wait, a new one waits behind them (nobody jumps the line). A client's
+        fair share counts its waiting runs too: one address cannot fill the line.
+        """
+        max_active, max_queued = self._settings.max_active_jobs, self._settings.max_queued_jobs
+        place = None
+        if max_active:
+            waiting = self._store.count_waiting() if max_queued else 0
+            if waiting or self._store.count_unfinished() - waiting >= max_active:
+                if waiting >= max_queued:
+                    raise TooManyActiveJobs(
+                        f"{max_active} tasks are already unfinished"
+                        + (f" and {waiting} wait in line" if max_queued else "")
+                        + "; try again shortly"
+                    )
+                place = waiting + 1
         share = self._settings.max_active_jobs_per_client
         if fair_share and share and self._store.count_unfinished(client=client) >= share:
             raise TooManyActiveJobs(f"this address already has {share} unfinished tasks; try again when one ends")
+        return place
+
+    def waiting_fields(self, place: int) -> dict[str, Any]:
+        """What the status of a run waiting for capacity at ``place`` (1 = next to start) says."""
+        ahead = "next in line" if place == 1 else f"{place - 1} ahead in line"
+        return {
+            "status": Phase.QUEUED,
+            "reason": WAITING_FOR_CAPACITY,
+            "message": f"{self._settings.max_active_jobs} tasks are running; waiting for one to finish ({ahead})",
+            "queue_position": place,
+        }
 
     def _shadow_mode(self) -> str | None:
         if self._settings.execution_mode != "dual":
@@ -186,7 +217,8 @@ class Launcher:
 
         The run gets its own progress token, a new secret kept only in its manifest (the run store has it,
         so every instance can check it, after a restart too). Leave no record behind if the executor cannot
-        start it.
+        start it. A run that waits for capacity (:func:`~webapp.runstore.awaits_admission`) is recorded and
+        published only: :meth:`admit` hands it on when its turn comes.
         """
         manifest = render_job(
             spec,
@@ -198,12 +230,51 @@ class Launcher:
             progress_token=secrets.token_urlsafe(32) if base_url else None,
         )
         self._door.open(status, manifest=manifest, client=client)
+        if awaits_admission(status):
+            return self._door.announce(status)
         try:
-            self._executors[status.mode].launch(status, manifest)
+            self._hand_over(status, manifest)
         except Exception:
             self._door.withdraw(status.job_name)
             raise
         return self._door.announce(status)
+
+    def _hand_over(self, status: JobStatus, manifest: dict[str, Any]) -> None:
+        """Give the recorded run to the executor of its mode, which starts it (or raises why it cannot)."""
+        self._executors[status.mode].launch(status, manifest)
+
+    def admit(self, job_name: str) -> JobStatus | None:
+        """Hand a run that waited for capacity to its executor, as a direct launch does; its status now.
+
+        The caller holds the run's admission (:meth:`~webapp.runstore.Runs.claim_admission`). The run leaves
+        the line first (its status says so, saved before anything starts); ``None`` if it is no longer
+        ``Queued`` (cancelled meanwhile): nothing starts. An executor that refuses it, or a manifest that is
+        gone, makes it ``Failed`` (``StartError``): a waiting run is never dropped silently.
+        """
+        status = self._door.change(
+            job_name,
+            durable=True,
+            only_if=lambda current: current.status == Phase.QUEUED,
+            reason=None,
+            message=None,
+            queue_position=None,
+        )
+        if status is None:
+            return None
+        manifest = self._store.manifest(job_name)
+        try:
+            if manifest is None:
+                raise ExecutorUnavailable("its manifest is missing from the run store")
+            self._hand_over(status, manifest)
+        except Exception as error:
+            metrics.LAUNCHES.labels(mode=status.mode, result="unavailable").inc()
+            logger.warning("job.error", extra={"job_name": job_name, "mode": status.mode, "error": str(error)})
+            return self._door.change(
+                job_name, status=Phase.FAILED, reason="StartError", message=f"it could not be started: {error}"
+            )
+        metrics.LAUNCHES.labels(mode=status.mode, result="launched").inc()
+        logger.info("job.admitted", extra={"job_name": job_name, "mode": status.mode, "spec": status.spec})
+        return self._door.current(job_name) or status
 
     def _start_shadow(
         self,

@@ -2,7 +2,8 @@
 
 One :class:`Runtime` per process (per app): the status hub, the run store,
 the door every status change goes through (:mod:`webapp.door`), the
-executors of the configured mode, the launcher and run control, the gate of
+executors of the configured mode, the launcher and run control, the
+admitter of runs waiting for capacity (:mod:`webapp.admission`), the gate of
 the tasks' progress reports (:mod:`webapp.progress_reports`), and a housekeeping loop
 that applies ``STATUS_RETENTION_SECONDS``. :func:`build_runtime` is the one
 place where the parts are wired together, hub listeners included.
@@ -21,6 +22,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from webapp import metrics
+from webapp.admission import Admitter
 from webapp.door import StatusDoor
 from webapp.dual import DualComparator
 from webapp.errors import RunStoreUnavailable
@@ -77,6 +79,7 @@ class Runtime:
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, door=door)
         self.runs = RunControl(settings=settings, executors=executors, door=door)
+        self.admitter = Admitter(door=door, launcher=self.launcher, max_active=settings.max_active_jobs)
         self.progress = ProgressCoalescer(door=door)
         self.progress_tokens = ProgressTokens(store=door.store)
         self._stopping = threading.Event()
@@ -90,6 +93,8 @@ class Runtime:
             service.start()
         for executor in self.executors.values():
             executor.start()
+        if self._runs_may_wait():
+            self.admitter.start()
         self.progress.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="stream-heartbeat", daemon=True).start()
@@ -105,6 +110,7 @@ class Runtime:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self.admitter.stop()  # before the executors: a run admitted now would be refused by a stopping executor
         self.progress.stop()  # held progress is written first, while the runs it belongs to still stream
         self.hub.close()
         self.door.save_unsaved()
@@ -116,6 +122,15 @@ class Runtime:
                 logger.exception("runtime.stop_failed", extra={"part": type(part).__name__})
         self.door.save_unsaved()
         self.door.report_unsaved_at_exit()
+
+    def _runs_may_wait(self) -> bool:
+        """Whether runs wait for capacity: ``MAX_QUEUED_JOBS`` is set, or runs still wait from when it was."""
+        if self.settings.max_queued_jobs:
+            return True
+        try:
+            return self.store.count_waiting() > 0
+        except RunStoreUnavailable:
+            return True  # cannot tell: an admitter with nothing to admit costs one read every few seconds
 
     def unready_reasons(self) -> list[str]:
         reasons = [
@@ -250,4 +265,6 @@ def build_runtime(settings: Settings) -> Runtime:
         webhooks = WebhookSender(store=store, url=settings.completion_webhook_url, secret=settings.webhook_secret)
         hub.add_listener(webhooks.on_status)
         services.append(webhooks)
-    return Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)
+    runtime = Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)
+    hub.add_listener(runtime.admitter.on_status)  # a run finished or left the line: admit the next one
+    return runtime

@@ -196,6 +196,10 @@ class Settings:
     max_active_jobs: int = setting(100, fields.Integer(validate=validate.Range(min=0)))
     """Launches are refused (429) while this many runs are unfinished; 0 means no limit."""
 
+    max_queued_jobs: int = setting(0, fields.Integer(validate=validate.Range(min=0)))
+    """Launches over ``max_active_jobs`` wait in line (``Queued``, ``WaitingForCapacity``) while fewer than this
+    many wait; beyond, they are refused (429). 0: no line, every launch over the limit is refused."""
+
     max_active_jobs_per_client: int = setting(
         10,
         fields.Integer(validate=validate.Range(min=0)),

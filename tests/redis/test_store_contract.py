@@ -411,3 +411,44 @@ def test_a_sqlite_file_from_before_clients_were_recorded_is_upgraded(tmp_path: P
     store.save(run("i1"), client="192.0.2.1")
     assert store.count_unfinished(client="192.0.2.1") == 1
     store.close()
+
+
+def test_a_run_first_saved_waiting_for_capacity_waits_for_admission_once_across_instances(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    first, second = stores
+    waiting = run("w1", reason="WaitingForCapacity", queue_position=1)
+    first.save(run("w0"), manifest=MANIFEST)
+    first.save(waiting, manifest=MANIFEST, client="192.0.2.1")
+    last = run("w2", reason="WaitingForCapacity", queue_position=2)
+    first.save(last, manifest=MANIFEST)
+    assert [s.job_name for s in second.waiting()] == ["task-runner-w1", "task-runner-w2"]
+    assert [s.job_name for s in second.unfinished()] == ["task-runner-w0"], "no executor sees a waiting run"
+    assert (second.count_waiting(), second.count_unfinished(), second.count_unfinished(client="192.0.2.1")) == (2, 3, 1)
+
+    assert first.claim_admission(waiting.job_name, owner="instance-a", lease_seconds=30)
+    assert not second.claim_admission(waiting.job_name, owner="instance-b", lease_seconds=30)
+    assert first.claim_admission(waiting.job_name, owner="instance-a", lease_seconds=30), "the holder renews"
+    second.save(waiting.evolve(reason=None, queue_position=None))  # later saves do not change whether it waits
+    assert second.count_waiting() == 2
+    assert first.admit_run(waiting.job_name)
+    assert not second.admit_run(waiting.job_name), "admitted once"
+    assert not second.claim_admission(waiting.job_name, owner="instance-b", lease_seconds=30)
+    assert [s.job_name for s in second.unfinished()] == ["task-runner-w0", "task-runner-w1"]
+
+    second.save(last.evolve(status=Phase.CANCELLED))  # a cancel takes it out of the line
+    assert (first.waiting(), first.count_waiting()) == ([], 0)
+    assert not first.claim_admission("task-runner-w2", owner="instance-a", lease_seconds=30)
+    assert not first.admit_run("task-runner-w2")
+
+
+def test_an_expired_admission_lets_another_instance_admit_the_run(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    waiting = run("x1", reason="WaitingForCapacity", queue_position=1)
+    first.save(waiting, manifest=MANIFEST)
+    assert first.claim_admission(waiting.job_name, owner="instance-a", lease_seconds=0.3)
+    wait_for(
+        lambda: second.claim_admission(waiting.job_name, owner="instance-b", lease_seconds=30),
+        timeout=5,
+        what="the admission lease to run out",
+    )

@@ -21,7 +21,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from webapp.comparison import Comparison
-from webapp.status import JobStatus
+from webapp.status import JobStatus, Phase
+
+WAITING_FOR_CAPACITY = "WaitingForCapacity"
+"""The reason of a run accepted while ``MAX_ACTIVE_JOBS`` runs were unfinished: it waits to be admitted."""
+
+
+def awaits_admission(status: JobStatus) -> bool:
+    """Whether ``status`` says its run waits for capacity (``Queued``, ``WaitingForCapacity``), not yet executed.
+
+    A run first saved so waits for admission in the run store (:meth:`Runs.waiting`) until
+    :meth:`Runs.admit_run` hands it on or it finishes (a cancel).
+    """
+    return status.status == Phase.QUEUED and status.reason == WAITING_FOR_CAPACITY
 
 
 class PendingWebhook:
@@ -52,7 +64,8 @@ class Runs(Protocol):
 
         So the first writer of each ``seq`` wins, whichever instance it runs in.
 
-        ``client``, the address that launched the run, is recorded when the run is first saved.
+        ``client``, the address that launched the run, is recorded when the run is first saved; so is whether
+        it waits for admission (:func:`awaits_admission` of its first status).
         """
 
     def get(self, job_name: str) -> JobStatus | None: ...
@@ -60,10 +73,28 @@ class Runs(Protocol):
     def recent(self, limit: int) -> list[JobStatus]:
         """Newest first."""
 
-    def unfinished(self, *, mode: str | None = None) -> list[JobStatus]: ...
+    def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
+        """Runs handed to their executor and not yet terminal, oldest first: not those waiting for admission."""
 
     def count_unfinished(self, *, client: str | None = None) -> int:
-        """Runs not yet terminal: all of them, or those ``client`` launched."""
+        """Runs not yet terminal, those waiting for admission included: all of them, or those ``client`` launched."""
+
+    def waiting(self) -> list[JobStatus]:
+        """Runs waiting for admission (see :func:`awaits_admission`), oldest first."""
+
+    def count_waiting(self) -> int:
+        """How many runs wait for admission."""
+
+    def claim_admission(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
+        """Take charge of admitting a waiting run unless another live admitter holds it (a lease of its own).
+
+        So one instance hands the run to its executor; an admitter that died meanwhile holds it no longer
+        once its lease runs out. The run still waits (it is in no executor's :meth:`unfinished`) until
+        :meth:`admit_run`.
+        """
+
+    def admit_run(self, job_name: str) -> bool:
+        """The run no longer waits for admission (its executor has it); ``False`` if it did not wait (any more)."""
 
     def manifest(self, job_name: str) -> dict[str, Any] | None: ...
 

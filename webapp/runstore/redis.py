@@ -10,9 +10,10 @@ is due) are the Redis server's clock, the one clock all instances share.
 Keys (all under ``jobpulse:``)::
 
     run:<job>                 hash: body, seq, terminal, mode, created_at, updated_at,
-                              manifest, owner, lease_until, client
+                              manifest, owner, lease_until, client, waiting, admitter, admit_until
     runs:by-created           zset of job names by created_at   (recent)
-    runs:unfinished           zset of job names by created_at   (unfinished, count)
+    runs:unfinished           zset of job names by created_at   (unfinished, count; waiting ones too)
+    runs:waiting              zset of the unfinished runs waiting for admission, by created_at
     runs:unfinished:client:<address>
                               the same, of the runs one client launched (its fair share)
     runs:finished             zset of job names by updated_at   (purge)
@@ -51,7 +52,7 @@ from redis.retry import Retry
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import IdempotencyClaim, PendingWebhook
+from webapp.runstore import IdempotencyClaim, PendingWebhook, awaits_admission
 from webapp.status import JobStatus
 
 KEY_PREFIX = "jobpulse:"
@@ -110,9 +111,10 @@ end
 local function fmt(x) return string.format('%.6f', x) end
 """
 
-# KEYS: run, by-created, unfinished, finished
+# KEYS: run, by-created, unfinished, finished, waiting
 # ARGV: job_name, seq, terminal (0|1), mode, created_at, updated_at, body, manifest ('' = keep),
-#       client ('' = none; recorded on insert), prefix of the per-client unfinished zsets
+#       client ('' = none; recorded on insert), prefix of the per-client unfinished zsets,
+#       waits for admission (0|1; recorded on insert)
 _SAVE = """
 local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal')
 local exists = current[1] ~= false
@@ -128,16 +130,44 @@ else
   redis.call('HSET', KEYS[1], 'mode', ARGV[4], 'created_at', ARGV[5], 'owner', '', 'lease_until', '0')
   if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'client', ARGV[9]) end
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  if ARGV[11] == '1' and ARGV[3] ~= '1' then
+    redis.call('HSET', KEYS[1], 'waiting', '1')
+    redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+  end
 end
 local client = redis.call('HGET', KEYS[1], 'client')
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HSET', KEYS[1], 'waiting', '0')
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
   if client then redis.call('ZREM', ARGV[10] .. client, ARGV[1]) end
 else
   redis.call('ZADD', KEYS[3], created, ARGV[1])
   if client then redis.call('ZADD', ARGV[10] .. client, created, ARGV[1]) end
 end
+return 1
+"""
+
+# KEYS: run   ARGV: owner, lease_seconds
+_CLAIM_ADMISSION = (
+    _NOW
+    + """
+local run = redis.call('HMGET', KEYS[1], 'terminal', 'waiting', 'admitter', 'admit_until')
+if run[1] ~= '0' or run[2] ~= '1' then return 0 end
+local t = now()
+local holder = run[3] or ''
+if holder ~= '' and holder ~= ARGV[1] and tonumber(run[4] or '0') >= t then return 0 end
+redis.call('HSET', KEYS[1], 'admitter', ARGV[1], 'admit_until', fmt(t + tonumber(ARGV[2])))
+return 1
+"""
+)
+
+# KEYS: run, waiting   ARGV: job_name
+_ADMIT_RUN = """
+if redis.call('HGET', KEYS[1], 'waiting') ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'waiting', '0')
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -278,6 +308,8 @@ class RedisRunStore:
         self._ttl = max(1, int(retention_seconds))
         self._save = self._redis.register_script(_SAVE)
         self._claim_run = self._redis.register_script(_CLAIM_RUN)
+        self._claim_admission = self._redis.register_script(_CLAIM_ADMISSION)
+        self._admit_run = self._redis.register_script(_ADMIT_RUN)
         self._release_runs = self._redis.register_script(_RELEASE_RUNS)
         self._release_key = self._redis.register_script(_RELEASE_IDEMPOTENCY_KEY)
         self._replace_key = self._redis.register_script(_REPLACE_IDEMPOTENCY_KEY)
@@ -302,6 +334,10 @@ class RedisRunStore:
 
     def _unfinished_of(self, client: str) -> str:
         return f"{self._prefix}runs:unfinished:client:{client}"
+
+    @property
+    def _waiting(self) -> str:
+        return f"{self._prefix}runs:waiting"
 
     @property
     def _finished(self) -> str:
@@ -357,7 +393,13 @@ class RedisRunStore:
         """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final."""
         with self._reaching_redis():
             taken = self._save(
-                keys=[self._run_key(status.job_name), self._by_created, self._unfinished, self._finished],
+                keys=[
+                    self._run_key(status.job_name),
+                    self._by_created,
+                    self._unfinished,
+                    self._finished,
+                    self._waiting,
+                ],
                 args=[
                     status.job_name,
                     status.seq,
@@ -369,6 +411,7 @@ class RedisRunStore:
                     json.dumps(manifest) if manifest is not None else "",
                     client or "",
                     self._unfinished_of(""),
+                    int(awaits_admission(status)),
                 ],
             )
         return bool(taken == 1)
@@ -387,11 +430,37 @@ class RedisRunStore:
             return self._bodies(names)
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
-        """Runs not yet terminal, oldest first (optionally of one mode)."""
+        """Runs handed to their executor and not yet terminal, oldest first (optionally of one mode)."""
         with self._reaching_redis():
-            names = _strings(self._redis.zrange(self._unfinished, 0, -1))
-            runs = self._bodies(names)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrange(self._unfinished, 0, -1)
+            pipe.zrange(self._waiting, 0, -1)
+            unfinished, waiting = pipe.execute()
+            waits = set(_strings(waiting))
+            runs = self._bodies([name for name in _strings(unfinished) if name not in waits])
         return [run for run in runs if not run.terminal and (mode is None or run.mode == mode)]
+
+    def waiting(self) -> list[JobStatus]:
+        """Runs waiting for admission, oldest first."""
+        with self._reaching_redis():
+            runs = self._bodies(_strings(self._redis.zrange(self._waiting, 0, -1)))
+        return [run for run in runs if not run.terminal]
+
+    def count_waiting(self) -> int:
+        with self._reaching_redis():
+            return int(self._redis.zcard(self._waiting))
+
+    def claim_admission(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
+        """Take charge of admitting a waiting run unless another live admitter holds it (Redis's clock)."""
+        with self._reaching_redis():
+            claimed = self._claim_admission(keys=[self._run_key(job_name)], args=[owner, lease_seconds])
+        return bool(claimed)
+
+    def admit_run(self, job_name: str) -> bool:
+        """The run no longer waits for admission (one script: only one caller is told ``True``)."""
+        with self._reaching_redis():
+            admitted = self._admit_run(keys=[self._run_key(job_name), self._waiting], args=[job_name])
+        return bool(admitted)
 
     def count_unfinished(self, *, client: str | None = None) -> int:
         with self._reaching_redis():
@@ -410,7 +479,7 @@ class RedisRunStore:
             client = self._redis.hget(self._run_key(job_name), "client")
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(self._run_key(job_name))
-            for index in (self._by_created, self._unfinished, self._finished):
+            for index in (self._by_created, self._unfinished, self._finished, self._waiting):
                 pipe.zrem(index, job_name)
             if client:
                 pipe.zrem(self._unfinished_of(str(client)), job_name)

@@ -26,7 +26,7 @@ from typing import Any
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import IdempotencyClaim, PendingWebhook
+from webapp.runstore import IdempotencyClaim, PendingWebhook, awaits_admission
 from webapp.status import JobStatus
 
 _SCHEMA = """
@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS runs (
     manifest        TEXT,
     owner           TEXT,
     lease_until     REAL NOT NULL DEFAULT 0,
-    client          TEXT
+    client          TEXT,
+    waiting         INTEGER NOT NULL DEFAULT 0,
+    admitter        TEXT,
+    admit_until     REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_terminal ON runs (terminal, mode);
@@ -161,6 +164,10 @@ class SQLiteRunStore:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
                 if "client" not in columns:  # a file from before runs recorded their client
                     db.execute("ALTER TABLE runs ADD COLUMN client TEXT")
+                if "waiting" not in columns:  # a file from before runs could wait for admission
+                    db.execute("ALTER TABLE runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0")
+                    db.execute("ALTER TABLE runs ADD COLUMN admitter TEXT")
+                    db.execute("ALTER TABLE runs ADD COLUMN admit_until REAL NOT NULL DEFAULT 0")
                 db.execute("CREATE INDEX IF NOT EXISTS runs_by_client ON runs (client, terminal)")
                 report = "\n".join(row for (row,) in db.execute("PRAGMA quick_check(3)").fetchall())
             problems = [line for line in report.splitlines() if line not in ("ok", "*** in database main ***")]
@@ -209,8 +216,8 @@ class SQLiteRunStore:
         changed = self._write(
             """
             INSERT INTO runs (job_name, mode, spec, pipeline_run_id, status, terminal, seq,
-                              created_at, updated_at, body, manifest, client)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              created_at, updated_at, body, manifest, client, waiting)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (job_name) DO UPDATE SET
                 status = excluded.status, terminal = excluded.terminal, seq = excluded.seq,
                 updated_at = excluded.updated_at, body = excluded.body,
@@ -230,6 +237,7 @@ class SQLiteRunStore:
                 status.stored_json,
                 json.dumps(manifest) if manifest is not None else None,
                 client,
+                int(awaits_admission(status)),
             ),
         )
         return changed == 1
@@ -243,7 +251,7 @@ class SQLiteRunStore:
         return [JobStatus.from_json(body) for (body,) in rows]
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
-        sql = "SELECT body FROM runs WHERE terminal = 0"
+        sql = "SELECT body FROM runs WHERE terminal = 0 AND waiting = 0"
         rows = (
             self._all(sql + " AND mode = ? ORDER BY created_at", (mode,))
             if mode
@@ -257,6 +265,31 @@ class SQLiteRunStore:
         else:
             (count,) = self._one("SELECT COUNT(*) FROM runs WHERE client = ? AND terminal = 0", (client,))
         return int(count)
+
+    def waiting(self) -> list[JobStatus]:
+        rows = self._all("SELECT body FROM runs WHERE terminal = 0 AND waiting = 1 ORDER BY created_at, job_name")
+        return [JobStatus.from_json(body) for (body,) in rows]
+
+    def count_waiting(self) -> int:
+        (count,) = self._one("SELECT COUNT(*) FROM runs WHERE terminal = 0 AND waiting = 1")
+        return int(count)
+
+    def claim_admission(self, job_name: str, *, owner: str, lease_seconds: float) -> bool:
+        now = time.time()
+        claimed = self._write(
+            """
+            UPDATE runs SET admitter = ?, admit_until = ?
+            WHERE job_name = ? AND terminal = 0 AND waiting = 1
+              AND (admitter IS NULL OR admitter = ? OR admit_until < ?)
+            """,
+            (owner, now + lease_seconds, job_name, owner, now),
+        )
+        return bool(claimed)
+
+    def admit_run(self, job_name: str) -> bool:
+        return bool(
+            self._write("UPDATE runs SET waiting = 0 WHERE job_name = ? AND waiting = 1 AND terminal = 0", (job_name,))
+        )
 
     def manifest(self, job_name: str) -> dict[str, Any] | None:
         row = self._one("SELECT manifest FROM runs WHERE job_name = ?", (job_name,))
