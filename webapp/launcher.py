@@ -261,6 +261,9 @@ class Launcher:
         )
         if status is None:
             return None
+        # Out of the line in the store before anything starts: a process that dies after this point leaves a
+        # run the executors resume (or settle) as any other, never one a second admission starts again.
+        self._store.admit_run(job_name)
         manifest = self._store.manifest(job_name)
         try:
             if manifest is None:
