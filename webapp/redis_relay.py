@@ -3,8 +3,9 @@
 A legacy run executes on one instance only, and even a Kubernetes run's
 progress reports, cancels and launch land on whichever instance took the
 request; so each status a door writes is published on one Redis pub/sub
-channel (each message is ``status.json``, the whole state) and every instance
-publishes what it hears into its own hub. A stream on instance B follows a
+channel (each message is the whole status as the run store keeps it,
+``status.stored_json``, with what only jobpulse reads back) and every
+instance publishes what it hears into its own hub. A stream on instance B follows a
 run executing on instance A. (Each instance also watches Kubernetes itself;
 the shared run store gives a status one ``seq`` whoever writes it first, and
 a hub ignores what it already has.)
@@ -115,7 +116,7 @@ class RedisStatusChannel:
         if self._stopping.is_set():
             return
         try:
-            self._publisher.publish(self._channel, status.json)
+            self._publisher.publish(self._channel, status.stored_json)
         except RedisError as error:
             self._unsent.keep(status)
             logger.warning(
@@ -132,7 +133,7 @@ class RedisStatusChannel:
         # instance that re-subscribes before that is retried would re-sync without it. Saving the same status
         # again makes no new one: the store refuses a seq it already has.
         self._store.save(status)
-        self._publisher.publish(self._channel, status.json)
+        self._publisher.publish(self._channel, status.stored_json)
         logger.info("redis.republished", extra={"job_name": status.job_name, "mode": status.mode, "seq": status.seq})
 
     # -- incoming: the subscription loop ---------------------------------------

@@ -41,7 +41,7 @@ def test_an_operators_cancel_through_either_instance_is_an_operators_cancel_on_b
 ) -> None:
     """Whichever instance's watch sees the Job go first, the run says an operator cancelled it."""
     a, b = two_instances
-    for canceller in (a, b, b):
+    for canceller in (a, b, a, b, b, b):
         name = launch(a, "slow")
         wait_for(lambda: status(b, name)["status"] in ("Pending", "Running"), what="B to know the run")  # noqa: B023
         answer = requests.delete(f"{canceller.url}/api/jobs/{name}", headers=ADMIN, timeout=10)

@@ -434,7 +434,7 @@ def test_a_run_first_saved_waiting_for_capacity_waits_for_admission_once_across_
     assert first.admit_run(waiting.job_name)
     assert not second.admit_run(waiting.job_name), "admitted once"
     assert not second.claim_admission(waiting.job_name, owner="instance-b", lease_seconds=30)
-    assert [s.job_name for s in second.unfinished()] == ["task-runner-w0", "task-runner-w1"]
+    assert sorted(s.job_name for s in second.unfinished()) == ["task-runner-w0", "task-runner-w1"]
 
     second.save(last.evolve(status=Phase.CANCELLED))  # a cancel takes it out of the line
     assert (first.waiting(), first.count_waiting()) == ([], 0)
