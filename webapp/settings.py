@@ -103,7 +103,44 @@ def _check_rate_limit(value: str) -> None:
         raise ValidationError(f"not a rate limit such as 10/minute ({error})") from error
 
 
-_SECRET_LENGTH = validate.Length(min=16, error="use at least 16 characters")
+_SECRET_MIN = 16
+_SECRET_LENGTH = validate.Length(min=_SECRET_MIN, error=f"use at least {_SECRET_MIN} characters")
+_OPERATOR_NAME = re.compile(r"\A[a-z0-9_-]{1,32}\Z")
+DEFAULT_OPERATOR = "admin"
+"""The operator ``ADMIN_TOKEN`` alone stands for."""
+
+
+def _operator_pairs(value: str) -> tuple[tuple[str, str], ...]:
+    """``name:token`` pairs, comma-separated, as ``(name, token)``; :func:`_check_operators` checked them."""
+    return tuple((name.strip(), token.strip()) for name, _, token in (item.partition(":") for item in _csv(value)))
+
+
+def _check_operators(value: str) -> None:
+    """Names ``[a-z0-9_-]{1,32}``, each once; tokens as long as ``ADMIN_TOKEN``'s, each once.
+
+    The messages name operators (by name or position), never a token.
+    """
+    items = _csv(value)
+    if not items:
+        raise ValidationError("list at least one name:token pair")
+    problems: list[str] = []
+    for position, item in enumerate(items, start=1):
+        name, colon, token = (part.strip() for part in item.partition(":"))
+        if not colon:
+            problems.append(f"pair {position} is not name:token")
+        elif not _OPERATOR_NAME.fullmatch(name):
+            problems.append(f"pair {position}: an operator name is 1-32 characters of a-z, 0-9, '_' or '-'")
+        elif len(token) < _SECRET_MIN:
+            problems.append(f"{name}'s token is too short: use at least {_SECRET_MIN} characters")
+    if problems:
+        raise ValidationError("; ".join(problems))
+    pairs = _operator_pairs(value)
+    names = [name for name, _ in pairs]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValidationError(f"each operator is named once: {', '.join(repeated)}")
+    tokens = [token for _, token in pairs]
+    if len(set(tokens)) != len(tokens):
+        raise ValidationError("each operator needs a token of its own: two pairs share one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +208,17 @@ class Settings:
     """SQLite run store when no Redis is configured; task output is kept beside it."""
 
     admin_token: str | None = setting(None, fields.String(validate=_SECRET_LENGTH))
-    """Bearer token for the admin API; unset means the admin API answers 403."""
+    """Bearer token for the admin API, the operator named ``admin``; unset (and no ``ADMIN_TOKENS``): 403."""
+
+    admin_tokens: tuple[tuple[str, str], ...] = setting(
+        (), fields.String(validate=_check_operators), convert=_operator_pairs
+    )
+    """Named operators, ``name:token`` pairs, comma-separated: each operator's own bearer token for the admin API.
+
+    Names are 1-32 characters of ``a-z``, ``0-9``, ``_``, ``-``; tokens at least 16 characters. With
+    ``ADMIN_TOKEN`` too, both are accepted (``admin`` may then not be named here). A pair removed (and a
+    restart) revokes that operator. The audit trail records each admin action under its operator's name.
+    """
 
     allowed_origins: tuple[str, ...] = setting((), fields.String(validate=_check_origins), convert=_csv)
     """Extra origins (``scheme://host[:port]``) allowed to open WebSockets besides the same host."""
@@ -255,6 +302,14 @@ class Settings:
         return self.execution_mode in ("k8s", "dual")
 
     @property
+    def operators(self) -> dict[str, str]:
+        """Every operator's token by name: ``ADMIN_TOKENS``' pairs and ``ADMIN_TOKEN`` as ``admin``."""
+        named = dict(self.admin_tokens)
+        if self.admin_token:
+            named[DEFAULT_OPERATOR] = self.admin_token
+        return named
+
+    @property
     def primary_mode(self) -> str:
         """The mode of the run a donor follows."""
         return self.dual_primary if self.execution_mode == "dual" else self.execution_mode
@@ -311,6 +366,14 @@ class _Rules(Schema):
             raise ValidationError("set COMPLETION_WEBHOOK_URL too", "WEBHOOK_SECRET")
         if data.get("COMPLETION_WEBHOOK_URL") and not data.get("WEBHOOK_SECRET"):
             raise ValidationError("required to sign webhooks", "WEBHOOK_SECRET")
+        if data.get("ADMIN_TOKEN") and (pairs := data.get("ADMIN_TOKENS")):
+            if DEFAULT_OPERATOR in dict(_operator_pairs(pairs)):
+                raise ValidationError(
+                    f"names {DEFAULT_OPERATOR!r}, the operator ADMIN_TOKEN stands for: rename it or unset ADMIN_TOKEN",
+                    "ADMIN_TOKENS",
+                )
+            if data["ADMIN_TOKEN"] in {token for _, token in _operator_pairs(pairs)}:
+                raise ValidationError("each operator needs a token of its own: one is ADMIN_TOKEN's", "ADMIN_TOKENS")
         connections = data.get("WORKER_CONNECTIONS", Settings.worker_connections)
         if data.get("MAX_STREAMS", 0) >= connections:
             raise ValidationError(
