@@ -118,3 +118,55 @@ def test_shares_and_stream_headroom_follow_the_limits_they_divide(
 ) -> None:
     settings = Settings.from_env(environ)
     assert (settings.max_active_jobs_per_client, settings.max_streams) == (per_client, max_streams)
+
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789ab"
+
+
+@pytest.mark.parametrize(
+    ("environ", "operators"),
+    [
+        ({}, {}),
+        ({"ADMIN_TOKEN": ALICE}, {"admin": ALICE}),
+        ({"ADMIN_TOKENS": f"alice:{ALICE}"}, {"alice": ALICE}),
+        ({"ADMIN_TOKENS": f" alice : {ALICE} , bob:{BOB}, "}, {"alice": ALICE, "bob": BOB}),
+        ({"ADMIN_TOKENS": f"on-call_2:{ALICE}:with-colon"}, {"on-call_2": f"{ALICE}:with-colon"}),
+        ({"ADMIN_TOKENS": f"alice:{ALICE}", "ADMIN_TOKEN": BOB}, {"alice": ALICE, "admin": BOB}),
+        ({"ADMIN_TOKENS": f"{'a' * 32}:{ALICE}"}, {"a" * 32: ALICE}),
+    ],
+)
+def test_operators_are_the_named_tokens_and_admin_token_as_admin(
+    environ: dict[str, str], operators: dict[str, str]
+) -> None:
+    assert Settings.from_env(environ).operators == operators
+
+
+@pytest.mark.parametrize(
+    ("environ", "why"),
+    [
+        ({"ADMIN_TOKENS": ","}, "at least one name:token pair"),
+        ({"ADMIN_TOKENS": ALICE}, "pair 1 is not name:token"),
+        ({"ADMIN_TOKENS": f"alice:{ALICE},Bob:{BOB}"}, "pair 2: an operator name is 1-32 characters"),
+        ({"ADMIN_TOKENS": f"{'a' * 33}:{ALICE}"}, "pair 1: an operator name"),
+        ({"ADMIN_TOKENS": f":{ALICE}"}, "pair 1: an operator name"),
+        ({"ADMIN_TOKENS": f"al ice:{ALICE}"}, "pair 1: an operator name"),
+        ({"ADMIN_TOKENS": "alice:short-token"}, "alice's token is too short: use at least 16 characters"),
+        ({"ADMIN_TOKENS": f"alice:{ALICE},alice:{BOB}"}, "each operator is named once: alice"),
+        ({"ADMIN_TOKENS": f"alice:{ALICE},bob:{ALICE}"}, "each operator needs a token of its own"),
+        ({"ADMIN_TOKENS": f"admin:{ALICE}", "ADMIN_TOKEN": BOB}, "names 'admin', the operator ADMIN_TOKEN stands for"),
+        ({"ADMIN_TOKENS": f"alice:{ALICE}", "ADMIN_TOKEN": ALICE}, "one is ADMIN_TOKEN's"),
+    ],
+)
+def test_bad_admin_tokens_name_the_variable_never_a_token(environ: dict[str, str], why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    assert "ADMIN_TOKENS" in str(caught.value)
+    assert why in str(caught.value)
+    assert ALICE not in str(caught.value)
+    assert BOB not in str(caught.value)
+    assert "short-token" not in str(caught.value)
+
+
+def test_admin_alone_in_admin_tokens_is_fine_without_admin_token() -> None:
+    assert Settings.from_env({"ADMIN_TOKENS": f"admin:{ALICE}"}).operators == {"admin": ALICE}
