@@ -7,6 +7,7 @@ once across instances, not once per object.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from tests.helpers import wait_for
 from webapp.comparison import Comparison
-from webapp.runstore import RunStore
+from webapp.runstore import AdminAction, RunStore
 from webapp.runstore.redis import RedisRunStore
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase, utcnow
@@ -86,6 +87,19 @@ def comparison(pipeline_run_id: str, *, minutes_ago: float = 0, legacy_status: s
         k8s_seconds=2.0,
         compared_at=utcnow() - timedelta(minutes=minutes_ago),
     )
+
+
+def admin_action(target: str, *, actor: str = "alice", minutes_ago: float = 0, **outcome: Any) -> AdminAction:
+    """An action as it reads back: its time to the millisecond, as the JSON carries it."""
+    action = AdminAction(
+        actor=actor,
+        action=outcome.pop("action", "launch"),
+        target=target,
+        status=outcome.pop("status", 202),
+        error=outcome.pop("error", None),
+        at=utcnow() - timedelta(minutes=minutes_ago),
+    )
+    return AdminAction.from_dict(action.to_dict())
 
 
 # -- runs ------------------------------------------------------------------------
@@ -452,3 +466,58 @@ def test_an_expired_admission_lets_another_instance_admit_the_run(stores: tuple[
         timeout=5,
         what="the admission lease to run out",
     )
+
+
+# -- the audit trail -----------------------------------------------------------------
+
+
+def test_admin_actions_read_back_whole_newest_first_from_another_store_object(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    first, second = stores
+    launched = admin_action("task-runner-a-1")
+    refused = admin_action("task-runner-a-1", actor="bob", action="cancel", status=409, error="conflict")
+    ids = [first.record_action(launched), second.record_action(refused)]
+    assert ids[0] < ids[1]
+    assert second.actions(10) == [
+        dataclasses.replace(refused, id=ids[1]),
+        dataclasses.replace(launched, id=ids[0]),
+    ]
+    assert first.actions(10) == second.actions(10)
+
+
+def test_admin_actions_page_by_limit_and_before(store: RunStore) -> None:
+    ids = [store.record_action(admin_action(f"task-runner-p-{index}")) for index in range(5)]
+    assert [a.id for a in store.actions(2)] == [ids[4], ids[3]]
+    assert [a.id for a in store.actions(2, before=ids[3])] == [ids[2], ids[1]]
+    assert [a.id for a in store.actions(10, before=ids[1])] == [ids[0]]
+    assert store.actions(10, before=ids[0]) == []
+    assert store.actions(0) == []
+
+
+def test_concurrent_admin_actions_get_distinct_ids(stores: tuple[RunStore, RunStore]) -> None:
+    recorded: list[int] = []
+    lock = threading.Lock()
+
+    def record(store: RunStore, index: int) -> None:
+        action_id = store.record_action(admin_action(f"task-runner-c-{index}"))
+        with lock:
+            recorded.append(action_id)
+
+    threads = [threading.Thread(target=record, args=(stores[i % 2], i)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(recorded)) == 20
+    assert sorted(a.id for a in stores[0].actions(50) if a.id is not None) == sorted(recorded)
+
+
+def test_purge_forgets_admin_actions_older_than_retention(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    first.record_action(admin_action("task-runner-old", minutes_ago=120))
+    kept = first.record_action(admin_action("task-runner-new"))
+    second.purge(before=utcnow() - timedelta(minutes=60))
+    assert [a.id for a in first.actions(10)] == [kept]
+    second.purge(before=utcnow() + timedelta(seconds=5))
+    assert first.actions(10) == []

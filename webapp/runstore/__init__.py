@@ -5,23 +5,24 @@ process may restart; the run store keeps each run's last status (and, for
 runs this host executes, the rendered manifest to resume them) and the client
 address that launched it (for each client's fair share of ``MAX_ACTIVE_JOBS``),
 plus the idempotency keys that make a double click launch one task, the
-leases that let one process at a time execute a run, dual mode's comparisons
-and the outbox of completion webhooks. SQLite by default; Redis when several
+leases that let one process at a time execute a run, dual mode's comparisons,
+the outbox of completion webhooks and the audit trail of admin actions. SQLite by default; Redis when several
 instances share the work.
 
 The protocol is cut by concern (:class:`Runs`, :class:`IdempotencyKeys`,
 :class:`Leases`, :class:`Comparisons`, :class:`WebhookOutbox`,
-:class:`StoreConnection`); :class:`RunStore` is all of them, and a part that
+:class:`Audit`, :class:`StoreConnection`); :class:`RunStore` is all of them, and a part that
 needs one concern takes only that one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any, Protocol
 
 from webapp.comparison import Comparison
-from webapp.status import JobStatus, Phase
+from webapp.status import JobStatus, Phase, format_time, parse_time
 
 WAITING_FOR_CAPACITY = "WaitingForCapacity"
 """The reason of a run accepted while ``MAX_ACTIVE_JOBS`` runs were unfinished: it waits to be admitted."""
@@ -43,6 +44,53 @@ class PendingWebhook:
         self.job_name = job_name
         self.body = body
         self.attempts = attempts
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminAction:
+    """One admin action in the audit trail: who did what to which run, when, and how it ended.
+
+    Never the token: an operator is known by name only.
+    """
+
+    actor: str
+    """The operator's name (``ADMIN_TOKENS``; ``admin`` for ``ADMIN_TOKEN``)."""
+    action: str
+    """What was asked: ``launch``, ``cancel``."""
+    target: str
+    """The run: its job name, or the spec asked for when no run came of it."""
+    status: int
+    """The HTTP status of the answer."""
+    error: str | None
+    """The answer's error code (``conflict``, ``validation_error``…); ``None`` when it succeeded."""
+    at: datetime
+    id: int | None = None
+    """Given by the store when it records the action; increases with each one recorded."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": format_time(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": {"status": self.status, "error": self.error},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdminAction:
+        at = parse_time(data["at"])
+        if at is None:
+            raise ValueError("an admin action has a time")
+        return cls(
+            id=data.get("id"),
+            at=at,
+            actor=data["actor"],
+            action=data["action"],
+            target=data["target"],
+            status=int(data["outcome"]["status"]),
+            error=data["outcome"]["error"],
+        )
 
 
 class IdempotencyClaim:
@@ -159,6 +207,16 @@ class WebhookOutbox(Protocol):
         """Delivery failed: try again after ``delay`` seconds."""
 
 
+class Audit(Protocol):
+    """The audit trail: every admin action, kept as long as finished runs (:meth:`Runs.purge` forgets it too)."""
+
+    def record_action(self, action: AdminAction) -> int:
+        """Keep ``action``; return the id it is listed under."""
+
+    def actions(self, limit: int, before: int | None = None) -> list[AdminAction]:
+        """At most ``limit`` actions, newest first; with ``before``, those recorded before the action of that id."""
+
+
 class StoreConnection(Protocol):
     """The store's own connection."""
 
@@ -168,7 +226,7 @@ class StoreConnection(Protocol):
     def close(self) -> None: ...
 
 
-class RunStore(Runs, IdempotencyKeys, Leases, Comparisons, WebhookOutbox, StoreConnection, Protocol):
+class RunStore(Runs, IdempotencyKeys, Leases, Comparisons, WebhookOutbox, Audit, StoreConnection, Protocol):
     """Everything the run store does: what the runtime builds (SQLite or Redis) and hands on.
 
     A part that needs only one concern takes that protocol instead.

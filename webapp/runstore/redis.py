@@ -26,6 +26,10 @@ Keys (all under ``jobpulse:``)::
                               last_error, delivered
     webhooks:due              zset of undelivered job names by next_attempt_at (claim)
     webhooks:delivered        zset of delivered job names by next_attempt_at   (purge)
+    audit:last-id             counter: the id of the last admin action recorded
+    audit:actions             hash: id -> JSON admin action
+    audit:by-id               zset of action ids by id           (actions, newest first)
+    audit:by-time             zset of action ids by time         (purge)
 
 Connections follow redis-py's advice for long-lived clients: connect and
 read timeouts, a periodic health check, TCP keepalive and a few retries with
@@ -52,7 +56,7 @@ from redis.retry import Retry
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import IdempotencyClaim, PendingWebhook, awaits_admission
+from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, awaits_admission
 from webapp.status import JobStatus
 
 KEY_PREFIX = "jobpulse:"
@@ -299,6 +303,16 @@ return 1
 )
 
 
+# KEYS: last-id, actions, by-id, by-time   ARGV: at, body (JSON, without its id)
+_RECORD_ACTION = """
+local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], id, ARGV[2])
+redis.call('ZADD', KEYS[3], id, id)
+redis.call('ZADD', KEYS[4], ARGV[1], id)
+return id
+"""
+
+
 class RedisRunStore:
     """A :class:`~webapp.runstore.RunStore` in Redis, shared by every instance that uses the same URL."""
 
@@ -318,6 +332,7 @@ class RedisRunStore:
         self._claim_webhooks = self._redis.register_script(_CLAIM_WEBHOOKS)
         self._complete_webhook = self._redis.register_script(_COMPLETE_WEBHOOK)
         self._reschedule_webhook = self._redis.register_script(_RESCHEDULE_WEBHOOK)
+        self._record_action = self._redis.register_script(_RECORD_ACTION)
 
     # -- keys ------------------------------------------------------------------
 
@@ -370,6 +385,9 @@ class RedisRunStore:
     @property
     def _webhooks_delivered(self) -> str:
         return f"{self._prefix}webhooks:delivered"
+
+    def _audit_key(self, name: str) -> str:
+        return f"{self._prefix}audit:{name}"
 
     @contextmanager
     def _reaching_redis(self) -> Iterator[None]:
@@ -552,7 +570,17 @@ class RedisRunStore:
             self._purge_older(self._idempotency_index, cutoff, self._idempotency_key)
             self._purge_older(self._comparison_index, cutoff, self._comparison_key)
             self._purge_older(self._webhooks_delivered, cutoff, self._webhook_key)
+            self._purge_actions(cutoff)
         return purged
+
+    def _purge_actions(self, cutoff: float) -> None:
+        by_time = self._audit_key("by-time")
+        while ids := _strings(self._redis.zrangebyscore(by_time, "-inf", f"({cutoff!r}", start=0, num=_PURGE_BATCH)):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self._audit_key("actions"), *ids)
+            pipe.zrem(self._audit_key("by-id"), *ids)
+            pipe.zrem(by_time, *ids)
+            pipe.execute()
 
     def _purge_older(
         self, index: str, cutoff: float, key_of: Callable[[str], str], *, also_from: tuple[str, ...] = ()
@@ -624,6 +652,38 @@ class RedisRunStore:
                 keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered],
                 args=[job_name, delay, error[:500]],
             )
+
+    # -- the audit trail -------------------------------------------------------
+
+    def record_action(self, action: AdminAction) -> int:
+        """Keep ``action`` under the next id (one script: ids increase across instances)."""
+        body = action.to_dict()
+        del body["id"]
+        with self._reaching_redis():
+            recorded = self._record_action(
+                keys=[
+                    self._audit_key("last-id"),
+                    self._audit_key("actions"),
+                    self._audit_key("by-id"),
+                    self._audit_key("by-time"),
+                ],
+                args=[repr(action.at.timestamp()), json.dumps(body)],
+            )
+        return int(recorded)
+
+    def actions(self, limit: int, before: int | None = None) -> list[AdminAction]:
+        """At most ``limit`` actions, newest first (before the action ``before``, when given)."""
+        if limit <= 0:
+            return []
+        newest = f"({before}" if before is not None else "+inf"
+        with self._reaching_redis():
+            ids = _strings(self._redis.zrevrangebyscore(self._audit_key("by-id"), newest, "-inf", start=0, num=limit))
+            bodies = self._redis.hmget(self._audit_key("actions"), ids) if ids else []
+        return [
+            AdminAction.from_dict({**json.loads(body), "id": int(id_)})
+            for id_, body in zip(ids, bodies, strict=True)
+            if body
+        ]
 
     # -- connection ------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import IdempotencyClaim, PendingWebhook, awaits_admission
+from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, awaits_admission
 from webapp.status import JobStatus
 
 _SCHEMA = """
@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     job_name    TEXT NOT NULL,
     created_at  REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS admin_actions (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    body   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS admin_actions_by_time ON admin_actions (at);
 CREATE TABLE IF NOT EXISTS write_probe (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     written_at REAL NOT NULL
@@ -342,6 +348,7 @@ class SQLiteRunStore:
             db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
             db.execute("DELETE FROM comparisons WHERE compared_at < ?", (cutoff,))
             db.execute("DELETE FROM webhook_outbox WHERE delivered = 1 AND next_attempt_at < ?", (cutoff,))
+            db.execute("DELETE FROM admin_actions WHERE at < ?", (cutoff,))
             return db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
 
     def record_comparison(self, comparison: Comparison) -> bool:
@@ -406,6 +413,24 @@ class SQLiteRunStore:
             """,
             (time.time() + delay, error[:500], job_name),
         )
+
+    def record_action(self, action: AdminAction) -> int:
+        body = action.to_dict()
+        del body["id"]
+        with self._storage() as db:
+            cursor = db.execute(
+                "INSERT INTO admin_actions (at, body) VALUES (?, ?)", (action.at.timestamp(), json.dumps(body))
+            )
+            return int(cursor.lastrowid or 0)
+
+    def actions(self, limit: int, before: int | None = None) -> list[AdminAction]:
+        if limit <= 0:  # LIMIT -1 would be no limit
+            return []
+        rows = self._all(
+            "SELECT id, body FROM admin_actions WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before if before is not None else 2**63 - 1, limit),
+        )
+        return [AdminAction.from_dict({**json.loads(body), "id": id_}) for id_, body in rows]
 
     def ping(self) -> None:
         """Raise :class:`RunStoreUnavailable` unless the file reads and takes a write now.
