@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import BadRequest
 
 from webapp.api import runtime
+from webapp.api.audit import audited, note_target
 from webapp.api.auth import admin_required
 from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
@@ -31,10 +32,12 @@ def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
 
 
 @bp.post("/api/jobs")
+@audited("launch")
 @admin_required
 def launch_job() -> Response:
     key = idempotency_key(request)
     body = JobLaunchSchema().load(json_body(request))
+    note_target(body["spec"])
     status, created = runtime().launcher.launch(
         spec_name=body["spec"],
         params=body["params"],
@@ -73,6 +76,7 @@ def _status_response(job_name: str) -> Response:
 
 
 @bp.delete("/api/jobs/<job_name>")
+@audited("cancel")
 @admin_required
 def cancel_job(job_name: str) -> Response:
     runs = runtime().runs
