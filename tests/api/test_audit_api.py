@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import captured_logs
+from webapp.errors import RunStoreUnavailable
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789ab"
@@ -155,3 +156,19 @@ def test_a_bad_query_is_a_400_naming_the_parameter(client: FlaskClient, query: s
     assert body["error"] == "invalid_request"
     assert body["message"] == message
     assert list(body["fields"]) == [message.split(maxsplit=1)[0]]
+
+
+def test_a_store_that_cannot_take_the_entry_leaves_the_action_and_logs_it_unrecorded(
+    app: Flask, client: FlaskClient, webapp_logs: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(action: Any) -> int:
+        raise RunStoreUnavailable("Redis unreachable: cannot connect")
+
+    monkeypatch.setattr(app.extensions["jobpulse"].store, "record_action", refuse)
+    launched = client.post("/api/jobs", json={"spec": "quick"}, headers=bearer(ALICE))
+    assert launched.status_code == 202
+    unrecorded = [record for record in webapp_logs if record.getMessage() == "admin.action.unrecorded"]
+    assert [
+        (r.levelno, r.actor, r.action, r.target, r.reason)  # type: ignore[attr-defined]
+        for r in unrecorded
+    ] == [(logging.ERROR, "alice", "launch", launched.get_json()["job_name"], "Redis unreachable: cannot connect")]
