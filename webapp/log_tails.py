@@ -51,9 +51,12 @@ def last_bytes(text: str, limit: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= limit:
         return text
-    cut = data[len(data) - limit :] if limit > 0 else b""
+    if limit <= 0:
+        return ""
+    start = len(data) - limit
+    cut = data[start:]
     newline = cut.find(b"\n")
-    if 0 <= newline < len(cut) - 1:
+    if data[start - 1 : start] != b"\n" and 0 <= newline < len(cut) - 1:  # the cut falls inside a line
         cut = cut[newline + 1 :]
     return cut.decode("utf-8", "ignore")  # a cut inside one long line may split a character: drop its part
 
