@@ -133,6 +133,18 @@ def test_a_full_queue_drops_the_run_and_says_so(path: Path) -> None:
     ]
 
 
+def test_log_tail_bytes_0_keeps_nothing_and_starts_no_thread(path: Path) -> None:
+    store = SQLiteRunStore(path)
+    source = FakeOutput("x\n")
+    keeper = LogTailKeeper(store=store, sources={"k8s": source}, max_bytes=0, queue_size=1)
+    keeper.start()
+    for n in range(3):
+        keeper.on_status(finished_run(store, job_name=f"task-runner-tail-{n}"), None)
+    keeper.stop()
+    assert (source.reads, store.log_tail("task-runner-tail-0")) == ([], None)
+    assert not any(thread.name == "log-tail-keeper" for thread in threading.enumerate())
+
+
 def run_control(store: SQLiteRunStore, executors: dict[str, FakeOutput]) -> RunControl:
     door = StatusDoor(hub=StatusHub(), store=store)
     return RunControl(settings=Settings(), executors=executors, door=door)  # type: ignore[arg-type]
