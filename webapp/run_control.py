@@ -3,7 +3,10 @@
 Statuses are answered from the hub's cache, then the run store, through the
 door (:meth:`~webapp.door.StatusDoor.current`) — never by calling an
 executor. A cancel, logs and a log follow go to the executor of the run's
-mode; the migration report reads dual mode's comparisons from the run store.
+mode; a finished run's logs come from its executor while it has them, else
+from the tail the run store kept (:mod:`webapp.log_tails`: the pod is gone,
+or another instance ran the legacy task). The migration report reads dual
+mode's comparisons from the run store.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 
 from webapp.comparison import migration_report
 from webapp.door import StatusDoor
-from webapp.errors import Conflict, InvalidJobName, JobNotFound
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidJobName, JobNotFound, RunStoreUnavailable
 from webapp.executors import Executor
+from webapp.log_tails import last_lines
 from webapp.names import is_valid_job_name
 from webapp.settings import Settings
 from webapp.status import JobStatus
@@ -47,20 +51,55 @@ class RunControl:
 
     def logs(self, job_name: str, *, tail_lines: int) -> str:
         status = self.status(job_name)
+        if status.terminal:
+            return self._finished_logs(status, tail_lines=tail_lines)
         return self._executor_for(status).logs(job_name, tail_lines=tail_lines)
 
     def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
+        """New output as it comes until the run finishes; a finished run's logs, once, as :meth:`logs` gives."""
         status = self.status(job_name)
+        if status.terminal:
+            text = self._finished_logs(status, tail_lines=tail_lines)
+            return iter((text,) if text else ())
         return self._executor_for(status).follow_logs(job_name, tail_lines=tail_lines)
+
+    def _finished_logs(self, status: JobStatus, *, tail_lines: int) -> str:
+        """From the executor while it has the output; else the tail the run store kept, if it kept one."""
+        job_name = status.job_name
+        executor = self._executors.get(status.mode)
+        text = ""
+        failure: Exception | None = None
+        if executor is None:
+            failure = self._not_enabled(status)
+        else:
+            try:
+                text = executor.logs(job_name, tail_lines=tail_lines)
+            except (ExecutorUnavailable, JobNotFound) as error:  # the API server is away, or the run ran elsewhere
+                failure = error
+        if text or tail_lines == 0:
+            return text
+        try:
+            kept = self._store.log_tail(job_name)
+        except RunStoreUnavailable as error:
+            logger.warning("logs.tail_unavailable", extra={"job_name": job_name, "error": error.message})
+            kept = None
+        if kept is None:
+            if failure is not None:
+                raise failure
+            return text
+        return last_lines(kept, tail_lines)
 
     def _executor_for(self, status: JobStatus) -> Executor:
         executor = self._executors.get(status.mode)
         if executor is None:
-            raise Conflict(
-                f"{status.job_name} ran in {status.mode} mode, which is not enabled "
-                f"(EXECUTION_MODE={self._settings.execution_mode})"
-            )
+            raise self._not_enabled(status)
         return executor
+
+    def _not_enabled(self, status: JobStatus) -> Conflict:
+        return Conflict(
+            f"{status.job_name} ran in {status.mode} mode, which is not enabled "
+            f"(EXECUTION_MODE={self._settings.execution_mode})"
+        )
 
     def migration_report(self) -> dict[str, Any]:
         report = migration_report(self._store.comparisons())

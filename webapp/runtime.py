@@ -4,7 +4,8 @@ One :class:`Runtime` per process (per app): the status hub, the run store,
 the door every status change goes through (:mod:`webapp.door`), the
 executors of the configured mode, the launcher and run control, the
 admitter of runs waiting for capacity (:mod:`webapp.admission`), the gate of
-the tasks' progress reports (:mod:`webapp.progress_reports`), and a housekeeping loop
+the tasks' progress reports (:mod:`webapp.progress_reports`), the keeper of
+finished runs' output (:mod:`webapp.log_tails`), and a housekeeping loop
 that applies ``STATUS_RETENTION_SECONDS``. :func:`build_runtime` is the one
 place where the parts are wired together, hub listeners included.
 
@@ -32,6 +33,7 @@ from webapp.executors.local import LocalRunner, find_python
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
+from webapp.log_tails import LogTailKeeper
 from webapp.progress_reports import ProgressCoalescer, ProgressTokens
 from webapp.run_control import RunControl
 from webapp.runstore import RunStore
@@ -265,6 +267,10 @@ def build_runtime(settings: Settings) -> Runtime:
         webhooks = WebhookSender(store=store, url=settings.completion_webhook_url, secret=settings.webhook_secret)
         hub.add_listener(webhooks.on_status)
         services.append(webhooks)
+    if settings.log_tail_bytes:
+        log_tails = LogTailKeeper(store=store, sources=executors, max_bytes=settings.log_tail_bytes)
+        hub.add_listener(log_tails.on_status)  # a run finished: keep the last part of its output in the store
+        services.append(log_tails)
     runtime = Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)
     hub.add_listener(runtime.admitter.on_status)  # a run finished or left the line: admit the next one
     return runtime

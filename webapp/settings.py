@@ -231,6 +231,13 @@ class Settings:
     status_retention_seconds: int = setting(86400, fields.Integer(validate=validate.Range(min=60)))
     """How long finished runs stay in the run store."""
 
+    log_tail_bytes: int = setting(65536, fields.Integer(validate=validate.Range(min=0, max=16 * 1024 * 1024)))
+    """How much of a finished run's output (its last bytes, whole lines) the run store keeps; 0 keeps none.
+
+    Kept as long as the run, so ``GET /api/jobs/<name>/logs`` answers after the pod is gone or on another
+    instance than the one that ran a legacy task.
+    """
+
     sse_heartbeat_seconds: float = setting(15.0, fields.Float(validate=validate.Range(min=0.05, max=3600)))
     """Seconds between ``: ping`` comments on idle SSE streams."""
 

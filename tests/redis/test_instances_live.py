@@ -134,3 +134,20 @@ def test_a_cancel_through_the_other_instance_stops_the_task(start_instance: Star
     assert requests.delete(f"{b.url}/api/jobs/{name}", headers=ADMIN, timeout=10).status_code == 200
     assert wait_for_status(a, name, "Cancelled")["reason"] == "Cancelled"
     wait_for(lambda: not _task_processes(name), timeout=15, what="the task's process on instance A to be stopped")
+
+
+def test_a_legacy_runs_logs_are_answered_by_the_instance_that_did_not_run_it(start_instance: StartInstance) -> None:
+    a, b = start_instance("a"), start_instance("b")
+    name = launch(a, "quick", who="instance-a")
+    wait_for_status(a, name, "Succeeded")
+
+    def logs_on_b() -> str:
+        answer = requests.get(f"{b.url}/api/jobs/{name}/logs", headers=ADMIN, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.text
+
+    assert wait_for(logs_on_b, timeout=10, what="B to answer with the kept tail") == "quick task instance-a\n"
+    followed = requests.get(f"{b.url}/api/jobs/{name}/logs?follow=1", headers=ADMIN, timeout=10)
+    assert followed.text == "quick task instance-a\n"
+    on_a = requests.get(f"{a.url}/api/jobs/{name}/logs", headers=ADMIN, timeout=10)
+    assert on_a.text == "quick task instance-a\n", "A still answers from the output it has"

@@ -521,3 +521,64 @@ def test_purge_forgets_admin_actions_older_than_retention(stores: tuple[RunStore
     assert [a.id for a in first.actions(10)] == [kept]
     second.purge(before=utcnow() + timedelta(seconds=5))
     assert first.actions(10) == []
+
+
+def test_a_log_tail_is_claimed_and_saved_once_across_instances(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    done = run("l1", mode="k8s", status=Phase.SUCCEEDED)
+    first.save(done)
+    assert second.log_tail(done.job_name) is None, "nothing kept yet"
+    assert first.claim_log_tail(done.job_name, lease_seconds=30)
+    assert not second.claim_log_tail(done.job_name, lease_seconds=30), "one instance fetches the pod's log"
+    assert first.save_log_tail(done.job_name, "line 1\nline ✓ 2\n")
+    assert not second.save_log_tail(done.job_name, "another\n"), "the first writer wins"
+    assert second.log_tail(done.job_name) == "line 1\nline ✓ 2\n"
+    assert not second.claim_log_tail(done.job_name, lease_seconds=0.1), "a kept tail is never claimed again"
+    second.save(run("l1", mode="k8s", status=Phase.SUCCEEDED, reason="again"))  # a refused later save
+    assert first.log_tail(done.job_name) == "line 1\nline ✓ 2\n"
+
+
+def test_an_expired_log_tail_claim_lets_another_instance_save_it(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    done = run("l2", mode="k8s", status=Phase.FAILED)
+    first.save(done)
+    assert first.claim_log_tail(done.job_name, lease_seconds=0.3)
+    wait_for(
+        lambda: second.claim_log_tail(done.job_name, lease_seconds=30),
+        timeout=5,
+        what="the claim to run out",
+    )
+    assert second.save_log_tail(done.job_name, "kept\n")
+
+
+def test_unknown_runs_keep_no_log_tail(store: RunStore) -> None:
+    assert not store.claim_log_tail("task-runner-nobody", lease_seconds=30)
+    assert not store.save_log_tail("task-runner-nobody", "text\n")
+    assert store.log_tail("task-runner-nobody") is None
+
+
+def test_a_log_tail_is_purged_and_deleted_with_its_run(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    old = run("l3", minutes_ago=120, status=Phase.SUCCEEDED)
+    doomed = run("l4", status=Phase.SUCCEEDED)
+    for status in (old, doomed):
+        first.save(status)
+        assert first.save_log_tail(status.job_name, "out\n")
+    assert second.purge(before=utcnow() - timedelta(minutes=60)) == 1
+    second.delete(doomed.job_name)
+    assert (first.log_tail(old.job_name), first.log_tail(doomed.job_name)) == (None, None)
+    first.save(doomed)  # the same name again starts with no tail
+    assert first.log_tail(doomed.job_name) is None
+
+
+def test_a_sqlite_file_from_before_log_tails_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    SQLiteRunStore(path).close()
+    with sqlite3.connect(path) as old:
+        old.execute("ALTER TABLE runs DROP COLUMN log_tail")
+        old.execute("ALTER TABLE runs DROP COLUMN log_claim_until")
+    store = SQLiteRunStore(path)
+    store.save(run("l5", status=Phase.SUCCEEDED))
+    assert store.save_log_tail("task-runner-l5", "kept\n")
+    assert store.log_tail("task-runner-l5") == "kept\n"
+    store.close()

@@ -39,6 +39,7 @@ def test_the_test_jobspecs_load() -> None:
         "deadline",
         "unschedulable",
         "k8s-fails",
+        "gone",
     }
 
 

@@ -14,6 +14,7 @@ def test_defaults_are_the_embedded_default() -> None:
     assert settings.sse_heartbeat_seconds == 15
     assert settings.ws_ping_seconds == 25
     assert settings.status_retention_seconds == 86400
+    assert settings.log_tail_bytes == 64 * 1024
     assert settings.redis_url is None
     assert settings.admin_token is None
 
@@ -67,6 +68,8 @@ def test_execution_mode_and_the_seed_flag(environ: dict[str, str], mode: str) ->
         ({"TRUSTED_PROXY_HOPS": "many"}, "TRUSTED_PROXY_HOPS", "integer"),
         ({"K8S_NAMESPACE": "Not_Valid"}, "K8S_NAMESPACE", "DNS-1123"),
         ({"STATUS_RETENTION_SECONDS": "5"}, "STATUS_RETENTION_SECONDS", "greater than or equal to 60"),
+        ({"LOG_TAIL_BYTES": "-1"}, "LOG_TAIL_BYTES", "greater than or equal to 0"),
+        ({"LOG_TAIL_BYTES": "64k"}, "LOG_TAIL_BYTES", "integer"),
         ({"COMPLETION_WEBHOOK_URL": "https://hooks.example.org/x"}, "WEBHOOK_SECRET", "required"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "Must be one of"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "Must be one of"),

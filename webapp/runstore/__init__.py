@@ -6,12 +6,14 @@ runs this host executes, the rendered manifest to resume them) and the client
 address that launched it (for each client's fair share of ``MAX_ACTIVE_JOBS``),
 plus the idempotency keys that make a double click launch one task, the
 leases that let one process at a time execute a run, dual mode's comparisons,
-the outbox of completion webhooks and the audit trail of admin actions. SQLite by default; Redis when several
+the outbox of completion webhooks, the audit trail of admin actions and the
+last part of each finished run's output (its log tail, kept as long as the
+run). SQLite by default; Redis when several
 instances share the work.
 
 The protocol is cut by concern (:class:`Runs`, :class:`IdempotencyKeys`,
 :class:`Leases`, :class:`Comparisons`, :class:`WebhookOutbox`,
-:class:`Audit`, :class:`StoreConnection`); :class:`RunStore` is all of them, and a part that
+:class:`Audit`, :class:`LogTails`, :class:`StoreConnection`); :class:`RunStore` is all of them, and a part that
 needs one concern takes only that one.
 """
 
@@ -217,6 +219,27 @@ class Audit(Protocol):
         """At most ``limit`` actions, newest first; with ``before``, those recorded before the action of that id."""
 
 
+class LogTails(Protocol):
+    """The last part of each finished run's output, kept with the run (and purged or deleted with it).
+
+    Saved once per run across instances: an instance :meth:`claim_log_tail`s a run before it reads the
+    output, so one reader fetches a pod's log however many instances see the run finish.
+    """
+
+    def claim_log_tail(self, job_name: str, *, lease_seconds: float) -> bool:
+        """Take charge of saving the run's tail unless it is saved or a claim younger than its lease holds it.
+
+        ``False`` also when the run is not in the store. A claim whose instance died runs out after
+        ``lease_seconds``.
+        """
+
+    def save_log_tail(self, job_name: str, text: str) -> bool:
+        """Keep ``text`` as the run's tail unless one is already kept (first writer wins) or the run is unknown."""
+
+    def log_tail(self, job_name: str) -> str | None:
+        """The kept tail, or ``None`` when none was saved."""
+
+
 class StoreConnection(Protocol):
     """The store's own connection."""
 
@@ -226,7 +249,7 @@ class StoreConnection(Protocol):
     def close(self) -> None: ...
 
 
-class RunStore(Runs, IdempotencyKeys, Leases, Comparisons, WebhookOutbox, Audit, StoreConnection, Protocol):
+class RunStore(Runs, IdempotencyKeys, Leases, Comparisons, WebhookOutbox, Audit, LogTails, StoreConnection, Protocol):
     """Everything the run store does: what the runtime builds (SQLite or Redis) and hands on.
 
     A part that needs only one concern takes that protocol instead.

@@ -10,7 +10,8 @@ is due) are the Redis server's clock, the one clock all instances share.
 Keys (all under ``jobpulse:``)::
 
     run:<job>                 hash: body, seq, terminal, mode, created_at, updated_at,
-                              manifest, owner, lease_until, client, waiting, admitter, admit_until
+                              manifest, owner, lease_until, client, waiting, admitter, admit_until,
+                              log_tail, log_claim_until (the finished run's output, kept with it)
     runs:by-created           zset of job names by created_at   (recent)
     runs:unfinished           zset of job names by created_at   (unfinished, count; waiting ones too)
     runs:waiting              zset of the unfinished runs waiting for admission, by created_at
@@ -224,6 +225,25 @@ return 0
 """
 
 # KEYS: comparison, comparisons   ARGV: pipeline_run_id, compared_at, body
+# KEYS: run   ARGV: lease seconds
+_CLAIM_LOG_TAIL = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'log_tail') == 1 then return 0 end
+local t = now()
+if tonumber(redis.call('HGET', KEYS[1], 'log_claim_until') or '0') >= t then return 0 end
+redis.call('HSET', KEYS[1], 'log_claim_until', fmt(t + tonumber(ARGV[1])))
+return 1
+"""
+)
+
+# KEYS: run   ARGV: text
+_SAVE_LOG_TAIL = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'log_tail') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'log_tail', ARGV[1])
+return 1
+"""
+
 _RECORD_COMPARISON = """
 if redis.call('SET', KEYS[1], ARGV[3], 'NX') then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -328,6 +348,8 @@ class RedisRunStore:
         self._release_key = self._redis.register_script(_RELEASE_IDEMPOTENCY_KEY)
         self._replace_key = self._redis.register_script(_REPLACE_IDEMPOTENCY_KEY)
         self._record_comparison = self._redis.register_script(_RECORD_COMPARISON)
+        self._claim_log_tail = self._redis.register_script(_CLAIM_LOG_TAIL)
+        self._save_log_tail = self._redis.register_script(_SAVE_LOG_TAIL)
         self._enqueue_webhook = self._redis.register_script(_ENQUEUE_WEBHOOK)
         self._claim_webhooks = self._redis.register_script(_CLAIM_WEBHOOKS)
         self._complete_webhook = self._redis.register_script(_COMPLETE_WEBHOOK)
@@ -594,6 +616,25 @@ class RedisRunStore:
                 pipe.zrem(other, *members)
             deleted += int(pipe.execute()[0])
         return deleted
+
+    # -- log tails -------------------------------------------------------------
+
+    def claim_log_tail(self, job_name: str, *, lease_seconds: float) -> bool:
+        """Take charge of saving the run's tail (a lease in its hash, on the Redis server's clock)."""
+        with self._reaching_redis():
+            claimed = self._claim_log_tail(keys=[self._run_key(job_name)], args=[lease_seconds])
+        return bool(claimed)
+
+    def save_log_tail(self, job_name: str, text: str) -> bool:
+        """Keep the tail in the run's hash, so it is purged and deleted with the run; first writer wins."""
+        with self._reaching_redis():
+            saved = self._save_log_tail(keys=[self._run_key(job_name)], args=[text])
+        return bool(saved)
+
+    def log_tail(self, job_name: str) -> str | None:
+        with self._reaching_redis():
+            text = self._redis.hget(self._run_key(job_name), "log_tail")
+        return None if text is None else str(text)
 
     # -- dual-mode comparisons -------------------------------------------------
 

@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS runs (
     client          TEXT,
     waiting         INTEGER NOT NULL DEFAULT 0,
     admitter        TEXT,
-    admit_until     REAL NOT NULL DEFAULT 0
+    admit_until     REAL NOT NULL DEFAULT 0,
+    log_tail        TEXT,
+    log_claim_until REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_terminal ON runs (terminal, mode);
@@ -174,6 +176,9 @@ class SQLiteRunStore:
                     db.execute("ALTER TABLE runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0")
                     db.execute("ALTER TABLE runs ADD COLUMN admitter TEXT")
                     db.execute("ALTER TABLE runs ADD COLUMN admit_until REAL NOT NULL DEFAULT 0")
+                if "log_tail" not in columns:  # a file from before finished runs kept their output
+                    db.execute("ALTER TABLE runs ADD COLUMN log_tail TEXT")
+                    db.execute("ALTER TABLE runs ADD COLUMN log_claim_until REAL NOT NULL DEFAULT 0")
                 db.execute("CREATE INDEX IF NOT EXISTS runs_by_client ON runs (client, terminal)")
                 report = "\n".join(row for (row,) in db.execute("PRAGMA quick_check(3)").fetchall())
             problems = [line for line in report.splitlines() if line not in ("ok", "*** in database main ***")]
@@ -350,6 +355,22 @@ class SQLiteRunStore:
             db.execute("DELETE FROM webhook_outbox WHERE delivered = 1 AND next_attempt_at < ?", (cutoff,))
             db.execute("DELETE FROM admin_actions WHERE at < ?", (cutoff,))
             return db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
+
+    def claim_log_tail(self, job_name: str, *, lease_seconds: float) -> bool:
+        now = time.time()
+        claimed = self._write(
+            "UPDATE runs SET log_claim_until = ? WHERE job_name = ? AND log_tail IS NULL AND log_claim_until < ?",
+            (now + lease_seconds, job_name, now),
+        )
+        return bool(claimed)
+
+    def save_log_tail(self, job_name: str, text: str) -> bool:
+        saved = self._write("UPDATE runs SET log_tail = ? WHERE job_name = ? AND log_tail IS NULL", (text, job_name))
+        return bool(saved)
+
+    def log_tail(self, job_name: str) -> str | None:
+        row = self._one("SELECT log_tail FROM runs WHERE job_name = ?", (job_name,))
+        return None if row is None else row[0]
 
     def record_comparison(self, comparison: Comparison) -> bool:
         return bool(

@@ -1,0 +1,150 @@
+"""Logs that outlive the pod: the last part of each finished run's output, kept in the run store.
+
+A pod's log goes with the pod (the Job's ``ttlSecondsAfterFinished``, garbage
+collection, ``kubectl delete``), and a local run's output lives only on the
+instance that ran it. So when the hub sees a run finish, :class:`LogTailKeeper`
+reads the last ``LOG_TAIL_BYTES`` of its output from its executor and saves
+them with the run (:class:`~webapp.runstore.LogTails`), where run control
+finds them once the executor has nothing left to show.
+
+Off the hub's publish path: the hub listener only queues the run's name (a
+bounded queue; a full one drops the run and says so), and one worker thread
+reads and saves. Once per run across instances: a pod's log can be read by
+any instance, so an instance claims the run in the store first and only the
+claimant fetches it; a legacy run's output is read where it is (a local read,
+empty on every instance but the one that ran it) and the first save wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Mapping
+from typing import Protocol
+
+from webapp.errors import JobpulseError
+from webapp.runstore import LogTails
+from webapp.status import JobStatus
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+"""Finished runs waiting for their tail to be read; beyond, a run's tail is not kept (and the log says so)."""
+
+CLAIM_SECONDS = 60.0
+"""How long a claim to save a run's tail holds other instances off; an instance that died lets go after it."""
+
+LOCAL_OUTPUT_MODES = frozenset({"legacy"})
+"""Modes whose output only the instance that ran the run has: every instance reads its own, no claim needed."""
+
+
+class OutputSource(Protocol):
+    """What the keeper asks of an executor: the last lines of a run's output."""
+
+    def logs(self, job_name: str, *, tail_lines: int) -> str: ...
+
+
+def last_bytes(text: str, limit: int) -> str:
+    """The end of ``text`` within ``limit`` UTF-8 bytes, from the start of a line when the cut falls inside one."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    start = len(data) - limit
+    cut = data[start:]
+    newline = cut.find(b"\n")
+    if data[start - 1 : start] != b"\n" and 0 <= newline < len(cut) - 1:  # the cut falls inside a line
+        cut = cut[newline + 1 :]
+    return cut.decode("utf-8", "ignore")  # a cut inside one long line may split a character: drop its part
+
+
+def last_lines(text: str, count: int) -> str:
+    """The last ``count`` lines of ``text`` (none for 0), as an executor's ``logs(tail_lines=count)`` gives."""
+    if count <= 0:
+        return ""
+    return "".join(text.splitlines(keepends=True)[-count:])
+
+
+class LogTailKeeper:
+    """Saves the tail of every run that finishes, once per run across instances (a runtime service)."""
+
+    name = "log-tails"
+
+    def __init__(
+        self,
+        *,
+        store: LogTails,
+        sources: Mapping[str, OutputSource],
+        max_bytes: int,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self._store = store
+        self._sources = sources
+        self._max_bytes = max_bytes
+        self._finished: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=queue_size)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
+        """Hub listener: a run that has just finished is queued for its tail to be kept (never blocks)."""
+        if not self._max_bytes or not status.terminal or (previous is not None and previous.terminal):
+            return
+        if status.mode not in self._sources:
+            return
+        try:
+            self._finished.put_nowait((status.job_name, status.mode))
+        except queue.Full:
+            logger.warning("log_tail.dropped", extra={"job_name": status.job_name, "mode": status.mode})
+
+    def start(self) -> None:
+        if self._thread is None and self._max_bytes:
+            self._thread = threading.Thread(target=self.run, name="log-tail-keeper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker: the run being read is finished, the runs still queued are not kept."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):  # a full queue: the worker is busy and sees _stopping next
+            self._finished.put_nowait(None)  # wakes a waiting worker
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        left = self._finished.qsize()
+        if left > 1:
+            logger.info("log_tail.not_kept_at_exit", extra={"count": left - 1})
+
+    def unready_reason(self) -> str | None:
+        return None  # a tail not kept costs the logs of a finished run, not the service
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            item = self._finished.get()
+            if item is None or self._stopping.is_set():
+                return
+            job_name, mode = item
+            try:
+                self.keep(job_name, mode=mode)
+            except JobpulseError as error:  # the store or the executor says why (Redis down, API server away)
+                logger.warning("log_tail.failed", extra={"job_name": job_name, "mode": mode, "error": error.message})
+            except Exception:
+                logger.exception("log_tail.failed", extra={"job_name": job_name, "mode": mode})
+
+    def keep(self, job_name: str, *, mode: str) -> bool:
+        """Read the run's tail from its executor and save it; ``False`` if another instance does or there is none."""
+        source = self._sources.get(mode)
+        if source is None:
+            return False
+        if mode not in LOCAL_OUTPUT_MODES and not self._store.claim_log_tail(job_name, lease_seconds=CLAIM_SECONDS):
+            return False
+        # every line has at least its newline: this many lines hold at least max_bytes, when there are that many
+        text = last_bytes(source.logs(job_name, tail_lines=self._max_bytes), self._max_bytes)
+        if not text:
+            return False
+        saved = self._store.save_log_tail(job_name, text)
+        if saved:
+            logger.info(
+                "log_tail.saved", extra={"job_name": job_name, "mode": mode, "bytes": len(text.encode("utf-8"))}
+            )
+        return saved
