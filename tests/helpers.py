@@ -6,9 +6,11 @@ import http.client
 import json
 import logging
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -99,3 +101,31 @@ def captured_logs(name: str = "webapp") -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def run_under_gevent(code: str) -> None:
+    """Run ``code`` in a fresh interpreter patched by gevent, as under the gunicorn worker; fail with its output."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from gevent import monkey; monkey.patch_all()\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+
+def launch_as_the_launcher_does(runner: Any, status: Any, manifest: dict[str, Any]) -> str:
+    """Record ``status`` through the runner's door, hand the run to ``runner``, publish it: the launcher's steps."""
+    runner._door.open(status, manifest=manifest, client=None)
+    runner.launch(status, manifest)
+    runner._door.announce(status)
+    return str(status.job_name)
+
+
+def hub_status(runner: Any, job_name: str) -> Any:
+    """The run's status in the hub of the runner's door (it must be there)."""
+    status = runner._door.hub.get(job_name)
+    assert status is not None
+    return status

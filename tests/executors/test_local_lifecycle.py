@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.helpers import captured_logs, wait_for
+from tests.helpers import captured_logs, hub_status, launch_as_the_launcher_does, wait_for
 from tests.storage import SmallDisk
 from webapp.door import StatusDoor
 from webapp.executors import local
@@ -58,15 +58,11 @@ def _runner(store: SQLiteRunStore, log_dir: Path, *, max_concurrency: int = 1, *
 def _launch(store: SQLiteRunStore, runner: LocalRunner, label: str, code: str, **options: Any) -> str:
     status = JobStatus.new(job_name=f"task-runner-{label}-0123abcd", mode="legacy", spec=label, pipeline_run_id=label)
     manifest = _manifest(status.job_name, code, **options)
-    runner._door.open(status, manifest=manifest, client=None)  # as the launcher does
-    runner.launch(status, manifest)
-    runner._door.announce(status)
-    return status.job_name
+    return launch_as_the_launcher_does(runner, status, manifest)
 
 
 def _status(runner: LocalRunner, job_name: str) -> JobStatus:
-    status = runner._door.hub.get(job_name)
-    assert status is not None
+    status: JobStatus = hub_status(runner, job_name)
     return status
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import hub_status, launch_as_the_launcher_does, wait_for
 from webapp.door import StatusDoor
 from webapp.executors.local import LocalRunner
 from webapp.hub import StatusHub
@@ -77,15 +77,11 @@ def _launch(runner: LocalRunner, label: str, code: str) -> str:
         "metadata": {"name": status.job_name, "annotations": {}},
         "spec": {"backoffLimit": 0, "template": {"spec": {"containers": [container]}}},
     }
-    runner._door.open(status, manifest=manifest, client=None)  # as the launcher does
-    runner.launch(status, manifest)
-    runner._door.announce(status)
-    return status.job_name
+    return launch_as_the_launcher_does(runner, status, manifest)
 
 
 def _status(runner: LocalRunner, job_name: str) -> JobStatus:
-    status = runner._door.hub.get(job_name)
-    assert status is not None
+    status: JobStatus = hub_status(runner, job_name)
     return status
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import run_under_gevent, wait_for
 from webapp.door import StatusDoor
 from webapp.hub import StatusHub
 from webapp.jobspecs import PROGRESS_TOKEN_ENV, load_jobspecs, render_job
@@ -159,21 +157,11 @@ def test_the_flusher_writes_what_is_held_and_stops_within_a_second(door: StatusD
 
 def test_the_flusher_stops_within_a_second_under_gevent() -> None:
     """The same, with gevent's monkey-patching, as under the gunicorn worker."""
-    script = (
-        "from gevent import monkey; monkey.patch_all()\n"
+    run_under_gevent(
         "import tempfile; from pathlib import Path\n"
         "from tests.unit.test_progress_coalescer import flood_and_stop, running_door\n"
         "with tempfile.TemporaryDirectory() as folder: flood_and_stop(running_door(Path(folder)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-        check=False,
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
 
 
 def flood_and_stop(door: StatusDoor) -> None:

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from tests.helpers import captured_logs, wait_for
+from tests.helpers import captured_logs, run_under_gevent, wait_for
 from webapp import metrics
 from webapp.backoff import Backoff
 from webapp.kube.reflector import READ_TIMEOUT, WATCH_TIMEOUT_RANGE, Reflector, WatchResponse
@@ -343,16 +340,7 @@ def test_stop_returns_at_once_while_the_watch_waits_in_a_read() -> None:
 
 def test_stop_returns_at_once_under_gevent() -> None:
     """The same, with gevent's monkey-patching, as under the gunicorn worker."""
-    script = (
-        "from gevent import monkey; monkey.patch_all()\n"
+    run_under_gevent(
         "from tests.unit.test_reflector import test_stop_returns_at_once_while_the_watch_waits_in_a_read as check\n"
         "check()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
