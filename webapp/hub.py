@@ -168,7 +168,7 @@ class AllRunsSubscription:
         self._wake.set()
 
     def get(self, timeout: float | None = None) -> RunChanges | None:
-        """What waits; ``None`` when nudged, or after ``timeout`` seconds without a change."""
+        """What waits; ``None`` when nudged (after what waited, if anything), or after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -176,7 +176,8 @@ class AllRunsSubscription:
                 closed = self._closed
                 pending, self._pending = self._pending, {}
                 overflowed, self._overflowed = self._overflowed, False
-                nudged, self._nudged = self._nudged, False
+                # A nudge waits behind changes (the reader may send none of them: its filter), for the next get.
+                nudged, self._nudged = self._nudged, self._nudged and bool(pending or overflowed)
             if closed:
                 raise HubClosed("all runs")
             if pending or overflowed:

@@ -72,6 +72,11 @@ def test_heartbeats_wake_only_followers_that_want_them() -> None:
         hub.nudge_all()
         assert pinged._nudged and not quiet._nudged
         assert pinged.get(timeout=0) is None
+        hub.publish(status("task-runner-a-00000000"))
+        hub.nudge_all()
+        assert pinged.get(timeout=0) is not None
+        assert pinged.get(timeout=0) is None, "a heartbeat that came with changes comes next, not lost"
+        assert pinged.get(timeout=0) is None and not pinged._nudged
 
 
 def test_close_ends_followers_and_one_that_comes_after_is_closed_at_once() -> None:
