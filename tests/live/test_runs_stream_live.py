@@ -159,6 +159,7 @@ def test_websocket_authenticated_by_its_first_message(live_server: LiveServer) -
         ({"header": ["Authorization: Bearer wrong-token-0123456789"]}, None),
         ({}, json.dumps({"token": "wrong-token-0123456789"})),
         ({}, "not json"),
+        ({}, None),  # no token at all: closed once WS_AUTH_SECONDS have passed
         ({}, json.dumps(["token", ADMIN_TOKEN])),
     ],
 )
@@ -180,3 +181,15 @@ def test_admin_disabled_is_closed_4403_and_a_bad_filter_refused_before_the_upgra
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         ws_runs(server, "?spec=no/such")
     assert refused.value.status_code == 400
+
+
+def test_a_server_shutdown_ends_both_streams_of_every_run(live_server: LiveServer) -> None:
+    ws = ws_runs(live_server, header=[BEARER])
+    assert json.loads(ws.recv())["type"] == "runs"
+    with curl_runs(live_server) as stream:
+        first_list(stream)
+        live_server.begin_stop()
+        _, code = ws_collect(ws)
+        assert code == 1001
+        assert stream.process.wait(timeout=30) == 0, "curl ends cleanly with the stream"
+    live_server.stop()
