@@ -167,3 +167,21 @@ def test_only_kubernetes_jobs_suspend_or_resume_and_each_refusal_is_audited(clie
         ("alice", action, running, 409, "conflict"),
     ]
     assert client.get(f"/api/jobs/{running}").get_json()["status"] == "Running"
+
+
+@pytest.mark.parametrize(("queued", "answer"), [("0", 429), ("2", 202)])
+def test_a_rerun_meets_the_launch_limits_refused_or_waiting_in_line(make_app: Any, queued: str, answer: int) -> None:
+    client = make_app(ADMIN_TOKENS=f"alice:{ALICE}", MAX_ACTIVE_JOBS="1", MAX_QUEUED_JOBS=queued).test_client()
+    old = launched(client, "quick")
+    finished(client, old)
+    launched(client, "slow")  # takes the one slot
+    response = client.post(f"/api/jobs/{old}/rerun", headers=bearer(ALICE))
+    assert response.status_code == answer, response.get_json()
+    if answer == 429:
+        assert response.get_json()["error"] == "too_many_active_jobs"
+        assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == []
+        return
+    waiting = response.get_json()
+    assert (waiting["status"], waiting["reason"], waiting["queue_position"]) == ("Queued", "WaitingForCapacity", 1)
+    assert waiting["rerun_of"] == old
+    assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [waiting["job_name"]]
