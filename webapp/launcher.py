@@ -219,8 +219,7 @@ class Launcher:
             "job.rerun",
             extra={"job_name": new_name, "rerun_of": job_name, "mode": old.mode, "spec": old.spec},
         )
-        latest = self._door.current(job_name) or old
-        self._door.change(job_name, reruns=(*latest.reruns, new_name))
+        self._door.change(job_name, reruns=(new_name,))  # added to the links the store has, whoever wrote last
         return self._door.current(new_name) or status
 
     def _orphaned(self, claim: IdempotencyClaim) -> bool:

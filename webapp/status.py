@@ -162,14 +162,15 @@ class JobStatus:
         ``history`` and sets ``started_at`` / ``finished_at`` the first time,
         and leaving ``Queued`` clears ``queue_position``. A change of
         ``progress`` is a change (a new ``seq``) but not a new ``history`` entry.
+        ``reruns`` adds links (the ones given that the status lacks, in order).
         A terminal status is final: later observations cannot move it; only
         its links to its reruns (:data:`AMENDABLE_WHEN_FINAL`) still change
         (a new ``seq``, no ``history`` entry), see :meth:`amends`.
         """
         if self.terminal:
             changes = {name: value for name, value in changes.items() if name in AMENDABLE_WHEN_FINAL}
-        if "reruns" in changes:
-            changes["reruns"] = tuple(changes["reruns"])
+        if "reruns" in changes:  # links are only ever added: keep every one the status has, so two writers both land
+            changes["reruns"] = (*self.reruns, *(name for name in changes["reruns"] if name not in self.reruns))
         if "status" in changes:
             changes["status"] = Phase(changes["status"])
         changes = {name: value for name, value in changes.items() if getattr(self, name) != value}
