@@ -207,3 +207,63 @@ def test_axe_finds_nothing_on_the_login_the_list_and_the_detail(
     assert axe_findings(page, axe_script) == [], "the confirmation"
     page.keyboard.press("Escape")
     expect(page.locator("#confirm")).to_be_hidden()
+
+
+def test_a_running_runs_logs_are_followed_and_cancel_asks_first(server: LiveServer, console: Console) -> None:
+    launched = requests.post(
+        f"{server.url}/api/jobs",
+        json={"spec": "slow", "params": {"seconds": "60"}},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert launched.status_code == 202, launched.text
+    name = launched.json()["job_name"]
+    page = console.open().sign_in(ALICE).page
+    row = console.row(name)
+    expect(row).to_have_attribute("data-status", "Running", timeout=30_000)
+    row.get_by_role("button", name=name).click()
+    expect(page.locator("#detail-logs")).to_contain_text("started")
+    expect(page.locator("#logs-state")).to_have_text("following as it is written")
+    assert any("follow=1" in url for url, _ in console.requests)
+
+    cancel = page.get_by_role("button", name="Cancel run")
+    cancel.click()
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_have_text(f"Cancel run {name}?")
+    expect(page.locator("#confirm-no")).to_be_focused()  # the safe choice is the default
+    page.click("#confirm-no")
+    expect(page.locator("#confirm")).to_be_hidden()
+    expect(cancel).to_be_focused()
+    assert not [url for url, _ in console.requests if url.endswith(f"/api/jobs/{name}")], "kept: nothing was sent"
+
+    cancel.click()
+    page.click("#confirm-yes")
+    expect(page.locator("#detail-message")).to_have_text("Cancelled.")
+    expect(row).to_have_attribute("data-status", "Cancelled", timeout=30_000)
+    expect(page.locator("#detail-facts")).to_contain_text("Cancelled")
+    expect(page.get_by_role("button", name="Rerun")).to_be_visible()
+    expect(page.locator("#logs-state")).to_have_text("the task ended", timeout=30_000)
+
+    cancel_again = requests.delete(
+        f"{server.url}/api/jobs/{name}", headers={"Authorization": f"Bearer {ALICE}"}, timeout=10
+    )
+    assert cancel_again.status_code == 409
+    page.click("#tab-audit")
+    expect(page.locator("#audit-body tr").nth(1)).to_contain_text("alice")
+    expect(page.locator("#audit-body tr").nth(1)).to_contain_text("cancel")
+
+
+def test_an_action_refused_shows_the_servers_error(server: LiveServer, console: Console) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    launched = requests.post(f"{server.url}/api/jobs", json={"spec": "slow"}, headers=admin, timeout=10)
+    name = launched.json()["job_name"]
+    page = console.open().sign_in(ALICE).page
+    row = console.row(name)
+    row.get_by_role("button", name=name).click()
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator("#confirm")).to_be_visible()
+    # another operator cancels it while this one is asked to confirm
+    assert requests.delete(f"{server.url}/api/jobs/{name}", headers=admin, timeout=10).status_code == 200
+    expect(row).to_have_attribute("data-status", "Cancelled", timeout=30_000)
+    page.click("#confirm-yes")
+    expect(page.locator("#detail-error")).to_have_text(f"{name} already finished: Cancelled (409 conflict)")
