@@ -113,11 +113,13 @@ def test_params_that_are_not_a_json_object_are_masked_whole(text: str) -> None:
 def test_personal_and_secret_keys_are_masked_anywhere_and_the_rest_is_kept() -> None:
     manifest = {
         "metadata": {"annotations": {"donor_email": "x", "auth-token": "t", "owner": "ops@example.org", "team": "p"}},
-        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 120},
+        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 120, "automountServiceAccountToken": False},
+        "tokens": {"first": "t1"},
     }
     assert masked_manifest(manifest) == {
         "metadata": {"annotations": {"donor_email": MASK, "auth-token": MASK, "owner": MASK, "team": "p"}},
-        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 120},
+        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 120, "automountServiceAccountToken": False},
+        "tokens": MASK,
     }
 
 

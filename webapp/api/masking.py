@@ -12,7 +12,8 @@ of them catches is masked:
 - **Known personal and secret names**, anywhere: the value of a key (or of an
   env entry) named in :data:`PERSONAL_KEYS`, or whose name looks like a secret
   (:data:`SECRET_NAME`: token, secret, password, credential, key…), such as
-  ``JOBPULSE_PROGRESS_TOKEN``.
+  ``JOBPULSE_PROGRESS_TOKEN``; a switch or a number under such a name
+  (``automountServiceAccountToken: false``) is no secret and is shown.
 - **Anything that looks like an e-mail address**, wherever it is.
 
 Pure: the manifest is copied, never changed. References such as
@@ -74,7 +75,9 @@ def _masked(value: Any) -> Any:
 def _masked_under(key: str, value: Any) -> Any:
     if key in REFERENCE_KEYS:
         return value
-    return MASK if _hidden_name(key) else _masked(value)
+    if _hidden_name(key) and not isinstance(value, (bool, int, float)) and value is not None:
+        return MASK  # a switch or a number is no secret (automountServiceAccountToken: false)
+    return _masked(value)
 
 
 def _is_env_entry(value: dict[str, Any]) -> bool:
