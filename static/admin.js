@@ -491,6 +491,7 @@
     });
     socket.addEventListener('close', (event) => {
       if (event.code === 4401) signOut('Your token was refused. Sign in again.');
+      else if (event.code === 4403) signOut('The admin API is disabled on this server (no ADMIN_TOKENS).');
       else onEnd();
     });
     return () => { socket.close(1000); };

@@ -267,3 +267,14 @@ def test_an_action_refused_shows_the_servers_error(server: LiveServer, console: 
     expect(row).to_have_attribute("data-status", "Cancelled", timeout=30_000)
     page.click("#confirm-yes")
     expect(page.locator("#detail-error")).to_have_text(f"{name} already finished: Cancelled (409 conflict)")
+
+
+def test_the_console_fits_a_narrow_screen(server: LiveServer, new_context: Callable[..., BrowserContext]) -> None:
+    console = Console(new_context(viewport={"width": 360, "height": 740}).new_page(), server.url)
+    page = console.open().sign_in(ALICE).page
+    name = donate(server)["job_name"]
+    console.row(name).get_by_role("button", name=name).click()
+    expect(page.locator("#detail-manifest")).to_contain_text("TASK_PARAMS")
+    # wide parts (the table, the manifest) scroll inside their own boxes; the page itself does not
+    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    expect(page.get_by_role("button", name="Close")).to_be_in_viewport()
