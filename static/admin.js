@@ -699,7 +699,8 @@
     action('rerun').hidden = !terminal;
     action('suspend').hidden = !kube || terminal || suspended;
     action('resume').hidden = !kube || terminal || !suspended;
-    if (shown && !wasTerminal && terminal && !(state.logs && state.logs.following)) startLogs(LOG_TAIL_FIRST);
+    // a follow ends with the task by itself; one that broke off is read again, whole, once the run is over
+    if (shown && !wasTerminal && terminal && state.logs && state.logs.interrupted) startLogs(state.logs.tail);
   }
 
   function showWebhook(webhook) {
@@ -746,6 +747,7 @@
       tail,
       cap: Math.max(LOG_DOM_LINES, tail),
       following: running,
+      interrupted: false,
       frame: 0,
     };
     state.logs = logs;
@@ -796,7 +798,11 @@
           show();
         }
       } catch (err) {
-        if (state.logs === logs && !logs.controller.signal.aborted) $('logs-state').textContent = 'The log stream was interrupted.';
+        if (state.logs === logs && !logs.controller.signal.aborted) {
+          logs.following = false;
+          logs.interrupted = true;
+          $('logs-state').textContent = 'The log stream was interrupted.';
+        }
       }
     })();
   }

@@ -113,7 +113,8 @@ def test_an_operator_signs_in_sees_a_run_appear_and_opens_it_with_the_donor_mask
     page.fill("#search", "")
 
     opener = row.get_by_role("button", name=name)
-    opener.click()
+    opener.focus()
+    page.keyboard.press("Enter")  # a row is a button: the keyboard opens it
     expect(page.locator("#detail-heading")).to_be_focused()
     expect(page.locator("#detail-heading")).to_contain_text(name)
     manifest = page.locator("#detail-manifest")
