@@ -49,6 +49,31 @@ class PendingWebhook:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebhookDelivery:
+    """Where a run's completion webhook stands, for the console: read from its outbox row."""
+
+    state: str
+    """``pending`` (not sent yet), ``failing`` (an attempt failed; it will be tried again) or ``delivered``.
+
+    A webhook given up after its last attempt is completed like a delivered one, so it reads ``delivered``
+    with its ``last_error`` still set.
+    """
+    attempts: int
+    """Failed attempts so far."""
+    last_error: str | None
+
+    @classmethod
+    def of_row(cls, *, delivered: bool, attempts: int, last_error: str | None) -> WebhookDelivery:
+        """The delivery an outbox row describes (an empty ``last_error`` is none)."""
+        error = last_error or None
+        state = "delivered" if delivered else "failing" if error is not None or attempts > 0 else "pending"
+        return cls(state=state, attempts=attempts, last_error=error)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error}
+
+
+@dataclasses.dataclass(frozen=True)
 class AdminAction:
     """One admin action in the audit trail: who did what to which run, when, and how it ended.
 
@@ -210,6 +235,9 @@ class WebhookOutbox(Protocol):
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         """Delivery failed: try again after ``delay`` seconds."""
+
+    def webhook_delivery(self, job_name: str) -> WebhookDelivery | None:
+        """Where the run's webhook stands; ``None`` when it has none in the outbox (none enqueued, or purged)."""
 
 
 class Audit(Protocol):

@@ -57,7 +57,7 @@ from redis.retry import Retry
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, awaits_admission
+from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, WebhookDelivery, awaits_admission
 from webapp.status import JobStatus
 
 KEY_PREFIX = "jobpulse:"
@@ -698,6 +698,18 @@ class RedisRunStore:
                 keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered],
                 args=[job_name, delay, error[:500]],
             )
+
+    def webhook_delivery(self, job_name: str) -> WebhookDelivery | None:
+        """Where the run's webhook stands, from its hash; ``None`` when it has none."""
+        with self._reaching_redis():
+            delivered, attempts, last_error = self._redis.hmget(
+                self._webhook_key(job_name), ["delivered", "attempts", "last_error"]
+            )
+        if delivered is None:
+            return None
+        return WebhookDelivery.of_row(
+            delivered=str(delivered) == "1", attempts=int(attempts or 0), last_error=str(last_error or "") or None
+        )
 
     # -- the audit trail -------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, awaits_admission
+from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, WebhookDelivery, awaits_admission
 from webapp.status import JobStatus
 
 _SCHEMA = """
@@ -435,6 +435,13 @@ class SQLiteRunStore:
             """,
             (time.time() + delay, error[:500], job_name),
         )
+
+    def webhook_delivery(self, job_name: str) -> WebhookDelivery | None:
+        row = self._one("SELECT delivered, attempts, last_error FROM webhook_outbox WHERE job_name = ?", (job_name,))
+        if row is None:
+            return None
+        delivered, attempts, last_error = row
+        return WebhookDelivery.of_row(delivered=bool(delivered), attempts=int(attempts), last_error=last_error)
 
     def record_action(self, action: AdminAction) -> int:
         body = action.to_dict()
