@@ -10,7 +10,10 @@ is left behind; a manifest the server refuses is
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +21,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webapp.door import StatusDoor
-from webapp.errors import Conflict, InvalidRequest
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest
 from webapp.executors.k8s_watch import JobWatcher
+from webapp.hub import HubClosed, Subscription
 from webapp.kube.client import CLIENT_ERRORS, JOB_NAME_LABEL, api_call, api_message, connect, raw_json
 from webapp.status import JobStatus, Phase
 
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = (5.0, 15.0)
 """(connect, read) seconds for ordinary API calls: a launch never hangs on a dead API server."""
+POD_RECHECK_SECONDS = 5.0
+"""A log follow between pods (none yet, or the last one's output ended): how often it looks for a newer pod."""
 
 
 class KubernetesExecutor:
@@ -117,23 +123,116 @@ class KubernetesExecutor:
             )
         return text
 
-    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
-        pod = self._newest_pod(job_name)
-        if pod is None:
-            return iter(())
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> PodLogFollow:
+        """The Job's pods' output as written, until the Job finishes (see :class:`PodLogFollow`).
+
+        The pods are listed here, so that an unreachable API server is an error
+        (503) before any output; the log itself is opened as it is read.
+        """
+        return PodLogFollow(self, job_name, tail_lines=tail_lines, first_pod=self._newest_pod(job_name))
+
+    def _open_pod_log(self, job_name: str, pod: str, *, tail_lines: int | None) -> Any:
+        """A follow of the pod's log (a streaming response), or ``None`` when it has none (not started, or gone)."""
         response: Any = None
-        with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):  # not started, or gone
+        with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):
             response = self._core.read_namespaced_pod_log(
-                pod, self.namespace, tail_lines=tail_lines, follow=True, _preload_content=False
+                pod,
+                self.namespace,
+                tail_lines=tail_lines,
+                follow=True,
+                _preload_content=False,
+                # no read timeout: a quiet task may write nothing for hours (close() cuts the stream)
+                _request_timeout=(REQUEST_TIMEOUT[0], None),  # type: ignore[arg-type]  # the client takes None
             )
+        return response
+
+
+class PodLogFollow:
+    """One follow of a Job's output: its newest pod's log as written, then the next pod's, until the Job ends.
+
+    Opens ``read_namespaced_pod_log(follow=True)`` on the newest pod. When
+    that stream ends (the container exited, or it had not started yet) and the
+    Job has not finished, it waits for the Job's next status change (from the
+    hub: no API call) or ``POD_RECHECK_SECONDS``, then follows a newer pod if
+    there is one (a retry: its whole log). It ends when the Job is final.
+    :meth:`close`, from any thread, cuts the open stream and ends it.
+    """
+
+    def __init__(self, executor: KubernetesExecutor, job_name: str, *, tail_lines: int, first_pod: str | None) -> None:
+        self._executor = executor
+        self._job_name = job_name
+        self._tail_lines = tail_lines
+        self._first_pod = first_pod
+        self._closed = threading.Event()
+        self._chunks = self._read()
+        self._lock = threading.Lock()
+        self._response: Any = None
+        self._subscription: Subscription | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            response, subscription = self._response, self._subscription
+        if response is not None:
+            with contextlib.suppress(Exception):  # already shut, or never connected
+                response.shutdown()  # wakes the read blocked on the socket, on any thread or greenlet
+        if subscription is not None:
+            subscription.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def _read(self) -> Iterator[str]:
+        followed: set[str] = set()
+        pod = self._first_pod
+        tail: int | None = self._tail_lines
+        hub = self._executor._door.hub
+        while not self._closed.is_set():
+            if pod is not None and pod not in followed:
+                followed.add(pod)
+                yield from self._stream(pod, tail_lines=tail)
+                tail = None  # a newer pod is a retry: all of its output
+            with hub.subscribe(self._job_name) as subscription:  # before the check: no change slips between
+                with self._lock:
+                    if self._closed.is_set():
+                        return
+                    self._subscription = subscription
+                try:
+                    status = self._executor._door.current(self._job_name)
+                    if status is None or status.terminal:
+                        return
+                    subscription.get(timeout=POD_RECHECK_SECONDS)
+                except HubClosed:
+                    return
+                finally:
+                    with self._lock:
+                        self._subscription = None
+            if self._closed.is_set():
+                return
+            pod = self._executor._newest_pod(self._job_name)
+
+    def _stream(self, pod: str, *, tail_lines: int | None) -> Iterator[str]:
+        response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail_lines)
         if response is None:
-            return iter(())
-
-        def chunks() -> Iterator[str]:
-            try:
-                for chunk in response.stream(4096, decode_content=True):
-                    yield chunk.decode("utf-8", "replace")
-            finally:
-                response.release_conn()
-
-        return chunks()
+            return
+        with self._lock:
+            self._response = response
+            closed = self._closed.is_set()
+        if closed:
+            response.release_conn()
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may end inside a character
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                if text := decoder.decode(chunk):
+                    yield text
+        except CLIENT_ERRORS as error:
+            if not self._closed.is_set():  # cut by close(): how a follow is left, not a failure
+                raise ExecutorUnavailable(f"the log stream of pod {pod} broke: {error}") from error
+        finally:
+            with self._lock:
+                self._response = None
+            response.release_conn()
