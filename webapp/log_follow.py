@@ -105,8 +105,10 @@ class _Follow:
         self.job_name = job_name
         self.upstream: Upstream = ()
         """Set once opened; empty until then."""
-        self.viewers: set[_Viewer] = set()
-        self.recent: deque[str] = deque()
+        self.viewers: dict[_Viewer, None] = {}
+        """In the order they joined (each chunk is offered in that order)."""
+        self.recent: deque[tuple[str, int]] = deque()
+        """The end of what was read: (chunk, its size in bytes), oldest first."""
         self.recent_size = 0
         self.ended = False
 
@@ -195,10 +197,10 @@ class LogFollowers:
                 follow = self._follows[job_name] = _Follow(job_name)
             viewer = _Viewer(limit=self._viewer_buffer_bytes)
             if follow.recent:
-                tail = last_lines("".join(follow.recent), tail_lines)
+                tail = last_lines("".join(chunk for chunk, _ in follow.recent), tail_lines)
                 if tail:
                     viewer.offer(tail, len(tail.encode("utf-8")))
-            follow.viewers.add(viewer)
+            follow.viewers[viewer] = None
             self._viewers += 1
         if opener:
             try:
@@ -249,7 +251,7 @@ class LogFollowers:
         with self._lock:
             if viewer not in follow.viewers:
                 return
-            follow.viewers.discard(viewer)
+            del follow.viewers[viewer]
             self._viewers -= 1
             last = not follow.viewers and not follow.ended
             if last:
@@ -269,10 +271,10 @@ class LogFollowers:
                 with self._lock:
                     if follow.ended:
                         break
-                    follow.recent.append(chunk)
+                    follow.recent.append((chunk, size))
                     follow.recent_size += size
-                    while len(follow.recent) > 1 and follow.recent_size - len(follow.recent[0]) >= self._recent_bytes:
-                        follow.recent_size -= len(follow.recent.popleft())
+                    while len(follow.recent) > 1 and follow.recent_size - follow.recent[0][1] >= self._recent_bytes:
+                        follow.recent_size -= follow.recent.popleft()[1]
                     viewers = tuple(follow.viewers)
                 for viewer in viewers:
                     viewer.offer(chunk, size)
