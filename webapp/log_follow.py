@@ -44,6 +44,9 @@ VIEWER_BUFFER_BYTES = 256 * 1024
 RECENT_BYTES = 256 * 1024
 """The end of what a follow has read, kept so that a viewer joining late starts with the recent tail."""
 
+IDLE_CHECK_SECONDS = 2.0
+"""How often a viewer with no output to send checks that its client is still there."""
+
 Upstream = Iterable[str]
 """An executor's follow of one run: chunks of output until the run ends (``close()``, if any, ends it early)."""
 
@@ -82,11 +85,14 @@ class _Viewer:
             self._ended = True
             self._ready.notify()
 
-    def take(self) -> str | None:
-        """Everything queued, waiting for it if there is nothing; ``None`` once the follow ended and all is sent."""
+    def take(self, timeout: float | None = None) -> str | None:
+        """Everything queued, waiting for it if there is nothing; ``None`` once the follow ended and all is sent.
+
+        ``""`` when ``timeout`` seconds passed with nothing.
+        """
         with self._ready:
-            while not self._chunks and not self._skipped and not self._ended:
-                self._ready.wait()
+            if not self._chunks and not self._skipped and not self._ended:
+                self._ready.wait(timeout)
             if self._chunks:
                 text = "".join(self._chunks)
                 self._chunks.clear()
@@ -95,7 +101,7 @@ class _Viewer:
             if self._skipped:
                 text, self._skipped = skipped_marker(self._skipped), 0
                 return text
-            return None
+            return None if self._ended else ""
 
 
 class _Follow:
@@ -122,10 +128,18 @@ class _Follow:
 class LogView:
     """What one viewer reads: an iterator of text that leaves its follow when exhausted or closed."""
 
-    def __init__(self, viewer: _Viewer, *, leave: Callable[[], None], when_empty: Callable[[], str] | None) -> None:
+    def __init__(
+        self,
+        viewer: _Viewer,
+        *,
+        leave: Callable[[], None],
+        when_empty: Callable[[], str] | None,
+        still_wanted: Callable[[], bool] | None,
+    ) -> None:
         self._viewer = viewer
         self._leave = leave
         self._when_empty = when_empty
+        self._still_wanted = still_wanted
         self._sent = False
         self._done = False
 
@@ -134,7 +148,11 @@ class LogView:
 
     def __next__(self) -> str:
         if not self._done:
-            text = self._viewer.take()
+            timeout = None if self._still_wanted is None else IDLE_CHECK_SECONDS
+            while (text := self._viewer.take(timeout)) == "":  # quiet: is anyone still reading?
+                if self._still_wanted is not None and not self._still_wanted():
+                    self.close()
+                    raise StopIteration
             if text is not None:
                 self._sent = True
                 return text
@@ -179,6 +197,7 @@ class LogFollowers:
         tail_lines: int,
         open_upstream: Callable[[], Upstream],
         when_empty: Callable[[], str] | None = None,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> LogView:
         """One viewer's stream of the run's output: the tail, then chunks as written, until the follow ends.
 
@@ -187,7 +206,10 @@ class LogFollowers:
         come before any output); later ones join it and start with the last
         ``tail_lines`` lines it has read. ``when_empty``: what to send a viewer
         whose follow ended without a byte for it (the tail the run store kept).
-        Closing the returned view leaves, whether it was read or not.
+        ``still_wanted``: asked every ``IDLE_CHECK_SECONDS`` without output (is
+        the client still connected?); ``False`` leaves at once, where a write
+        would only find out at the next output. Closing the returned view
+        leaves, whether it was read or not.
         """
         with self._lock:
             self._check_room(job_name)
@@ -208,7 +230,9 @@ class LogFollowers:
             except BaseException:
                 self._leave(follow, viewer)
                 raise
-        return LogView(viewer, leave=lambda: self._leave(follow, viewer), when_empty=when_empty)
+        return LogView(
+            viewer, leave=lambda: self._leave(follow, viewer), when_empty=when_empty, still_wanted=still_wanted
+        )
 
     def _open(self, follow: _Follow, open_upstream: Callable[[], Upstream]) -> None:
         """Open the run's upstream (outside the lock: it may ask the API server) and start its pump."""

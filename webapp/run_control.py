@@ -12,7 +12,7 @@ mode's comparisons from the run store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from webapp.comparison import migration_report
@@ -71,13 +71,16 @@ class RunControl:
             return self._finished_logs(status, tail_lines=tail_lines)
         return self._executor_for(status).logs(job_name, tail_lines=tail_lines)
 
-    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
+    def follow_logs(
+        self, job_name: str, *, tail_lines: int, still_wanted: Callable[[], bool] | None = None
+    ) -> Iterator[str]:
         """The tail, then output as written until the run finishes; a finished run's logs, once, as :meth:`logs` gives.
 
         A running run is followed through the shared follows (:mod:`webapp.log_follow`): one
         executor follow per run in this process, whoever watches. A follow that ends without
         a byte (the run ran on another instance, its pod went first) answers as a finished
-        run's logs do: the executor's, else the tail the run store kept.
+        run's logs do: the executor's, else the tail the run store kept. ``still_wanted``: see
+        :meth:`~webapp.log_follow.LogFollowers.follow`.
         """
         status = self.status(job_name)
         if status.terminal:
@@ -89,6 +92,7 @@ class RunControl:
             tail_lines=tail_lines,
             open_upstream=lambda: executor.follow_logs(job_name, tail_lines=tail_lines),
             when_empty=lambda: self._logs_after_follow(job_name, tail_lines=tail_lines),
+            still_wanted=still_wanted,
         )
 
     def _logs_after_follow(self, job_name: str, *, tail_lines: int) -> str:

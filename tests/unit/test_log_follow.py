@@ -206,3 +206,16 @@ assert len(opener.upstreams) == 1, opener.upstreams
 assert got == [["a\\n"], ["a\\n"]], got
 """
     )
+
+
+def test_a_quiet_follow_leaves_once_its_client_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("webapp.log_follow.IDLE_CHECK_SECONDS", 0.01)
+    followers, opener = LogFollowers(), Opener()
+    connected = threading.Event()
+    connected.set()
+    view = followers.follow(JOB, tail_lines=10, open_upstream=opener, still_wanted=connected.is_set)
+    opener.upstreams[0].write("line\n")
+    assert next(view) == "line\n"
+    connected.clear()  # the client hung up; the task writes nothing more
+    assert list(view) == []
+    assert opener.upstreams[0].closed.is_set()
