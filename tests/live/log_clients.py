@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import subprocess
@@ -31,16 +32,26 @@ def start_curl_logs(server: LiveServer, name: str, *, tail: int | None = None) -
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        bufsize=1,
     )
 
 
-def read_line(curl: subprocess.Popen[str], *, timeout: float = 30) -> str:
-    """The next line curl printed, waiting at most ``timeout`` seconds for it."""
+def read_lines(curl: subprocess.Popen[str], count: int, *, timeout: float = 30) -> list[str]:
+    """The next ``count`` lines curl printed (fewer if it exits first), waiting at most ``timeout`` seconds.
+
+    Read from the pipe itself, a chunk at a time, so that nothing waits in a buffer ``select`` cannot see.
+    """
     assert curl.stdout is not None
-    ready, _, _ = select.select([curl.stdout], [], [], timeout)
-    assert ready, f"no line from curl within {timeout}s"
-    return curl.stdout.readline()
+    fd = curl.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < count:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"not {count} lines from curl within {timeout}s: {data!r}"
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().splitlines(keepends=True)
 
 
 def log_follows_open(server: LiveServer) -> float:
@@ -49,7 +60,3 @@ def log_follows_open(server: LiveServer) -> float:
     found = re.search(r"^jobpulse_log_follows_open (\S+)$", text, re.M)
     assert found, "the metric is exported"
     return float(found.group(1))
-
-
-def seconds_since(start: float) -> float:
-    return time.monotonic() - start

@@ -6,14 +6,14 @@ import requests
 
 from tests.helpers import wait_for
 from tests.live.clients import ADMIN, launch, status, wait_for_status
-from tests.live.log_clients import log_follows_open, read_line, start_curl_logs
+from tests.live.log_clients import log_follows_open, read_lines, start_curl_logs
 from tests.live.server import LiveServer
 
 
 def test_curl_gets_a_slow_tasks_output_line_by_line_and_exits_when_it_ends(live_server: LiveServer) -> None:
     name = launch(live_server, "slow", seconds="4")
     curl = start_curl_logs(live_server, name)
-    assert read_line(curl) == "started\n"
+    assert read_lines(curl, 1) == ["started\n"]
     assert status(live_server, name)["status"] in ("Pending", "Running"), "the first line came before the end"
     out, err = curl.communicate(timeout=60)
     assert (curl.returncode, out, err) == (0, "finished\n", ""), "curl exits by itself once the task ended"
@@ -26,7 +26,7 @@ def test_viewers_share_one_follow_and_leaving_frees_it(live_server: LiveServer) 
     wait_for_status(live_server, name, "Running")
     curls = [start_curl_logs(live_server, name) for _ in range(2)]
     try:
-        assert [read_line(curl) for curl in curls] == ["started\n", "started\n"]
+        assert [read_lines(curl, 1) for curl in curls] == [["started\n"], ["started\n"]]
         assert log_follows_open(live_server) == 1
         for curl in curls:  # both leave mid-stream, while the task writes nothing
             curl.kill()

@@ -35,6 +35,8 @@ REQUEST_TIMEOUT = (5.0, 15.0)
 """(connect, read) seconds for ordinary API calls: a launch never hangs on a dead API server."""
 POD_RECHECK_SECONDS = 5.0
 """A log follow between pods (none yet, or the last one's output ended): how often it looks for a newer pod."""
+END_GRACE_SECONDS = 2.0
+"""How long a pod's log stream may stay open after its Job is final before the follow cuts it."""
 
 
 class KubernetesExecutor:
@@ -132,7 +134,11 @@ class KubernetesExecutor:
         return PodLogFollow(self, job_name, tail_lines=tail_lines, first_pod=self._newest_pod(job_name))
 
     def _open_pod_log(self, job_name: str, pod: str, *, tail_lines: int | None) -> Any:
-        """A follow of the pod's log (a streaming response), or ``None`` when it has none (not started, or gone)."""
+        """A follow of the pod's log (a streaming response), or ``None`` when it has none (not started, or gone).
+
+        No timeout: a quiet task may write nothing for hours (the client takes no
+        read timeout without a connect one); :meth:`PodLogFollow.close` cuts it.
+        """
         response: Any = None
         with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):
             response = self._core.read_namespaced_pod_log(
@@ -141,8 +147,6 @@ class KubernetesExecutor:
                 tail_lines=tail_lines,
                 follow=True,
                 _preload_content=False,
-                # no read timeout: a quiet task may write nothing for hours (close() cuts the stream)
-                _request_timeout=(REQUEST_TIMEOUT[0], None),  # type: ignore[arg-type]  # the client takes None
             )
         return response
 
@@ -154,7 +158,9 @@ class PodLogFollow:
     that stream ends (the container exited, or it had not started yet) and the
     Job has not finished, it waits for the Job's next status change (from the
     hub: no API call) or ``POD_RECHECK_SECONDS``, then follows a newer pod if
-    there is one (a retry: its whole log). It ends when the Job is final.
+    there is one (a retry: its whole log). It ends when the Job is final: a
+    pod's stream still open ``END_GRACE_SECONDS`` after that is cut. One
+    thread per follow hears the Job's changes (:meth:`_watch_job`).
     :meth:`close`, from any thread, cuts the open stream and ends it.
     """
 
@@ -163,21 +169,30 @@ class PodLogFollow:
         self._job_name = job_name
         self._tail_lines = tail_lines
         self._first_pod = first_pod
-        self._closed = threading.Event()
-        self._chunks = self._read()
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._job_over = threading.Event()
+        self._changed = threading.Event()
         self._response: Any = None
         self._subscription: Subscription | None = None
+        self._chunks = self._read()
 
     def close(self) -> None:
         with self._lock:
             self._closed.set()
-            response, subscription = self._response, self._subscription
+            subscription = self._subscription
+        self._cut()
+        if subscription is not None:
+            subscription.close()  # the Job's watcher returns at once
+        self._changed.set()
+
+    def _cut(self) -> None:
+        """Shut the open pod log stream: the read blocked on it wakes, on any thread or greenlet."""
+        with self._lock:
+            response = self._response
         if response is not None:
             with contextlib.suppress(Exception):  # already shut, or never connected
-                response.shutdown()  # wakes the read blocked on the socket, on any thread or greenlet
-        if subscription is not None:
-            subscription.close()
+                response.shutdown()
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -186,33 +201,47 @@ class PodLogFollow:
         return next(self._chunks)
 
     def _read(self) -> Iterator[str]:
-        followed: set[str] = set()
-        pod = self._first_pod
-        tail: int | None = self._tail_lines
+        threading.Thread(target=self._watch_job, name="log-follow-job", daemon=True).start()
+        try:
+            followed: set[str] = set()
+            pod = self._first_pod
+            tail: int | None = self._tail_lines
+            while not self._closed.is_set():
+                if pod is not None and pod not in followed:
+                    followed.add(pod)
+                    yield from self._stream(pod, tail_lines=tail)
+                    tail = None  # a newer pod is a retry: all of its output
+                if self._job_over.is_set():
+                    return
+                self._changed.wait(POD_RECHECK_SECONDS)
+                self._changed.clear()
+                if self._closed.is_set() or self._job_over.is_set():
+                    return
+                pod = self._executor._newest_pod(self._job_name)
+        finally:
+            self.close()
+
+    def _watch_job(self) -> None:
+        """Until the follow ends: tell :meth:`_read` of each change of the Job; cut the stream once the Job is final."""
         hub = self._executor._door.hub
-        while not self._closed.is_set():
-            if pod is not None and pod not in followed:
-                followed.add(pod)
-                yield from self._stream(pod, tail_lines=tail)
-                tail = None  # a newer pod is a retry: all of its output
-            with hub.subscribe(self._job_name) as subscription:  # before the check: no change slips between
-                with self._lock:
-                    if self._closed.is_set():
-                        return
-                    self._subscription = subscription
-                try:
+        with hub.subscribe(self._job_name) as subscription:
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                self._subscription = subscription
+            try:
+                while not self._closed.is_set():
                     status = self._executor._door.current(self._job_name)
                     if status is None or status.terminal:
+                        self._job_over.set()
+                        self._changed.set()
+                        if not self._closed.wait(END_GRACE_SECONDS):
+                            self._cut()  # the pod's stream did not end with its Job
                         return
                     subscription.get(timeout=POD_RECHECK_SECONDS)
-                except HubClosed:
-                    return
-                finally:
-                    with self._lock:
-                        self._subscription = None
-            if self._closed.is_set():
-                return
-            pod = self._executor._newest_pod(self._job_name)
+                    self._changed.set()
+            except HubClosed:  # the follow was closed, or the server is stopping
+                self._changed.set()
 
     def _stream(self, pod: str, *, tail_lines: int | None) -> Iterator[str]:
         response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail_lines)
@@ -230,7 +259,7 @@ class PodLogFollow:
                 if text := decoder.decode(chunk):
                     yield text
         except CLIENT_ERRORS as error:
-            if not self._closed.is_set():  # cut by close(): how a follow is left, not a failure
+            if not (self._closed.is_set() or self._job_over.is_set()):  # cut on purpose: not a failure
                 raise ExecutorUnavailable(f"the log stream of pod {pod} broke: {error}") from error
         finally:
             with self._lock:
