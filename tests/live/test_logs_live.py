@@ -41,3 +41,17 @@ def test_viewers_share_one_follow_and_leaving_frees_it(live_server: LiveServer) 
     late = start_curl_logs(live_server, name)  # a finished run: its output, once
     out, _ = late.communicate(timeout=30)
     assert late.returncode == 0 and out.startswith("started\n"), out
+
+
+def test_a_server_shutdown_ends_the_follow(live_server: LiveServer) -> None:
+    name = launch(live_server, "slow", seconds="60")
+    curl = start_curl_logs(live_server, name)
+    try:
+        assert read_lines(curl, 1) == ["started\n"]
+        live_server.begin_stop()
+        out, _ = curl.communicate(timeout=8)  # well within GRACEFUL_TIMEOUT (10 s): the stream did not hold it
+        assert curl.returncode == 0, out
+    finally:
+        if curl.poll() is None:
+            curl.kill()
+            curl.communicate()
