@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from webapp.comparison import migration_report
 from webapp.door import StatusDoor
@@ -29,10 +29,18 @@ from webapp.executors import Executor
 from webapp.log_follow import LogFollowers
 from webapp.log_tails import last_lines
 from webapp.names import is_valid_job_name
+from webapp.runstore import awaits_admission
 from webapp.settings import Settings
 from webapp.status import JobStatus
 
 logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Suspendable(Protocol):
+    """An executor whose runs can be suspended and resumed (Kubernetes Jobs: ``spec.suspend``)."""
+
+    def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> None: ...
 
 
 class RunControl:
@@ -63,6 +71,24 @@ class RunControl:
         if not status.terminal:
             self._executor_for(status).cancel(job_name)
             logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
+        return self.status(job_name)
+
+    def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> JobStatus:
+        """Suspend or resume a running Kubernetes Job for ``operator``; the run's status after the patch.
+
+        :class:`Conflict` for a finished run, a run waiting for capacity (no Job yet) and a run whose executor
+        cannot suspend (local and legacy runs). The watch reports the Job's new state as it comes.
+        """
+        status = self.status(job_name)
+        doing = "suspended" if suspended else "resumed"
+        if status.terminal:
+            raise Conflict(f"{job_name} already finished: {status.status.value}; it cannot be {doing}")
+        executor = self._executor_for(status)
+        if not isinstance(executor, Suspendable):
+            raise Conflict(f"{job_name} runs in {status.mode} mode: only Kubernetes Jobs can be {doing}")
+        if awaits_admission(status):
+            raise Conflict(f"{job_name} is waiting for capacity and has no Job yet; it cannot be {doing}")
+        executor.set_suspended(job_name, suspended=suspended, operator=operator)
         return self.status(job_name)
 
     def logs(self, job_name: str, *, tail_lines: int) -> str:

@@ -1,4 +1,4 @@
-"""Jobs: the admin API (launch any jobspec, cancel, logs, recent runs) and status polling."""
+"""Jobs: the admin API (launch any jobspec, cancel, rerun, suspend, resume, logs, recent runs) and status polling."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from werkzeug.exceptions import BadRequest
 
 from webapp.api import runtime
 from webapp.api.audit import audited, note_target
-from webapp.api.auth import admin_required
+from webapp.api.auth import admin_required, current_operator
 from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
 from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
 from webapp.errors import Conflict, InvalidRequest
 from webapp.launcher import request_fingerprint
+from webapp.run_control import check_job_name
 
 bp = Blueprint("jobs", __name__)
 
@@ -133,3 +134,38 @@ def recent_runs() -> Response:
 def migration_report() -> Response:
     """Dual mode: how the legacy runs and the Kubernetes Jobs of the same pipeline runs compare."""
     return jsonify(runtime().runs.migration_report())
+
+
+@bp.post("/api/jobs/<job_name>/rerun")
+@audited("rerun")
+@admin_required
+def rerun_job(job_name: str) -> Response:
+    """A new run of a finished run's manifest and params: ``202`` + its status (``rerun_of`` names the old run)."""
+    note_target(job_name)
+    check_job_name(job_name)
+    status = runtime().launcher.rerun(job_name, client=client_address(), request_root=own_root())
+    response = jsonify(with_links(status))
+    response.status_code = 202
+    return response
+
+
+@bp.post("/api/jobs/<job_name>/suspend")
+@audited("suspend")
+@admin_required
+def suspend_job(job_name: str) -> Response:
+    """Suspend a running Kubernetes Job (``spec.suspend``): ``200`` + the status after the patch."""
+    return _set_suspended(job_name, suspended=True)
+
+
+@bp.post("/api/jobs/<job_name>/resume")
+@audited("resume")
+@admin_required
+def resume_job(job_name: str) -> Response:
+    """Resume a suspended Kubernetes Job: ``200`` + the status after the patch."""
+    return _set_suspended(job_name, suspended=False)
+
+
+def _set_suspended(job_name: str, *, suspended: bool) -> Response:
+    operator = current_operator() or "admin"
+    status = runtime().runs.set_suspended(job_name, suspended=suspended, operator=operator)
+    return jsonify(status.to_dict())

@@ -27,7 +27,7 @@ from webapp.hub import HubClosed, Subscription
 from webapp.kube.client import CLIENT_ERRORS, JOB_NAME_LABEL, api_call, api_message, connect, raw_json
 from webapp.status import JobStatus, Phase
 
-__all__ = ["KubernetesExecutor", "connect"]
+__all__ = ["KubernetesExecutor", "connect", "operator_field_manager"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,34 @@ class KubernetesExecutor:
                 job_name, self.namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
             )
         self.watcher.mark_cancelled(job_name)
+
+    def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> None:
+        """Patch the Job's ``spec.suspend``; the watch then reports what the Job controller makes of it.
+
+        The field manager names the operator, so the ``Suspended`` status says who suspended it
+        (:func:`~webapp.k8s_status.suspended_by`). A Job that is not there (never created: the run waits for
+        capacity; or deleted) is :class:`~webapp.errors.Conflict`.
+        """
+        doing = "suspend" if suspended else "resume"
+        with api_call(f"could not {doing} the Job", job_name=job_name):
+            try:
+                response: Any = self._batch.patch_namespaced_job(
+                    job_name,
+                    self.namespace,
+                    {"spec": {"suspend": suspended}},
+                    field_manager=operator_field_manager(operator),
+                    _request_timeout=REQUEST_TIMEOUT,
+                    _preload_content=False,
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    raise Conflict(f"{job_name} has no Job to {doing}: it has not started, or is gone") from error
+                raise
+            try:
+                response.read()
+            finally:
+                response.release_conn()
+        logger.info("job.suspended" if suspended else "job.resumed", extra={"job_name": job_name, "mode": self.mode})
 
     def _newest_pod(self, job_name: str) -> str | None:
         with api_call("could not list the Job's pods", job_name=job_name):
@@ -265,3 +293,8 @@ class PodLogFollow:
             with self._lock:
                 self._response = None
             response.release_conn()
+
+
+def operator_field_manager(operator: str) -> str:
+    """The field manager of an operator's change to a Job: what its ``Suspended`` status says suspended it."""
+    return f"operator {operator} (jobpulse)"

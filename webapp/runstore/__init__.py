@@ -112,6 +112,9 @@ class Runs(Protocol):
     def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
         """Insert or update a run; ``False`` if the store refused it, holding a newer ``seq`` or a finished run.
 
+        A finished run takes only the same outcome again with a newer ``seq``: its links to its reruns
+        (:meth:`JobStatus.amends`; the door writes nothing else over a finished status).
+
         So the first writer of each ``seq`` wins, whichever instance it runs in.
 
         ``client``, the address that launched the run, is recorded when the run is first saved; so is whether

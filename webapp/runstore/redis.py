@@ -121,10 +121,14 @@ local function fmt(x) return string.format('%.6f', x) end
 #       client ('' = none; recorded on insert), prefix of the per-client unfinished zsets,
 #       waits for admission (0|1; recorded on insert)
 _SAVE = """
-local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal')
+local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal', 'body')
 local exists = current[1] ~= false
-if exists and (current[2] == '1' or tonumber(ARGV[2]) <= tonumber(current[1])) then
+if exists and tonumber(ARGV[2]) <= tonumber(current[1]) then
   return 0
+end
+if exists and current[2] == '1' then
+  -- a finished run takes only its own status again (new links to its reruns), never another outcome
+  if ARGV[3] ~= '1' or cjson.decode(current[3])['status'] ~= cjson.decode(ARGV[7])['status'] then return 0 end
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'terminal', ARGV[3], 'updated_at', ARGV[6], 'body', ARGV[7])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'manifest', ARGV[8]) end
@@ -430,7 +434,8 @@ class RedisRunStore:
     # -- runs ------------------------------------------------------------------
 
     def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
-        """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final."""
+        """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final (but for its
+        links to its reruns: the same outcome with a newer ``seq``)."""
         with self._reaching_redis():
             taken = self._save(
                 keys=[

@@ -233,7 +233,8 @@ class SQLiteRunStore:
                 status = excluded.status, terminal = excluded.terminal, seq = excluded.seq,
                 updated_at = excluded.updated_at, body = excluded.body,
                 manifest = COALESCE(excluded.manifest, runs.manifest)
-            WHERE excluded.seq > runs.seq AND runs.terminal = 0
+            WHERE excluded.seq > runs.seq
+              AND (runs.terminal = 0 OR (excluded.terminal = 1 AND excluded.status = runs.status))
             """,
             (
                 status.job_name,
