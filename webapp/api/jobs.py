@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+import socket
+
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import BadRequest
 
@@ -93,12 +96,30 @@ def job_logs(job_name: str) -> Response:
     tail = _int_arg("tail", default=DEFAULT_TAIL_LINES, low=0, high=MAX_TAIL_LINES)
     runs = runtime().runs
     if request.args.get("follow") in ("1", "true", "yes"):
-        chunks = runs.follow_logs(job_name, tail_lines=tail)
+        client_socket = request.environ.get("gunicorn.socket")
+        chunks = runs.follow_logs(
+            job_name,
+            tail_lines=tail,
+            still_wanted=(lambda: _client_connected(client_socket)) if client_socket is not None else None,
+        )
         response = Response(stream_with_context(chunks), mimetype="text/plain")
         response.headers["X-Accel-Buffering"] = "no"
         response.headers["Cache-Control"] = "no-cache"
         return response
     return Response(runs.logs(job_name, tail_lines=tail), mimetype="text/plain")
+
+
+def _client_connected(sock: socket.socket) -> bool:
+    """Whether the client of a quiet stream is still there: its socket has not been closed by the peer.
+
+    A write would tell, but a quiet log writes nothing for minutes; a peek with
+    no wait tells now (a readable socket with nothing to read is at its end).
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return not readable or sock.recv(1, socket.MSG_PEEK) != b""
+    except (OSError, ValueError):  # closed or reset
+        return False
 
 
 @bp.get("/api/runs")
