@@ -709,8 +709,10 @@
       line.textContent = 'No completion webhook for this run.';
       return;
     }
+    const words = { pending: 'Pending', failing: 'Failing, tried again later', delivered: 'Delivered', given_up: 'Given up' };
     const tries = `${webhook.attempts} failed ${webhook.attempts === 1 ? 'attempt' : 'attempts'}`;
-    line.textContent = `${webhook.state} (${tries})${webhook.last_error ? `; last error: ${webhook.last_error}` : ''}`;
+    const said = words[webhook.state] || webhook.state;
+    line.textContent = `${said} (${tries})${webhook.last_error ? `; last error: ${webhook.last_error}` : ''}`;
   }
 
   function showComparison(comparison) {

@@ -87,3 +87,17 @@ def test_a_delivery_is_told_as_the_api_shows_it(stores: tuple[RunStore, RunStore
     delivery = reader.webhook_delivery(JOB)
     assert delivery is not None
     assert delivery.to_dict() == {"state": "delivered", "attempts": 0, "last_error": None}
+
+
+def test_a_webhook_given_up_after_its_last_attempt_says_so_and_is_never_claimed_again(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(JOB, "{}")
+    writer.reschedule_webhook(JOB, delay=0, error="HTTP 502 from the receiver")
+    writer.complete_webhook(JOB, gave_up="HTTP 503 from the receiver")
+    assert reader.webhook_delivery(JOB) == WebhookDelivery(
+        state="given_up", attempts=2, last_error="HTTP 503 from the receiver"
+    )
+    assert reader.claim_webhooks(owner="another", lease_seconds=30, limit=10) == []
+    assert not writer.enqueue_webhook(JOB, "{}"), "kept, so a late finish does not send it again"

@@ -48,25 +48,37 @@ class PendingWebhook:
         self.attempts = attempts
 
 
+DELIVERED, GIVEN_UP = 1, 2
+"""How an outbox row marks a webhook it is done with (0: still to send); both stores keep these values."""
+
+
 @dataclasses.dataclass(frozen=True)
 class WebhookDelivery:
     """Where a run's completion webhook stands, for the console: read from its outbox row."""
 
     state: str
-    """``pending`` (not sent yet), ``failing`` (an attempt failed; it will be tried again) or ``delivered``.
-
-    A webhook given up after its last attempt is completed like a delivered one, so it reads ``delivered``
-    with its ``last_error`` still set.
-    """
+    """``pending`` (not sent yet), ``failing`` (an attempt failed; it will be tried again), ``delivered``, or
+    ``given_up`` (its last attempt failed too; ``last_error`` says how)."""
     attempts: int
     """Failed attempts so far."""
     last_error: str | None
 
     @classmethod
-    def of_row(cls, *, delivered: bool, attempts: int, last_error: str | None) -> WebhookDelivery:
-        """The delivery an outbox row describes (an empty ``last_error`` is none)."""
+    def of_row(cls, *, done: int, attempts: int, last_error: str | None) -> WebhookDelivery:
+        """The delivery an outbox row describes: ``done`` is its :data:`DELIVERED` / :data:`GIVEN_UP` mark, else 0.
+
+        An empty ``last_error`` is none.
+        """
         error = last_error or None
-        state = "delivered" if delivered else "failing" if error is not None or attempts > 0 else "pending"
+        state = (
+            "given_up"
+            if done == GIVEN_UP
+            else "delivered"
+            if done
+            else "failing"
+            if error is not None or attempts > 0
+            else "pending"
+        )
         return cls(state=state, attempts=attempts, last_error=error)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,8 +242,11 @@ class WebhookOutbox(Protocol):
     def claim_webhooks(self, *, owner: str, lease_seconds: float, limit: int) -> list[PendingWebhook]:
         """Due webhooks that no other live sender holds, leased to ``owner``."""
 
-    def complete_webhook(self, job_name: str) -> None:
-        """Delivered (or given up): never claimed again, and kept (until purged) so it is never re-enqueued."""
+    def complete_webhook(self, job_name: str, *, gave_up: str | None = None) -> None:
+        """Delivered; or, with ``gave_up`` (the last attempt's error), given up after its last attempt.
+
+        Either way never claimed again, and kept (until purged) so it is never re-enqueued.
+        """
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         """Delivery failed: try again after ``delay`` seconds."""

@@ -57,7 +57,15 @@ from redis.retry import Retry
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, WebhookDelivery, awaits_admission
+from webapp.runstore import (
+    DELIVERED,
+    GIVEN_UP,
+    AdminAction,
+    IdempotencyClaim,
+    PendingWebhook,
+    WebhookDelivery,
+    awaits_admission,
+)
 from webapp.status import JobStatus
 
 KEY_PREFIX = "jobpulse:"
@@ -281,7 +289,7 @@ if limit <= 0 then return claimed end
 for _, job in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(t))) do
   local key = ARGV[1] .. job
   local hook = redis.call('HMGET', key, 'body', 'attempts', 'owner', 'lease_until', 'delivered')
-  if hook[1] == false or hook[5] == '1' then
+  if hook[1] == false or (hook[5] or '0') ~= '0' then
     redis.call('ZREM', KEYS[1], job)
   else
     local holder = hook[3] or ''
@@ -298,11 +306,15 @@ return claimed
 """
 )
 
-# KEYS: webhook, due, delivered   ARGV: job_name
+# KEYS: webhook, due, delivered   ARGV: job_name, done mark (DELIVERED / GIVEN_UP), the last error when given up
 _COMPLETE_WEBHOOK = """
 local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
 if not due then return 0 end
-redis.call('HSET', KEYS[1], 'delivered', '1', 'owner', '')
+redis.call('HSET', KEYS[1], 'delivered', ARGV[2], 'owner', '')
+if ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[3])
+end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], due, ARGV[1])
 return 1
@@ -317,7 +329,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local due = fmt(now() + tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'next_attempt_at', due, 'owner', '', 'lease_until', '0', 'last_error', ARGV[3])
-if redis.call('HGET', KEYS[1], 'delivered') == '1' then
+if (redis.call('HGET', KEYS[1], 'delivered') or '0') ~= '0' then
   redis.call('ZADD', KEYS[3], due, ARGV[1])
 else
   redis.call('ZADD', KEYS[2], due, ARGV[1])
@@ -684,11 +696,13 @@ class RedisRunStore:
             for i in range(0, len(flat), 3)
         ]
 
-    def complete_webhook(self, job_name: str) -> None:
-        """Delivered (or given up): never claimed again, and kept (until purged) so it is never re-enqueued."""
+    def complete_webhook(self, job_name: str, *, gave_up: str | None = None) -> None:
+        """Delivered, or given up: never claimed again, and kept (until purged) so it is never re-enqueued."""
+        done, error = (DELIVERED, "") if gave_up is None else (GIVEN_UP, gave_up[:500] or "gave up")
         with self._reaching_redis():
             self._complete_webhook(
-                keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered], args=[job_name]
+                keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered],
+                args=[job_name, done, error],
             )
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
@@ -708,7 +722,7 @@ class RedisRunStore:
         if delivered is None:
             return None
         return WebhookDelivery.of_row(
-            delivered=str(delivered) == "1", attempts=int(attempts or 0), last_error=str(last_error or "") or None
+            done=int(delivered or 0), attempts=int(attempts or 0), last_error=str(last_error or "") or None
         )
 
     # -- the audit trail -------------------------------------------------------
