@@ -24,7 +24,7 @@ MAX_BODY_BYTES = 16 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """Build the app. ``test_config`` overrides environment variables (same names, same checks)."""
-    from webapp.api import audit, donations, jobs, page, probes, progress, streams
+    from webapp.api import audit, console, donations, jobs, page, probes, progress, streams
     from webapp.api.body_deadline import BodyDeadline
     from webapp.api.clients import trust_proxies
     from webapp.api.errors import register_error_handlers
@@ -62,7 +62,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     page.add_security_headers(app)
     limiter.init_app(app)
-    for blueprint in (page.bp, donations.bp, jobs.bp, audit.bp, progress.bp, streams.bp, probes.bp):
+    for blueprint in (page.bp, donations.bp, jobs.bp, audit.bp, console.bp, progress.bp, streams.bp, probes.bp):
         app.register_blueprint(blueprint)
     streams.sock.init_app(app)
     app.wsgi_app = BodyDeadline(app.wsgi_app, seconds=settings.body_timeout_seconds)  # type: ignore[method-assign]

@@ -215,12 +215,14 @@ class StatusHub:
 
         Returns whether the status was accepted. Older or equal ``seq`` values
         are ignored, so sources may repeat themselves and Redis may echo.
+        A finished status takes only itself with new links to its reruns (:meth:`JobStatus.amends`).
         ``correction``: the run store's word after an outage (:meth:`StatusDoor.save_unsaved`) — taken
         even over a final status this process published but the store never took.
         """
         with self._lock:
             previous = self._latest.get(status.job_name)
-            if previous is not None and ((previous.terminal and not correction) or status.seq <= previous.seq):
+            final = previous is not None and previous.terminal and not (correction or status.amends(previous))
+            if previous is not None and (final or status.seq <= previous.seq):
                 return False
             self._latest[status.job_name] = status
             sinks = tuple(self._subscriptions.get(status.job_name, {}).values())

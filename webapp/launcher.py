@@ -9,13 +9,16 @@ makes a second run, and one client's key is nothing to another; a key left
 bound to a run that was never saved is taken over by a later retry), renders
 the manifest (with the run's own progress URL and token, see
 :mod:`webapp.progress_reports`), records the launch and hands it to the executor of the
-configured mode. Every status it writes goes through the door
+configured mode. A rerun (:meth:`Launcher.rerun`) is a launch of a finished
+run's stored manifest and params again, as a new run of the old run's mode
+only, linked both ways (``rerun_of`` / ``reruns``). Every status it writes goes through the door
 (:mod:`webapp.door`). Finding, cancelling and reading runs is
 :mod:`webapp.run_control`'s.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -32,12 +35,20 @@ from webapp.dual import record as record_comparison
 from webapp.errors import (
     Conflict,
     ExecutorUnavailable,
+    JobNotFound,
     RunStoreUnavailable,
     TooManyActiveJobs,
     UnknownJobspec,
 )
 from webapp.executors import Executor
-from webapp.jobspecs import Jobspec, progress_url, render_job
+from webapp.jobspecs import (
+    PROGRESS_TOKEN_ENV,
+    PROGRESS_URL_ENV,
+    Jobspec,
+    container_env,
+    progress_url,
+    render_job,
+)
 from webapp.names import new_job_name, new_pipeline_run_id
 from webapp.runstore import WAITING_FOR_CAPACITY, IdempotencyClaim, RunStore, awaits_admission
 from webapp.settings import Settings
@@ -53,6 +64,10 @@ store's own timeouts); a key still without a run after this long belongs to
 a launch that failed and could not give the key back (the store refused
 both), and would otherwise answer ``409`` for ``STATUS_RETENTION_SECONDS``.
 """
+
+
+MAX_RERUNS = 50
+"""The most reruns one run lists (``reruns``); one more is refused (409): a run is not a cron job."""
 
 
 def request_fingerprint(body: Mapping[str, Any]) -> str:
@@ -131,7 +146,9 @@ class Launcher:
             status = dataclasses.replace(status, shadow_job_name=shadow_name)
             if place is not None:
                 status = dataclasses.replace(status, **self.waiting_fields(place))
-            status = self._start(status, spec, params, client=client, base_url=base_url)
+            status = self._start(
+                status, spec, params, client=client, base_url=base_url, task_image=self._settings.task_image
+            )
         except Exception as error:
             if idempotency_key is not None:
                 self._release_key(idempotency_key, job_name=job_name)
@@ -152,6 +169,58 @@ class Launcher:
         if shadow_mode and shadow_name:
             self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, base_url=base_url)
         return self._door.current(job_name) or status, True
+
+    def rerun(self, job_name: str, *, client: str, request_root: str | None = None) -> JobStatus:
+        """Start a new run of the finished run ``job_name``: its stored manifest and params, its spec and
+        pipeline run id, in its mode only (no dual-mode shadow: a rerun is never compared); the new status.
+
+        The new run has a new job name and its own progress token (never the old run's); its ``rerun_of``
+        names the old run, whose ``reruns`` then lists it. Limits and admission apply as to any launch.
+        Raises :class:`JobNotFound`, or :class:`Conflict` when the run has not finished, its mode is not
+        enabled, its manifest is gone, or it lists :data:`MAX_RERUNS` reruns already.
+        """
+        old = self._door.current(job_name)
+        if old is None:
+            raise JobNotFound(f"no job named {job_name}")
+        if not old.terminal:
+            raise Conflict(f"{job_name} has not finished ({old.status.value}): cancel it first, or wait")
+        if len(old.reruns) >= MAX_RERUNS:
+            raise Conflict(f"{job_name} has too many reruns already ({MAX_RERUNS}); rerun one of them")
+        if old.mode not in self._executors:
+            raise Conflict(
+                f"{job_name} ran in {old.mode} mode, which is not enabled "
+                f"(EXECUTION_MODE={self._settings.execution_mode})"
+            )
+        manifest = self._store.manifest(job_name)
+        if manifest is None:
+            raise Conflict(f"the manifest of {job_name} is no longer in the run store: it cannot be rerun")
+        env = container_env(manifest)
+        params = json.loads(env.get("TASK_PARAMS") or "{}")
+        source = Jobspec(name=old.spec, manifest=_without_progress_env(manifest))
+        new_name = new_job_name(old.pipeline_run_id)
+        base_url = self._settings.service_url or request_root
+        started = time.perf_counter()
+        try:
+            place = self._check_active_limits(client, fair_share=False)
+            status = JobStatus.new(job_name=new_name, mode=old.mode, spec=old.spec, pipeline_run_id=old.pipeline_run_id)
+            status = dataclasses.replace(status, rerun_of=job_name)
+            if place is not None:
+                status = dataclasses.replace(status, **self.waiting_fields(place))
+            status = self._start(status, source, params, client=client, base_url=base_url, task_image=None)
+        except Exception as error:
+            result = "unavailable" if isinstance(error, (ExecutorUnavailable, RunStoreUnavailable)) else "refused"
+            metrics.LAUNCHES.labels(mode=old.mode, result=result).inc()
+            logger.warning("job.error", extra={"job_name": new_name, "mode": old.mode, "error": str(error)})
+            raise
+        waits = awaits_admission(status)
+        metrics.LAUNCHES.labels(mode=old.mode, result="queued" if waits else "launched").inc()
+        metrics.LAUNCH_SECONDS.labels(mode=old.mode).observe(time.perf_counter() - started)
+        logger.info(
+            "job.rerun",
+            extra={"job_name": new_name, "rerun_of": job_name, "mode": old.mode, "spec": old.spec},
+        )
+        self._door.change(job_name, reruns=(new_name,))  # added to the links the store has, whoever wrote last
+        return self._door.current(new_name) or status
 
     def _orphaned(self, claim: IdempotencyClaim) -> bool:
         """The key's launch failed and left no run, and could not give the key back (the store refused that too)."""
@@ -212,8 +281,12 @@ class Launcher:
         *,
         client: str | None,
         base_url: str | None,
+        task_image: str | None,
     ) -> JobStatus:
         """Record the run (``client``: whose share it counts against), hand it to its executor, publish it.
+
+        ``task_image``: the image every container gets, or ``None`` to keep the manifest's (a rerun keeps
+        what its first run ran).
 
         The run gets its own progress token, a new secret kept only in its manifest (the run store has it,
         so every instance can check it, after a restart too). Leave no record behind if the executor cannot
@@ -225,7 +298,7 @@ class Launcher:
             job_name=status.job_name,
             pipeline_run_id=status.pipeline_run_id,
             params=params,
-            task_image=self._settings.task_image,
+            task_image=task_image,
             progress_url=progress_url(base_url, status.job_name) if base_url else None,
             progress_token=secrets.token_urlsafe(32) if base_url else None,
         )
@@ -297,7 +370,7 @@ class Launcher:
         shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
         shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
         try:
-            self._start(shadow, spec, params, client=None, base_url=base_url)
+            self._start(shadow, spec, params, client=None, base_url=base_url, task_image=self._settings.task_image)
         except Exception as error:
             metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()
             logger.warning(
@@ -326,3 +399,15 @@ class Launcher:
             if time.monotonic() > deadline:
                 raise Conflict("a request with this Idempotency-Key is still being processed; retry")
             time.sleep(0.05)
+
+
+def _without_progress_env(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored manifest without the old run's progress URL and token (a rerun gets its own, or none)."""
+    manifest = copy.deepcopy(manifest)
+    manifest.get("metadata", {}).pop("resourceVersion", None)
+    pod = manifest["spec"]["template"]["spec"]
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        container["env"] = [
+            item for item in container.get("env", []) if item.get("name") not in (PROGRESS_URL_ENV, PROGRESS_TOKEN_ENV)
+        ]
+    return manifest

@@ -61,3 +61,7 @@ DUAL_COMPARISONS = Counter(
     "Dual-mode pairs compared once both runs finished, by result (match, mismatch).",
     ["result"],
 )
+LOG_FOLLOWS_OPEN = Gauge(
+    "jobpulse_log_follows_open",
+    "Follows of a run's output open to its executor now: one per followed run, shared by all its viewers.",
+)

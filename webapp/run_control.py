@@ -12,24 +12,48 @@ mode's comparisons from the run store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from webapp.comparison import migration_report
 from webapp.door import StatusDoor
-from webapp.errors import Conflict, ExecutorUnavailable, InvalidJobName, JobNotFound, RunStoreUnavailable
+from webapp.errors import (
+    Conflict,
+    ExecutorUnavailable,
+    InvalidJobName,
+    JobNotFound,
+    JobpulseError,
+    RunStoreUnavailable,
+)
 from webapp.executors import Executor
+from webapp.log_follow import LogFollowers
 from webapp.log_tails import last_lines
 from webapp.names import is_valid_job_name
+from webapp.runstore import awaits_admission
 from webapp.settings import Settings
 from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
 
 
+@runtime_checkable
+class Suspendable(Protocol):
+    """An executor whose runs can be suspended and resumed (Kubernetes Jobs: ``spec.suspend``)."""
+
+    def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> None: ...
+
+
 class RunControl:
-    def __init__(self, *, settings: Settings, executors: Mapping[str, Executor], door: StatusDoor) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        executors: Mapping[str, Executor],
+        door: StatusDoor,
+        followers: LogFollowers | None = None,
+    ) -> None:
         self._settings = settings
+        self._followers = followers if followers is not None else LogFollowers()
         self._executors = executors
         self._door = door
         self._store = door.store
@@ -49,19 +73,62 @@ class RunControl:
             logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
         return self.status(job_name)
 
+    def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> JobStatus:
+        """Suspend or resume a running Kubernetes Job for ``operator``; the run's status after the patch.
+
+        :class:`Conflict` for a finished run, a run waiting for capacity (no Job yet) and a run whose executor
+        cannot suspend (local and legacy runs). The watch reports the Job's new state as it comes.
+        """
+        status = self.status(job_name)
+        doing = "suspended" if suspended else "resumed"
+        if status.terminal:
+            raise Conflict(f"{job_name} already finished: {status.status.value}; it cannot be {doing}")
+        executor = self._executor_for(status)
+        if not isinstance(executor, Suspendable):
+            raise Conflict(f"{job_name} runs in {status.mode} mode: only Kubernetes Jobs can be {doing}")
+        if awaits_admission(status):
+            raise Conflict(f"{job_name} is waiting for capacity and has no Job yet; it cannot be {doing}")
+        executor.set_suspended(job_name, suspended=suspended, operator=operator)
+        return self.status(job_name)
+
     def logs(self, job_name: str, *, tail_lines: int) -> str:
         status = self.status(job_name)
         if status.terminal:
             return self._finished_logs(status, tail_lines=tail_lines)
         return self._executor_for(status).logs(job_name, tail_lines=tail_lines)
 
-    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
-        """New output as it comes until the run finishes; a finished run's logs, once, as :meth:`logs` gives."""
+    def follow_logs(
+        self, job_name: str, *, tail_lines: int, still_wanted: Callable[[], bool] | None = None
+    ) -> Iterator[str]:
+        """The tail, then output as written until the run finishes; a finished run's logs, once, as :meth:`logs` gives.
+
+        A running run is followed through the shared follows (:mod:`webapp.log_follow`): one
+        executor follow per run in this process, whoever watches. A follow that ends without
+        a byte (the run ran on another instance, its pod went first) answers as a finished
+        run's logs do: the executor's, else the tail the run store kept. ``still_wanted``: see
+        :meth:`~webapp.log_follow.LogFollowers.follow`.
+        """
         status = self.status(job_name)
         if status.terminal:
             text = self._finished_logs(status, tail_lines=tail_lines)
             return iter((text,) if text else ())
-        return self._executor_for(status).follow_logs(job_name, tail_lines=tail_lines)
+        executor = self._executor_for(status)
+        return self._followers.follow(
+            job_name,
+            tail_lines=tail_lines,
+            open_upstream=lambda: executor.follow_logs(job_name, tail_lines=tail_lines),
+            when_empty=lambda: self._logs_after_follow(job_name, tail_lines=tail_lines),
+            still_wanted=still_wanted,
+        )
+
+    def _logs_after_follow(self, job_name: str, *, tail_lines: int) -> str:
+        """A follow gave nothing: a run that has finished meanwhile answers from what is left of its output."""
+        try:
+            status = self.status(job_name)
+            return self._finished_logs(status, tail_lines=tail_lines) if status.terminal else ""
+        except JobpulseError as error:  # the stream has begun: there is no error answer to give any more
+            logger.info("logs.unavailable", extra={"job_name": job_name, "error": error.message})
+            return ""
 
     def _finished_logs(self, status: JobStatus, *, tail_lines: int) -> str:
         """From the executor while it has the output; else the tail the run store kept, if it kept one."""

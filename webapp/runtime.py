@@ -5,7 +5,8 @@ the door every status change goes through (:mod:`webapp.door`), the
 executors of the configured mode, the launcher and run control, the
 admitter of runs waiting for capacity (:mod:`webapp.admission`), the gate of
 the tasks' progress reports (:mod:`webapp.progress_reports`), the keeper of
-finished runs' output (:mod:`webapp.log_tails`), and a housekeeping loop
+finished runs' output (:mod:`webapp.log_tails`), the shared live follows of
+running runs' output (:mod:`webapp.log_follow`), and a housekeeping loop
 that applies ``STATUS_RETENTION_SECONDS``. :func:`build_runtime` is the one
 place where the parts are wired together, hub listeners included.
 
@@ -33,6 +34,7 @@ from webapp.executors.local import LocalRunner, find_python
 from webapp.hub import StatusHub
 from webapp.jobspecs import Jobspec, load_jobspecs
 from webapp.launcher import Launcher
+from webapp.log_follow import LogFollowers
 from webapp.log_tails import LogTailKeeper
 from webapp.progress_reports import ProgressCoalescer, ProgressTokens
 from webapp.run_control import RunControl
@@ -80,7 +82,8 @@ class Runtime:
         self.executors = executors
         self.services = services or []
         self.launcher = Launcher(settings=settings, specs=specs, executors=executors, door=door)
-        self.runs = RunControl(settings=settings, executors=executors, door=door)
+        self.log_followers = LogFollowers()
+        self.runs = RunControl(settings=settings, executors=executors, door=door, followers=self.log_followers)
         self.admitter = Admitter(door=door, launcher=self.launcher, max_active=settings.max_active_jobs)
         self.progress = ProgressCoalescer(door=door)
         self.progress_tokens = ProgressTokens(store=door.store)
@@ -115,6 +118,7 @@ class Runtime:
         self.admitter.stop()  # before the executors: a run admitted now would be refused by a stopping executor
         self.progress.stop()  # held progress is written first, while the runs it belongs to still stream
         self.hub.close()
+        self.log_followers.stop()  # log follows end with the status streams, before their executors stop
         self.door.save_unsaved()
         parts: list[Executor | Service] = [*self.executors.values(), *self.services]
         for part in parts:

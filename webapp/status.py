@@ -34,6 +34,9 @@ class Phase(enum.StrEnum):
 
 _TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
+AMENDABLE_WHEN_FINAL = frozenset({"reruns"})
+"""The fields a finished status still takes: links to the runs that rerun it, added after it finished."""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -119,6 +122,10 @@ class JobStatus:
     cancel_requested: bool = False
     """An operator asked to cancel the run (kept in the run store, never sent to clients): whichever
     instance sees its Kubernetes Job deleted knows why."""
+    rerun_of: str | None = None
+    """The run this one reruns (an operator's ``POST /api/jobs/<name>/rerun``), else ``None``."""
+    reruns: tuple[str, ...] = ()
+    """The reruns of this run, oldest first: the one thing a finished status still takes (see :meth:`evolve`)."""
 
     @classmethod
     def new(
@@ -155,10 +162,15 @@ class JobStatus:
         ``history`` and sets ``started_at`` / ``finished_at`` the first time,
         and leaving ``Queued`` clears ``queue_position``. A change of
         ``progress`` is a change (a new ``seq``) but not a new ``history`` entry.
-        A terminal status is final: later observations cannot move it.
+        ``reruns`` adds links (the ones given that the status lacks, in order).
+        A terminal status is final: later observations cannot move it; only
+        its links to its reruns (:data:`AMENDABLE_WHEN_FINAL`) still change
+        (a new ``seq``, no ``history`` entry), see :meth:`amends`.
         """
         if self.terminal:
-            return self
+            changes = {name: value for name, value in changes.items() if name in AMENDABLE_WHEN_FINAL}
+        if "reruns" in changes:  # links are only ever added: keep every one the status has, so two writers both land
+            changes["reruns"] = (*self.reruns, *(name for name in changes["reruns"] if name not in self.reruns))
         if "status" in changes:
             changes["status"] = Phase(changes["status"])
         changes = {name: value for name, value in changes.items() if getattr(self, name) != value}
@@ -176,6 +188,16 @@ class JobStatus:
                 changes.setdefault("finished_at", moment)
                 changes.setdefault("active", 0)
         return dataclasses.replace(self, seq=self.seq + 1, updated_at=moment, **changes)
+
+    def amends(self, final: JobStatus) -> bool:
+        """Whether this status is the finished ``final`` with a later ``seq`` and only its rerun links changed.
+
+        The hub and the run store take such a status over a finished one (which they take nothing else over).
+        """
+        if not (final.terminal and self.terminal and self.seq > final.seq):
+            return False
+        same = {name: getattr(final, name) for name in (*AMENDABLE_WHEN_FINAL, "seq", "updated_at")}
+        return dataclasses.replace(self, **same) == final
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -199,6 +221,8 @@ class JobStatus:
             "history": [{"status": t.status.value, "at": format_time(t.at)} for t in self.history],
             "progress": self.progress.to_dict() if self.progress is not None else None,
             "queue_position": self.queue_position,
+            "rerun_of": self.rerun_of,
+            "reruns": list(self.reruns),
         }
         if self.shadow_job_name is not None:
             body["shadow_job_name"] = self.shadow_job_name
@@ -252,6 +276,8 @@ class JobStatus:
             queue_position=body.get("queue_position"),
             observed=body.get("observed"),
             cancel_requested=bool(body.get("cancel_requested", False)),
+            rerun_of=body.get("rerun_of"),
+            reruns=tuple(body.get("reruns") or ()),
         )
 
     @classmethod

@@ -139,7 +139,7 @@ class WebhookSender:
             return True
         attempts = item.attempts + 1
         if attempts >= self._max_attempts:
-            self._store.complete_webhook(item.job_name)
+            self._store.complete_webhook(item.job_name, gave_up=error)
             logger.error("webhook.abandoned", extra={"job_name": item.job_name, "attempts": attempts, "error": error})
             return False
         delay = exponential_delay(item.attempts, initial=self._first_retry, maximum=self._max_retry, jitter=0.2)

@@ -138,6 +138,23 @@ def test_a_terminal_run_is_final(store: RunStore) -> None:
     assert store.unfinished() == []
 
 
+def test_a_finished_run_takes_only_new_links_to_its_reruns_never_another_outcome(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    first, second = stores
+    failed = as_stored(run("c2").evolve(status=Phase.FAILED, reason="BackoffLimitExceeded"))
+    first.save(failed)
+    linked = as_stored(failed.evolve(reruns=("task-runner-c2-again",)))
+    assert linked.seq == failed.seq + 1
+    assert second.save(linked)
+    assert first.get(failed.job_name) == linked
+    assert not first.save(linked)  # the same seq again: refused
+    succeeded = JobStatus.from_dict({**linked.to_dict(), "seq": linked.seq + 1, "status": "Succeeded"})
+    assert not second.save(succeeded)
+    assert first.get(failed.job_name) == linked
+    assert first.unfinished() == []
+
+
 def test_a_later_save_without_a_manifest_keeps_it(store: RunStore) -> None:
     queued = run("d1")
     store.save(queued, manifest=MANIFEST)

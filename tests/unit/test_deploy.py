@@ -26,7 +26,7 @@ def test_the_role_grants_only_what_the_app_uses() -> None:
         for resource in rule["resources"]
     }
     assert rules == {
-        ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
+        ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete", "patch"]),
         ("", "pods"): ["get", "list"],
         ("", "pods/log"): ["get"],
         ("", "events"): ["list", "watch"],

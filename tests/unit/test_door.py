@@ -243,3 +243,18 @@ def test_a_durable_change_that_never_gets_in_raises(tmp_path: Path) -> None:
     with pytest.raises(RunStoreUnavailable):
         door.change(JOB, durable=True, status=Phase.PENDING, active=1, attempt=1)
     assert door.hub.get(JOB).seq == 1  # type: ignore[union-attr]
+
+
+def test_reruns_linked_by_two_instances_at_once_are_both_kept(tmp_path: Path) -> None:
+    """Each instance links its rerun to the same finished run from a hub that has not heard of the other's link."""
+    a_store, b_store = CountingStore(tmp_path / "runs.sqlite3"), CountingStore(tmp_path / "runs.sqlite3")
+    a, b = StatusDoor(hub=StatusHub(), store=a_store), StatusDoor(hub=StatusHub(), store=b_store)
+    opened(a)
+    a.change(JOB, status=Phase.FAILED, reason="BackoffLimitExceeded")
+    b.hub.publish(a.hub.get(JOB))  # type: ignore[arg-type]  # no relay: b hears nothing of a's changes from here
+
+    a.change(JOB, reruns=("task-runner-x-0000000a",))
+    linked = b.change(JOB, reruns=("task-runner-x-0000000b",))
+
+    assert linked is not None and linked.reruns == ("task-runner-x-0000000a", "task-runner-x-0000000b")
+    assert a_store.get(JOB).reruns == linked.reruns  # type: ignore[union-attr]

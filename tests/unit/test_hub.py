@@ -34,6 +34,24 @@ def test_a_terminal_status_is_never_replaced() -> None:
     assert hub.get(done.job_name) == done
 
 
+def test_a_finished_status_takes_only_itself_with_new_rerun_links() -> None:
+    hub = StatusHub()
+    heard: list[tuple[JobStatus, JobStatus | None]] = []
+    hub.add_listener(lambda new, previous: heard.append((new, previous)))
+    done = status().evolve(status="Succeeded")
+    hub.publish(done)
+    linked = done.evolve(reruns=("task-runner-a-11111111",))
+    with hub.subscribe(done.job_name) as subscription:
+        assert hub.publish(linked)
+        assert subscription.get(timeout=1) == linked
+    assert hub.get(done.job_name) == linked
+    assert heard[-1] == (linked, done)
+    assert not hub.publish(linked)  # the same seq again
+    failed = JobStatus.from_dict({**linked.to_dict(), "seq": linked.seq + 1, "status": "Failed"})
+    assert not hub.publish(failed)
+    assert hub.get(done.job_name) == linked
+
+
 def test_a_slow_subscriber_gets_the_latest_not_a_backlog() -> None:
     hub = StatusHub()
     current = status()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -105,3 +106,36 @@ def test_queue_position_while_queued_only() -> None:
     second = queued.evolve(queue_position=2)
     assert (second.seq, second.queue_position) == (2, 2)
     assert second.evolve(status=Phase.PENDING).queue_position is None
+
+
+def test_a_finished_status_takes_only_new_rerun_links_with_a_new_seq_and_no_history_entry() -> None:
+    done = queued().evolve(status=Phase.FAILED, reason="BackoffLimitExceeded", at=T0 + timedelta(seconds=2))
+    linked = done.evolve(reruns=["task-runner-x-11111111"], status="Running", reason="nope", at=T0 + timedelta(1))
+    assert linked.reruns == ("task-runner-x-11111111",)
+    assert (linked.status, linked.reason, linked.history) == (Phase.FAILED, "BackoffLimitExceeded", done.history)
+    assert linked.seq == done.seq + 1
+    assert linked.finished_at == done.finished_at
+    assert linked.amends(done)
+    assert not done.amends(linked)  # an older seq
+    assert linked.evolve(reruns=("task-runner-x-11111111",)) is linked  # the same links: no change
+    other_outcome = JobStatus.from_dict({**linked.to_dict(), "status": "Succeeded"})
+    assert not other_outcome.amends(done)
+    assert not queued().evolve(reruns=("a",)).amends(queued())  # only a finished status is amended
+
+
+def test_rerun_links_are_in_every_transports_json_and_round_trip() -> None:
+    status = dataclasses.replace(queued(), rerun_of="task-runner-x-00000001", reruns=("task-runner-x-00000003",))
+    body = json.loads(status.json)
+    assert (body["rerun_of"], body["reruns"]) == ("task-runner-x-00000001", ["task-runner-x-00000003"])
+    assert JobStatus.from_json(status.stored_json) == status
+    assert json.loads(sse_status_frame(status).decode().split("data: ", 1)[1])["reruns"] == ["task-runner-x-00000003"]
+    assert json.loads(ws_status_message(status))["rerun_of"] == "task-runner-x-00000001"
+    plain = json.loads(queued().json)
+    assert (plain["rerun_of"], plain["reruns"]) == (None, [])
+
+
+def test_a_status_stored_before_rerun_links_existed_still_loads() -> None:
+    body = queued().to_dict()
+    del body["rerun_of"], body["reruns"]
+    old = JobStatus.from_dict(body)
+    assert (old.rerun_of, old.reruns) == (None, ())

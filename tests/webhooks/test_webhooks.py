@@ -76,6 +76,22 @@ def test_a_failing_receiver_is_retried_with_backoff(tmp_path: Path, receiver: An
     assert receiver.calls[0].request.body == receiver.calls[1].request.body
 
 
+def test_a_receiver_failing_every_attempt_is_given_up_and_the_outbox_says_so(tmp_path: Path, receiver: Any) -> None:
+    receiver.post(RECEIVER, status=503)
+    hub, store = StatusHub(), SQLiteRunStore(tmp_path / "db.sqlite3")
+    webhooks = WebhookSender(
+        store=store, url=RECEIVER, secret=SECRET, first_retry_seconds=0.01, poll_seconds=0.05, max_attempts=3
+    )
+    hub.add_listener(webhooks.on_status)
+    webhooks.start()
+    hub.publish(finished())
+    wait_for(lambda: len(receiver.calls) == 3, timeout=10, what="the last attempt")
+    webhooks.stop()
+    delivery = store.webhook_delivery(finished().job_name)
+    assert delivery is not None
+    assert delivery.to_dict() == {"state": "given_up", "attempts": 3, "last_error": "HTTP 503"}
+
+
 def test_several_instances_seeing_the_same_finish_send_it_once(tmp_path: Path, receiver: Any) -> None:
     receiver.post(RECEIVER, status=200)
     store_path = tmp_path / "shared.sqlite3"

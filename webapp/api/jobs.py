@@ -1,19 +1,23 @@
-"""Jobs: the admin API (launch any jobspec, cancel, logs, recent runs) and status polling."""
+"""Jobs: the admin API (launch any jobspec, cancel, rerun, suspend, resume, logs, recent runs) and status polling."""
 
 from __future__ import annotations
+
+import select
+import socket
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import BadRequest
 
 from webapp.api import runtime
 from webapp.api.audit import audited, note_target
-from webapp.api.auth import admin_required
+from webapp.api.auth import admin_required, current_operator
 from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
 from webapp.api.run_filters import list_limit, run_filter
 from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
 from webapp.errors import Conflict, InvalidRequest
 from webapp.launcher import request_fingerprint
+from webapp.run_control import check_job_name
 
 bp = Blueprint("jobs", __name__)
 
@@ -93,12 +97,30 @@ def job_logs(job_name: str) -> Response:
     tail = _int_arg("tail", default=DEFAULT_TAIL_LINES, low=0, high=MAX_TAIL_LINES)
     runs = runtime().runs
     if request.args.get("follow") in ("1", "true", "yes"):
-        chunks = runs.follow_logs(job_name, tail_lines=tail)
+        client_socket = request.environ.get("gunicorn.socket")
+        chunks = runs.follow_logs(
+            job_name,
+            tail_lines=tail,
+            still_wanted=(lambda: _client_connected(client_socket)) if client_socket is not None else None,
+        )
         response = Response(stream_with_context(chunks), mimetype="text/plain")
         response.headers["X-Accel-Buffering"] = "no"
         response.headers["Cache-Control"] = "no-cache"
         return response
     return Response(runs.logs(job_name, tail_lines=tail), mimetype="text/plain")
+
+
+def _client_connected(sock: socket.socket) -> bool:
+    """Whether the client of a quiet stream is still there: its socket has not been closed by the peer.
+
+    A write would tell, but a quiet log writes nothing for minutes; a peek with
+    no wait tells now (a readable socket with nothing to read is at its end).
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return not readable or sock.recv(1, socket.MSG_PEEK) != b""
+    except (OSError, ValueError):  # closed or reset
+        return False
 
 
 @bp.get("/api/runs")
@@ -120,3 +142,38 @@ def recent_runs() -> Response:
 def migration_report() -> Response:
     """Dual mode: how the legacy runs and the Kubernetes Jobs of the same pipeline runs compare."""
     return jsonify(runtime().runs.migration_report())
+
+
+@bp.post("/api/jobs/<job_name>/rerun")
+@audited("rerun")
+@admin_required
+def rerun_job(job_name: str) -> Response:
+    """A new run of a finished run's manifest and params: ``202`` + its status (``rerun_of`` names the old run)."""
+    note_target(job_name)
+    check_job_name(job_name)
+    status = runtime().launcher.rerun(job_name, client=client_address(), request_root=own_root())
+    response = jsonify(with_links(status))
+    response.status_code = 202
+    return response
+
+
+@bp.post("/api/jobs/<job_name>/suspend")
+@audited("suspend")
+@admin_required
+def suspend_job(job_name: str) -> Response:
+    """Suspend a running Kubernetes Job (``spec.suspend``): ``200`` + the status after the patch."""
+    return _set_suspended(job_name, suspended=True)
+
+
+@bp.post("/api/jobs/<job_name>/resume")
+@audited("resume")
+@admin_required
+def resume_job(job_name: str) -> Response:
+    """Resume a suspended Kubernetes Job: ``200`` + the status after the patch."""
+    return _set_suspended(job_name, suspended=False)
+
+
+def _set_suspended(job_name: str, *, suspended: bool) -> Response:
+    operator = current_operator() or "admin"
+    status = runtime().runs.set_suspended(job_name, suspended=suspended, operator=operator)
+    return jsonify(status.to_dict())

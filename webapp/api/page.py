@@ -1,7 +1,11 @@
-"""The donation page (``static/index.html``) and the headers that keep it safe.
+"""The donation page, the operator console's page and the headers that keep them safe.
 
-The page is plain HTML, CSS and JS served by this app: no CDN, no inline
-script or style, so a strict Content-Security-Policy holds.
+``/`` is ``static/index.html``; ``/admin`` is ``static/admin.html``.
+
+The pages are plain HTML, CSS and JS served by this app: no CDN, no inline
+script or style, so a strict Content-Security-Policy holds. The console's
+page itself holds no data: everything it shows comes from the admin API,
+with the operator's token.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ CONTENT_SECURITY_POLICY = (
 @bp.get("/")
 def donation_page() -> str:
     return render_template("index.html", currencies=runtime().settings.currencies)
+
+
+@bp.get("/admin")
+def operator_console() -> str:
+    return render_template("admin.html")
 
 
 def add_security_headers(app: Flask) -> None:

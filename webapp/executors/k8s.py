@@ -10,7 +10,10 @@ is left behind; a manifest the server refuses is
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,17 +21,22 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webapp.door import StatusDoor
-from webapp.errors import Conflict, InvalidRequest
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest
 from webapp.executors.k8s_watch import JobWatcher
+from webapp.hub import HubClosed, Subscription
 from webapp.kube.client import CLIENT_ERRORS, JOB_NAME_LABEL, api_call, api_message, connect, raw_json
 from webapp.status import JobStatus, Phase
 
-__all__ = ["KubernetesExecutor", "connect"]
+__all__ = ["KubernetesExecutor", "connect", "operator_field_manager"]
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = (5.0, 15.0)
 """(connect, read) seconds for ordinary API calls: a launch never hangs on a dead API server."""
+POD_RECHECK_SECONDS = 5.0
+"""A log follow between pods (none yet, or the last one's output ended): how often it looks for a newer pod."""
+END_GRACE_SECONDS = 2.0
+"""How long a pod's log stream may stay open after its Job is final before the follow cuts it."""
 
 
 class KubernetesExecutor:
@@ -91,6 +99,34 @@ class KubernetesExecutor:
             )
         self.watcher.mark_cancelled(job_name)
 
+    def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> None:
+        """Patch the Job's ``spec.suspend``; the watch then reports what the Job controller makes of it.
+
+        The field manager names the operator, so the ``Suspended`` status says who suspended it
+        (:func:`~webapp.k8s_status.suspended_by`). A Job that is not there (never created: the run waits for
+        capacity; or deleted) is :class:`~webapp.errors.Conflict`.
+        """
+        doing = "suspend" if suspended else "resume"
+        with api_call(f"could not {doing} the Job", job_name=job_name):
+            try:
+                response: Any = self._batch.patch_namespaced_job(
+                    job_name,
+                    self.namespace,
+                    {"spec": {"suspend": suspended}},
+                    field_manager=operator_field_manager(operator),
+                    _request_timeout=REQUEST_TIMEOUT,
+                    _preload_content=False,
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    raise Conflict(f"{job_name} has no Job to {doing}: it has not started, or is gone") from error
+                raise
+            try:
+                response.read()
+            finally:
+                response.release_conn()
+        logger.info("job.suspended" if suspended else "job.resumed", extra={"job_name": job_name, "mode": self.mode})
+
     def _newest_pod(self, job_name: str) -> str | None:
         with api_call("could not list the Job's pods", job_name=job_name):
             listing = raw_json(
@@ -117,23 +153,148 @@ class KubernetesExecutor:
             )
         return text
 
-    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
-        pod = self._newest_pod(job_name)
-        if pod is None:
-            return iter(())
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> PodLogFollow:
+        """The Job's pods' output as written, until the Job finishes (see :class:`PodLogFollow`).
+
+        The pods are listed here, so that an unreachable API server is an error
+        (503) before any output; the log itself is opened as it is read.
+        """
+        return PodLogFollow(self, job_name, tail_lines=tail_lines, first_pod=self._newest_pod(job_name))
+
+    def _open_pod_log(self, job_name: str, pod: str, *, tail_lines: int | None) -> Any:
+        """A follow of the pod's log (a streaming response), or ``None`` when it has none (not started, or gone).
+
+        No timeout: a quiet task may write nothing for hours (the client takes no
+        read timeout without a connect one); :meth:`PodLogFollow.close` cuts it.
+        """
         response: Any = None
-        with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):  # not started, or gone
+        with api_call("could not read the pod's log", job_name=job_name, tolerate={400, 404}):
             response = self._core.read_namespaced_pod_log(
-                pod, self.namespace, tail_lines=tail_lines, follow=True, _preload_content=False
+                pod,
+                self.namespace,
+                tail_lines=tail_lines,
+                follow=True,
+                _preload_content=False,
             )
-        if response is None:
-            return iter(())
+        return response
 
-        def chunks() -> Iterator[str]:
+
+class PodLogFollow:
+    """One follow of a Job's output: its newest pod's log as written, then the next pod's, until the Job ends.
+
+    Opens ``read_namespaced_pod_log(follow=True)`` on the newest pod. When
+    that stream ends (the container exited, or it had not started yet) and the
+    Job has not finished, it waits for the Job's next status change (from the
+    hub: no API call) or ``POD_RECHECK_SECONDS``, then follows a newer pod if
+    there is one (a retry: its whole log). It ends when the Job is final: a
+    pod's stream still open ``END_GRACE_SECONDS`` after that is cut. One
+    thread per follow hears the Job's changes (:meth:`_watch_job`).
+    :meth:`close`, from any thread, cuts the open stream and ends it.
+    """
+
+    def __init__(self, executor: KubernetesExecutor, job_name: str, *, tail_lines: int, first_pod: str | None) -> None:
+        self._executor = executor
+        self._job_name = job_name
+        self._tail_lines = tail_lines
+        self._first_pod = first_pod
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._job_over = threading.Event()
+        self._changed = threading.Event()
+        self._response: Any = None
+        self._subscription: Subscription | None = None
+        self._chunks = self._read()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            subscription = self._subscription
+        self._cut()
+        if subscription is not None:
+            subscription.close()  # the Job's watcher returns at once
+        self._changed.set()
+
+    def _cut(self) -> None:
+        """Shut the open pod log stream: the read blocked on it wakes, on any thread or greenlet."""
+        with self._lock:
+            response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # already shut, or never connected
+                response.shutdown()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def _read(self) -> Iterator[str]:
+        threading.Thread(target=self._watch_job, name="log-follow-job", daemon=True).start()
+        try:
+            followed: set[str] = set()
+            pod = self._first_pod
+            tail: int | None = self._tail_lines
+            while not self._closed.is_set():
+                if pod is not None and pod not in followed:
+                    followed.add(pod)
+                    yield from self._stream(pod, tail_lines=tail)
+                    tail = None  # a newer pod is a retry: all of its output
+                if self._job_over.is_set():
+                    return
+                self._changed.wait(POD_RECHECK_SECONDS)
+                self._changed.clear()
+                if self._closed.is_set() or self._job_over.is_set():
+                    return
+                pod = self._executor._newest_pod(self._job_name)
+        finally:
+            self.close()
+
+    def _watch_job(self) -> None:
+        """Until the follow ends: tell :meth:`_read` of each change of the Job; cut the stream once the Job is final."""
+        hub = self._executor._door.hub
+        with hub.subscribe(self._job_name) as subscription:
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                self._subscription = subscription
             try:
-                for chunk in response.stream(4096, decode_content=True):
-                    yield chunk.decode("utf-8", "replace")
-            finally:
-                response.release_conn()
+                while not self._closed.is_set():
+                    status = self._executor._door.current(self._job_name)
+                    if status is None or status.terminal:
+                        self._job_over.set()
+                        self._changed.set()
+                        if not self._closed.wait(END_GRACE_SECONDS):
+                            self._cut()  # the pod's stream did not end with its Job
+                        return
+                    subscription.get(timeout=POD_RECHECK_SECONDS)
+                    self._changed.set()
+            except HubClosed:  # the follow was closed, or the server is stopping
+                self._changed.set()
 
-        return chunks()
+    def _stream(self, pod: str, *, tail_lines: int | None) -> Iterator[str]:
+        response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail_lines)
+        if response is None:
+            return
+        with self._lock:
+            self._response = response
+            closed = self._closed.is_set()
+        if closed:
+            response.release_conn()
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may end inside a character
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                if text := decoder.decode(chunk):
+                    yield text
+        except CLIENT_ERRORS as error:
+            if not (self._closed.is_set() or self._job_over.is_set()):  # cut on purpose: not a failure
+                raise ExecutorUnavailable(f"the log stream of pod {pod} broke: {error}") from error
+        finally:
+            with self._lock:
+                self._response = None
+            response.release_conn()
+
+
+def operator_field_manager(operator: str) -> str:
+    """The field manager of an operator's change to a Job: what its ``Suspended`` status says suspended it."""
+    return f"operator {operator} (jobpulse)"

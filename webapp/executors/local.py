@@ -17,6 +17,7 @@ with the HTTP runner (the runs' threads, leases, take-over, cancel, stop) is
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import os
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ THREAD_JOIN_SECONDS = 2.0
 """How long :meth:`LocalRunner.stop` waits for its run threads to end, once their attempts are stopped."""
 STORE_WAIT_SECONDS = 1.0
 """How often an attempt the run store refused to record is tried again."""
+FOLLOW_POLL_SECONDS = 0.25
+"""How often a followed run's output file is looked at for more."""
+FOLLOW_CHUNK_BYTES = 64 * 1024
+"""The most of a followed run's output read at once."""
 RETRY_PAUSE_MAX_SECONDS = 60.0
 """The longest pause between a failed attempt and the next (pauses double from ``retry_backoff_seconds``)."""
 _PASSED_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
@@ -504,23 +509,65 @@ class LocalRunner(LegacyRunner[_LocalRun]):
         lines = path.read_bytes().decode("utf-8", "replace").splitlines(keepends=True)
         return "".join(lines[-tail_lines:]) if tail_lines else ""
 
-    def follow_logs(self, job_name: str, *, tail_lines: int) -> Iterator[str]:
-        yield self.logs(job_name, tail_lines=tail_lines)
-        path = self.log_path(job_name)
-        position = path.stat().st_size if path.exists() else 0
-        while True:
-            status = self._door.current(job_name)
-            finished = status is None or status.terminal
-            if path.exists() and path.stat().st_size > position:
-                with path.open("rb") as source:
+    def follow_logs(self, job_name: str, *, tail_lines: int) -> OutputFollow:
+        """The run's output file as it is written (``tail -f``), until the run finishes or the follow is closed."""
+        return OutputFollow(self.log_path(job_name), tail_lines=tail_lines, finished=lambda: self._finished(job_name))
+
+    def _finished(self, job_name: str) -> bool:
+        status = self._door.current(job_name)
+        return status is None or status.terminal
+
+
+class OutputFollow:
+    """A local run's output file, followed: its last lines, then what is appended, until the run finishes.
+
+    Polls the file every ``FOLLOW_POLL_SECONDS``, as ``tail -f`` does, reading
+    at most ``FOLLOW_CHUNK_BYTES`` at a time. :meth:`close` (from any thread)
+    ends the iteration at its next poll.
+    """
+
+    def __init__(self, path: Path, *, tail_lines: int, finished: Callable[[], bool]) -> None:
+        self._path = path
+        self._tail_lines = tail_lines
+        self._finished = finished
+        self._closed = threading.Event()
+        self._chunks = self._read()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def _read(self) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may end inside a character
+        position = 0
+        if self._path.exists():
+            with self._path.open("rb") as source:
+                data = source.read()
+            position = len(data)
+            lines = decoder.decode(data).splitlines(keepends=True)
+            tail = "".join(lines[-self._tail_lines :]) if self._tail_lines else ""
+            if tail:
+                yield tail
+        while not self._closed.is_set():
+            finished = self._finished()  # asked before reading: output written before the end is read after it
+            chunk = b""
+            if self._path.exists():
+                with self._path.open("rb") as source:
                     source.seek(position)
-                    chunk = source.read()
+                    chunk = source.read(FOLLOW_CHUNK_BYTES)
+            if chunk:
                 position += len(chunk)
-                yield chunk.decode("utf-8", "replace")
+                if text := decoder.decode(chunk):
+                    yield text
             elif finished:
                 return
             else:
-                time.sleep(0.25)  # polling a growing file, as tail -f does
+                self._closed.wait(FOLLOW_POLL_SECONDS)
 
 
 def _settled_attempt(status: JobStatus, manifest: dict[str, Any], record: AttemptRecord | None) -> dict[str, Any]:

@@ -53,6 +53,43 @@ class PendingWebhook:
         self.attempts = attempts
 
 
+DELIVERED, GIVEN_UP = 1, 2
+"""How an outbox row marks a webhook it is done with (0: still to send); both stores keep these values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookDelivery:
+    """Where a run's completion webhook stands, for the console: read from its outbox row."""
+
+    state: str
+    """``pending`` (not sent yet), ``failing`` (an attempt failed; it will be tried again), ``delivered``, or
+    ``given_up`` (its last attempt failed too; ``last_error`` says how)."""
+    attempts: int
+    """Failed attempts so far."""
+    last_error: str | None
+
+    @classmethod
+    def of_row(cls, *, done: int, attempts: int, last_error: str | None) -> WebhookDelivery:
+        """The delivery an outbox row describes: ``done`` is its :data:`DELIVERED` / :data:`GIVEN_UP` mark, else 0.
+
+        An empty ``last_error`` is none.
+        """
+        error = last_error or None
+        state = (
+            "given_up"
+            if done == GIVEN_UP
+            else "delivered"
+            if done
+            else "failing"
+            if error is not None or attempts > 0
+            else "pending"
+        )
+        return cls(state=state, attempts=attempts, last_error=error)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error}
+
+
 @dataclasses.dataclass(frozen=True)
 class AdminAction:
     """One admin action in the audit trail: who did what to which run, when, and how it ended.
@@ -116,6 +153,9 @@ class Runs(Protocol):
 
     def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
         """Insert or update a run; ``False`` if the store refused it, holding a newer ``seq`` or a finished run.
+
+        A finished run takes only the same outcome again with a newer ``seq``: its links to its reruns
+        (:meth:`JobStatus.amends`; the door writes nothing else over a finished status).
 
         So the first writer of each ``seq`` wins, whichever instance it runs in.
 
@@ -211,11 +251,17 @@ class WebhookOutbox(Protocol):
     def claim_webhooks(self, *, owner: str, lease_seconds: float, limit: int) -> list[PendingWebhook]:
         """Due webhooks that no other live sender holds, leased to ``owner``."""
 
-    def complete_webhook(self, job_name: str) -> None:
-        """Delivered (or given up): never claimed again, and kept (until purged) so it is never re-enqueued."""
+    def complete_webhook(self, job_name: str, *, gave_up: str | None = None) -> None:
+        """Delivered; or, with ``gave_up`` (the last attempt's error), given up after its last attempt.
+
+        Either way never claimed again, and kept (until purged) so it is never re-enqueued.
+        """
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         """Delivery failed: try again after ``delay`` seconds."""
+
+    def webhook_delivery(self, job_name: str) -> WebhookDelivery | None:
+        """Where the run's webhook stands; ``None`` when it has none in the outbox (none enqueued, or purged)."""
 
 
 class Audit(Protocol):

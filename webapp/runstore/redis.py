@@ -57,7 +57,16 @@ from redis.retry import Retry
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import RECENT_SCAN_LIMIT, AdminAction, IdempotencyClaim, PendingWebhook, awaits_admission
+from webapp.runstore import (
+    DELIVERED,
+    GIVEN_UP,
+    RECENT_SCAN_LIMIT,
+    AdminAction,
+    IdempotencyClaim,
+    PendingWebhook,
+    WebhookDelivery,
+    awaits_admission,
+)
 from webapp.status import JobStatus, Phase
 
 KEY_PREFIX = "jobpulse:"
@@ -121,10 +130,14 @@ local function fmt(x) return string.format('%.6f', x) end
 #       client ('' = none; recorded on insert), prefix of the per-client unfinished zsets,
 #       waits for admission (0|1; recorded on insert)
 _SAVE = """
-local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal')
+local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal', 'body')
 local exists = current[1] ~= false
-if exists and (current[2] == '1' or tonumber(ARGV[2]) <= tonumber(current[1])) then
+if exists and tonumber(ARGV[2]) <= tonumber(current[1]) then
   return 0
+end
+if exists and current[2] == '1' then
+  -- a finished run takes only its own status again (new links to its reruns), never another outcome
+  if ARGV[3] ~= '1' or cjson.decode(current[3])['status'] ~= cjson.decode(ARGV[7])['status'] then return 0 end
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'terminal', ARGV[3], 'updated_at', ARGV[6], 'body', ARGV[7])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'manifest', ARGV[8]) end
@@ -277,7 +290,7 @@ if limit <= 0 then return claimed end
 for _, job in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(t))) do
   local key = ARGV[1] .. job
   local hook = redis.call('HMGET', key, 'body', 'attempts', 'owner', 'lease_until', 'delivered')
-  if hook[1] == false or hook[5] == '1' then
+  if hook[1] == false or (hook[5] or '0') ~= '0' then
     redis.call('ZREM', KEYS[1], job)
   else
     local holder = hook[3] or ''
@@ -294,11 +307,15 @@ return claimed
 """
 )
 
-# KEYS: webhook, due, delivered   ARGV: job_name
+# KEYS: webhook, due, delivered   ARGV: job_name, done mark (DELIVERED / GIVEN_UP), the last error when given up
 _COMPLETE_WEBHOOK = """
 local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
 if not due then return 0 end
-redis.call('HSET', KEYS[1], 'delivered', '1', 'owner', '')
+redis.call('HSET', KEYS[1], 'delivered', ARGV[2], 'owner', '')
+if ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[3])
+end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], due, ARGV[1])
 return 1
@@ -313,7 +330,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local due = fmt(now() + tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'next_attempt_at', due, 'owner', '', 'lease_until', '0', 'last_error', ARGV[3])
-if redis.call('HGET', KEYS[1], 'delivered') == '1' then
+if (redis.call('HGET', KEYS[1], 'delivered') or '0') ~= '0' then
   redis.call('ZADD', KEYS[3], due, ARGV[1])
 else
   redis.call('ZADD', KEYS[2], due, ARGV[1])
@@ -430,7 +447,8 @@ class RedisRunStore:
     # -- runs ------------------------------------------------------------------
 
     def save(self, status: JobStatus, *, manifest: dict[str, Any] | None = None, client: str | None = None) -> bool:
-        """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final."""
+        """Insert or update a run; an older ``seq`` never overwrites a newer one, a terminal run is final (but for its
+        links to its reruns: the same outcome with a newer ``seq``)."""
         with self._reaching_redis():
             taken = self._save(
                 keys=[
@@ -700,11 +718,13 @@ class RedisRunStore:
             for i in range(0, len(flat), 3)
         ]
 
-    def complete_webhook(self, job_name: str) -> None:
-        """Delivered (or given up): never claimed again, and kept (until purged) so it is never re-enqueued."""
+    def complete_webhook(self, job_name: str, *, gave_up: str | None = None) -> None:
+        """Delivered, or given up: never claimed again, and kept (until purged) so it is never re-enqueued."""
+        done, error = (DELIVERED, "") if gave_up is None else (GIVEN_UP, gave_up[:500] or "gave up")
         with self._reaching_redis():
             self._complete_webhook(
-                keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered], args=[job_name]
+                keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered],
+                args=[job_name, done, error],
             )
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
@@ -714,6 +734,18 @@ class RedisRunStore:
                 keys=[self._webhook_key(job_name), self._webhooks_due, self._webhooks_delivered],
                 args=[job_name, delay, error[:500]],
             )
+
+    def webhook_delivery(self, job_name: str) -> WebhookDelivery | None:
+        """Where the run's webhook stands, from its hash; ``None`` when it has none."""
+        with self._reaching_redis():
+            delivered, attempts, last_error = self._redis.hmget(
+                self._webhook_key(job_name), ["delivered", "attempts", "last_error"]
+            )
+        if delivered is None:
+            return None
+        return WebhookDelivery.of_row(
+            done=int(delivered or 0), attempts=int(attempts or 0), last_error=str(last_error or "") or None
+        )
 
     # -- the audit trail -------------------------------------------------------
 

@@ -26,7 +26,15 @@ from typing import Any
 
 from webapp.comparison import Comparison
 from webapp.errors import RunStoreUnavailable
-from webapp.runstore import AdminAction, IdempotencyClaim, PendingWebhook, awaits_admission
+from webapp.runstore import (
+    DELIVERED,
+    GIVEN_UP,
+    AdminAction,
+    IdempotencyClaim,
+    PendingWebhook,
+    WebhookDelivery,
+    awaits_admission,
+)
 from webapp.status import JobStatus, Phase
 
 _SCHEMA = """
@@ -233,7 +241,8 @@ class SQLiteRunStore:
                 status = excluded.status, terminal = excluded.terminal, seq = excluded.seq,
                 updated_at = excluded.updated_at, body = excluded.body,
                 manifest = COALESCE(excluded.manifest, runs.manifest)
-            WHERE excluded.seq > runs.seq AND runs.terminal = 0
+            WHERE excluded.seq > runs.seq
+              AND (runs.terminal = 0 OR (excluded.terminal = 1 AND excluded.status = runs.status))
             """,
             (
                 status.job_name,
@@ -363,7 +372,7 @@ class SQLiteRunStore:
         with self._storage() as db:
             db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,))
             db.execute("DELETE FROM comparisons WHERE compared_at < ?", (cutoff,))
-            db.execute("DELETE FROM webhook_outbox WHERE delivered = 1 AND next_attempt_at < ?", (cutoff,))
+            db.execute("DELETE FROM webhook_outbox WHERE delivered <> 0 AND next_attempt_at < ?", (cutoff,))
             db.execute("DELETE FROM admin_actions WHERE at < ?", (cutoff,))
             return db.execute("DELETE FROM runs WHERE terminal = 1 AND updated_at < ?", (cutoff,)).rowcount
 
@@ -432,9 +441,20 @@ class SQLiteRunStore:
                 raise
         return [PendingWebhook(job_name=name, body=body, attempts=attempts) for name, body, attempts in rows]
 
-    def complete_webhook(self, job_name: str) -> None:
-        # kept as delivered (until purged) so an instance that sees the finish later does not send it again
-        self._write("UPDATE webhook_outbox SET delivered = 1, owner = NULL WHERE job_name = ?", (job_name,))
+    def complete_webhook(self, job_name: str, *, gave_up: str | None = None) -> None:
+        # kept as done (until purged) so an instance that sees the finish later does not send it again
+        if gave_up is None:
+            self._write(
+                "UPDATE webhook_outbox SET delivered = ?, owner = NULL WHERE job_name = ?", (DELIVERED, job_name)
+            )
+            return
+        self._write(
+            """
+            UPDATE webhook_outbox SET delivered = ?, owner = NULL, attempts = attempts + 1, last_error = ?
+            WHERE job_name = ?
+            """,
+            (GIVEN_UP, gave_up[:500], job_name),
+        )
 
     def reschedule_webhook(self, job_name: str, *, delay: float, error: str) -> None:
         self._write(
@@ -445,6 +465,13 @@ class SQLiteRunStore:
             """,
             (time.time() + delay, error[:500], job_name),
         )
+
+    def webhook_delivery(self, job_name: str) -> WebhookDelivery | None:
+        row = self._one("SELECT delivered, attempts, last_error FROM webhook_outbox WHERE job_name = ?", (job_name,))
+        if row is None:
+            return None
+        delivered, attempts, last_error = row
+        return WebhookDelivery.of_row(done=int(delivered), attempts=int(attempts), last_error=last_error)
 
     def record_action(self, action: AdminAction) -> int:
         body = action.to_dict()
