@@ -13,10 +13,16 @@ The hub hands changes to :class:`StatusSink` objects, which have one method,
 ``offer``. A subscription is one; a transport may put its own sink in front
 of its subscription (:meth:`StatusHub.subscribe`'s ``sink``). The hub knows
 nothing of frames or sockets.
+
+An operator's console follows every job at once (:meth:`StatusHub.subscribe_all`):
+an :class:`AllRunsSubscription` keeps the latest status per job, at most
+:data:`ALL_RUNS_PENDING_JOBS` jobs; past that it drops them all and tells its
+reader to read the whole list afresh, so a slow reader never holds a backlog.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -100,6 +106,90 @@ class Subscription:
             self._wake.wait(remaining)
 
 
+ALL_RUNS_PENDING_JOBS = 1000
+"""The most jobs an :class:`AllRunsSubscription` holds changes of before it drops them and asks for a fresh list."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunChanges:
+    """What an :class:`AllRunsSubscription` had waiting: the latest status of each job that changed."""
+
+    statuses: tuple[JobStatus, ...]
+    """Per job the latest, in the order the jobs first changed since the last read."""
+    overflowed: bool = False
+    """More jobs changed than the mailbox holds: what was waiting was dropped; read the whole list afresh."""
+
+
+class AllRunsSubscription:
+    """One transport's view of every job: a mailbox of the latest status per job (a :class:`StatusSink`).
+
+    As cheap on the fan-out path as a :class:`Subscription`: :meth:`offer` puts
+    one reference in a dict under an uncontended lock and sets an event. At most
+    ``capacity`` jobs wait; one more and the mailbox is emptied and marked
+    overflowed until read, so memory is bounded however slow the reader is.
+    """
+
+    def __init__(self, *, heartbeat: bool = False, capacity: int = ALL_RUNS_PENDING_JOBS) -> None:
+        self.heartbeat = heartbeat
+        """Whether :meth:`StatusHub.nudge_all` wakes this one."""
+        self._capacity = capacity
+        self._pending: dict[str, JobStatus] = {}
+        self._overflowed = False
+        self._closed = False
+        self._nudged = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def offer(self, status: JobStatus) -> None:
+        """Keep ``status`` as its job's latest (newer ``seq`` wins) and wake the reader."""
+        with self._lock:
+            if not self._overflowed:
+                held = self._pending.get(status.job_name)
+                if held is None:
+                    if len(self._pending) >= self._capacity:
+                        self._pending.clear()
+                        self._overflowed = True
+                    else:
+                        self._pending[status.job_name] = status
+                elif status.seq >= held.seq:
+                    self._pending[status.job_name] = status
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """Wake the reader with nothing new: :meth:`get` returns ``None`` (time for a heartbeat)."""
+        with self._lock:
+            self._nudged = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Wake the reader for good: :meth:`get` raises :class:`HubClosed` from now on."""
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+
+    def get(self, timeout: float | None = None) -> RunChanges | None:
+        """What waits; ``None`` when nudged (after what waited, if anything), or after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._wake.clear()
+                closed = self._closed
+                pending, self._pending = self._pending, {}
+                overflowed, self._overflowed = self._overflowed, False
+                # A nudge waits behind changes (the reader may send none of them: its filter), for the next get.
+                nudged, self._nudged = self._nudged, self._nudged and bool(pending or overflowed)
+            if closed:
+                raise HubClosed("all runs")
+            if pending or overflowed:
+                return RunChanges(tuple(pending.values()), overflowed=overflowed)
+            if nudged:
+                return None
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._wake.wait(remaining)
+
+
 class StatusHub:
     """Latest status per job, and the subscriptions that want to hear of changes."""
 
@@ -108,6 +198,8 @@ class StatusHub:
         self._latest: dict[str, JobStatus] = {}
         self._subscriptions: dict[str, dict[Subscription, StatusSink]] = {}
         """Per job, each subscription and the sink its changes are offered to (itself, or a transport's in front)."""
+        self._all_runs: tuple[AllRunsSubscription, ...] = ()
+        """Those following every job; replaced (never changed in place) so :meth:`publish` reads it without copying."""
         self._listeners: list[Listener] = []
         self._closed = False
 
@@ -134,8 +226,11 @@ class StatusHub:
                 return False
             self._latest[status.job_name] = status
             sinks = tuple(self._subscriptions.get(status.job_name, {}).values())
+            followers = self._all_runs
         for sink in sinks:
             sink.offer(status)
+        for follower in followers:
+            follower.offer(status)
         for listener in self._listeners:
             try:
                 listener(status, previous)
@@ -187,6 +282,29 @@ class StatusHub:
                     if not subscribers:
                         del self._subscriptions[job_name]
 
+    @contextmanager
+    def subscribe_all(
+        self, *, heartbeat: bool = False, capacity: int = ALL_RUNS_PENDING_JOBS
+    ) -> Iterator[AllRunsSubscription]:
+        """Follow every job's changes for the ``with`` block; always unsubscribes on the way out.
+
+        ``heartbeat``: also wake it with ``None`` at each :meth:`nudge_all`.
+        ``capacity``: the most jobs its mailbox holds (:class:`AllRunsSubscription`).
+        """
+        subscription = AllRunsSubscription(heartbeat=heartbeat, capacity=capacity)
+        with self._lock:
+            if self._closed:
+                subscription.close()
+            self._all_runs = (*self._all_runs, subscription)
+        try:
+            yield subscription
+        finally:
+            with self._lock:
+                self._all_runs = tuple(s for s in self._all_runs if s is not subscription)
+
+    def all_runs_subscriber_count(self) -> int:
+        return len(self._all_runs)
+
     def subscriber_count(self, job_name: str | None = None) -> int:
         with self._lock:
             if job_name is not None:
@@ -201,7 +319,10 @@ class StatusHub:
         held up behind ten thousand pings.
         """
         with self._lock:
-            everyone = [s for subs in self._subscriptions.values() for s in subs if s.heartbeat]
+            everyone: list[Subscription | AllRunsSubscription] = [
+                s for subs in self._subscriptions.values() for s in subs if s.heartbeat
+            ]
+            everyone.extend(s for s in self._all_runs if s.heartbeat)
         for start in range(0, len(everyone), batch):
             for subscription in everyone[start : start + batch]:
                 subscription.nudge()
@@ -211,6 +332,7 @@ class StatusHub:
         """End every subscription (server shutting down)."""
         with self._lock:
             self._closed = True
-            everyone = [s for subs in self._subscriptions.values() for s in subs]
+            everyone: list[Subscription | AllRunsSubscription] = [*self._all_runs]
+            everyone.extend(s for subs in self._subscriptions.values() for s in subs)
         for subscription in everyone:
             subscription.close()

@@ -12,7 +12,7 @@ mode's comparisons from the run store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from webapp.comparison import migration_report
@@ -31,7 +31,7 @@ from webapp.log_tails import last_lines
 from webapp.names import is_valid_job_name
 from webapp.runstore import awaits_admission
 from webapp.settings import Settings
-from webapp.status import JobStatus
+from webapp.status import JobStatus, Phase
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,9 @@ class RunControl:
         report["primary"] = self._settings.primary_mode
         return report
 
-    def recent(self, limit: int) -> list[JobStatus]:
-        return self._store.recent(limit)
+    def recent(self, limit: int, *, statuses: Collection[Phase] = (), specs: Collection[str] = ()) -> list[JobStatus]:
+        """Newest first, from the run store; only those of ``statuses`` and ``specs`` when given."""
+        return self._store.recent(limit, statuses=statuses, specs=specs)
 
 
 def check_job_name(job_name: str) -> None:

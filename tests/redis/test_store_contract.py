@@ -169,6 +169,20 @@ def test_recent_is_newest_first_and_limited(store: RunStore) -> None:
     assert len(store.recent(50)) == 4
 
 
+def test_recent_filters_by_status_and_spec_newest_first(store: RunStore) -> None:
+    store.save(run("r0", minutes_ago=40, status=Phase.FAILED))
+    store.save(run("r1", minutes_ago=30))
+    store.save(dataclasses.replace(run("r2", minutes_ago=20, status=Phase.FAILED), spec="slow"))
+    store.save(run("r3", minutes_ago=10, status=Phase.FAILED))
+    names = lambda runs: [s.job_name.removeprefix("task-runner-") for s in runs]  # noqa: E731
+    assert names(store.recent(10, statuses=[Phase.FAILED])) == ["r3", "r2", "r0"]
+    assert names(store.recent(2, statuses=[Phase.FAILED])) == ["r3", "r2"]
+    assert names(store.recent(10, specs=["slow"])) == ["r2"]
+    assert names(store.recent(10, statuses=[Phase.FAILED, Phase.QUEUED], specs=["quick"])) == ["r3", "r1", "r0"]
+    assert store.recent(10, statuses=[Phase.SUCCEEDED]) == []
+    assert names(store.recent(10, statuses=(), specs=())) == ["r3", "r2", "r1", "r0"]
+
+
 def test_unfinished_by_mode_oldest_first_and_counted(store: RunStore) -> None:
     store.save(run("f1", minutes_ago=3))
     store.save(run("f2", minutes_ago=5, mode="k8s"))

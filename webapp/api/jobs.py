@@ -13,6 +13,7 @@ from webapp.api.audit import audited, note_target
 from webapp.api.auth import admin_required, current_operator
 from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
+from webapp.api.run_filters import list_limit, run_filter
 from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
 from webapp.errors import Conflict, InvalidRequest
 from webapp.launcher import request_fingerprint
@@ -125,8 +126,15 @@ def _client_connected(sock: socket.socket) -> bool:
 @bp.get("/api/runs")
 @admin_required
 def recent_runs() -> Response:
-    limit = _int_arg("limit", default=50, low=1, high=500)
-    return jsonify({"runs": [status.to_dict() for status in runtime().runs.recent(limit)]})
+    """The newest runs, optionally only some statuses and specs (``status=``, ``spec=``: comma-separated).
+
+    Filtered by the run store: SQLite in its query, Redis over a bounded scan of the newest runs
+    (:data:`~webapp.runstore.RECENT_SCAN_LIMIT`).
+    """
+    limit = list_limit(request.args, default=50)
+    wanted = run_filter(request.args)
+    runs = runtime().runs.recent(limit, statuses=wanted.statuses, specs=wanted.specs)
+    return jsonify({"runs": [status.to_dict() for status in runs]})
 
 
 @bp.get("/api/migration/report")

@@ -11,15 +11,23 @@ the closing handshake completes before TCP is closed — except for the two
 closes simple-websocket's reader makes itself (``1009``, and ``1008`` for a
 missed ping), after which it closes TCP at once. A job that cannot be looked
 up now (the run store is down) is closed with ``1013``, try again later.
+
+An operator's console follows every run at once (``/sse/runs``,
+``/ws/runs``): the feed of :mod:`webapp.api.runs_feed` over one
+:meth:`~webapp.hub.StatusHub.subscribe_all`, for admins only. The SSE stream
+takes ``Authorization: Bearer``; a browser cannot set headers on a WebSocket,
+so ``/ws/runs`` also takes the token as the client's first message
+(``{"token": "..."}``, within :data:`WS_AUTH_SECONDS`); nothing is sent before.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,15 +38,26 @@ from werkzeug.wsgi import ClosingIterator
 
 from webapp import metrics
 from webapp.api import runtime
+from webapp.api.auth import admin_required, current_operator, operator_of
 from webapp.api.clients import client_address
 from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter, GuardedSocket
 from webapp.api.frames import sse_chunk, sse_event, ws_frame, ws_message
 from webapp.api.handshake import check_handshake
+from webapp.api.run_filters import RunFilter, list_limit, run_filter
+from webapp.api.runs_feed import (
+    RunsList,
+    runs_feed,
+    sse_run_status_message,
+    sse_runs_message,
+    ws_run_status_message,
+    ws_runs_message,
+)
 from webapp.api.stream_slots import StreamSlot, StreamSlots
 from webapp.errors import (
     ExecutorUnavailable,
     InvalidJobName,
+    InvalidRequest,
     JobNotFound,
     RunStoreUnavailable,
     StreamsFull,
@@ -58,7 +77,17 @@ WS_CLOSE_GOING_AWAY = 1001
 WS_CLOSE_POLICY = 1008
 WS_CLOSE_TRY_AGAIN_LATER = 1013
 WS_CLOSE_BAD_NAME = 4400
+WS_CLOSE_UNAUTHORIZED = 4401
+WS_CLOSE_ADMIN_DISABLED = 4403
 WS_CLOSE_UNKNOWN_JOB = 4404
+
+WS_AUTH_SECONDS = 5.0
+"""Seconds ``/ws/runs`` waits for the client's first message, its token, when the handshake has no ``Authorization``."""
+
+RUNS_DEFAULT_LIMIT = 200
+"""How many runs the first list of ``/sse/runs`` and ``/ws/runs`` holds unless ``limit=`` says (1 to 500)."""
+
+_WS_ROUTES = frozenset({"streams.ws_status", "streams.ws_runs"})
 
 WS_MAX_MESSAGE_BYTES = 4096
 """The largest message a client may send (after permessage-deflate, over all its fragments); larger: close 1009.
@@ -85,9 +114,11 @@ def _take_stream_slot() -> StreamSlot:
 
 
 @contextmanager
-def _stream_opened(transport: str, job_name: str) -> Iterator[None]:
+def _stream_opened(transport: str, job_name: str | None, *, operator: str | None = None) -> Iterator[None]:
+    """Count and log an open stream: of one job, or (``job_name`` ``None``) of every run, opened by ``operator``."""
+    fields = {"job_name": job_name} if job_name is not None else {"stream": "runs", "operator": operator}
     metrics.OPEN_STREAMS.labels(transport=transport).inc()
-    logger.info("stream.opened", extra={"job_name": job_name, "transport": transport})
+    logger.info("stream.opened", extra={**fields, "transport": transport})
     started = time.monotonic()
     try:
         yield
@@ -95,7 +126,7 @@ def _stream_opened(transport: str, job_name: str) -> Iterator[None]:
         metrics.OPEN_STREAMS.labels(transport=transport).dec()
         logger.info(
             "stream.closed",
-            extra={"job_name": job_name, "transport": transport, "seconds": round(time.monotonic() - started, 3)},
+            extra={**fields, "transport": transport, "seconds": round(time.monotonic() - started, 3)},
         )
 
 
@@ -183,6 +214,57 @@ def sse_status(job_name: str) -> Response:
     return response
 
 
+def _runs_query() -> tuple[RunFilter, int]:
+    """``status=``, ``spec=`` and ``limit=`` of a stream of every run; :class:`InvalidRequest` (400) if malformed."""
+    return run_filter(request.args), list_limit(request.args, default=RUNS_DEFAULT_LIMIT)
+
+
+@bp.get("/sse/runs")
+@admin_required
+def sse_runs() -> Response:
+    """Every run: ``event: runs`` (the current list, filtered), then ``event: status`` per change, ``: ping``."""
+    rt = runtime()
+    wanted, limit = _runs_query()  # 400 before any stream starts (after 401 / 403)
+
+    def list_runs() -> list[JobStatus]:
+        return rt.runs.recent(limit, statuses=wanted.statuses, specs=wanted.specs)
+
+    operator = current_operator()
+    slot = _take_stream_slot()  # 429 / 503 before any stream starts
+    held = ExitStack()  # the subscription: taken before the first list is read, so no change falls between
+    held.callback(slot.release)
+    try:
+        subscription = held.enter_context(rt.hub.subscribe_all(heartbeat=True))
+        first = list_runs()  # 503 before any stream when the run store cannot answer
+    except BaseException:
+        held.close()
+        raise
+
+    def stream() -> Iterator[bytes]:
+        with _stream_opened("sse", None, operator=operator):
+            yield SSE_PREAMBLE
+            try:
+                for message in runs_feed(subscription, first=first, list_runs=list_runs, wanted=wanted):
+                    if message is None:
+                        yield SSE_PING
+                    elif isinstance(message, RunsList):
+                        yield sse_runs_message(message.runs)
+                    else:
+                        yield sse_run_status_message(message)
+                        _delivered("sse", message)
+            except HubClosed:
+                return  # shutting down: the client reconnects to another process
+            except RunStoreUnavailable as error:  # a fresh list was due and the store cannot give it
+                logger.warning("stream.relist_failed", extra={"transport": "sse", "error": error.message})
+                return
+
+    # the subscription and the slot are given back when the server closes the answer, even one it never started
+    response = Response(ClosingIterator(stream(), held.close), mimetype="text/event-stream", direct_passthrough=True)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
 # -- WebSocket -------------------------------------------------------------------
 
 
@@ -216,7 +298,7 @@ def _origin_allowed(origin: str | None) -> bool:
 
 @bp.before_request
 def _guard_websocket() -> Response | None:
-    if request.endpoint != "streams.ws_status":
+    if request.endpoint not in _WS_ROUTES:
         return None
     if not any(key in request.environ for key in _SOCKET_KEYS):
         return error_response(
@@ -237,6 +319,11 @@ def _guard_websocket() -> Response | None:
             "forbidden",
             f"the Origin {origin} may not open WebSockets on {here} (behind a proxy, see TRUSTED_PROXY_HOPS)",
         )
+    if request.endpoint == "streams.ws_runs":
+        try:
+            _runs_query()
+        except InvalidRequest as error:  # a malformed filter is refused before the upgrade, as over SSE
+            return error_response(error.http_status, error.code, error.message, fields=error.fields)
     return None
 
 
@@ -319,3 +406,106 @@ def _stream_status(ws: Server, job_name: str) -> None:
             pass  # it left in the middle of a message: nothing more to say
         finally:
             ws.event.set()  # wake the reader if it still waits, so it ends with us
+
+
+@sock.route("/ws/runs", bp=bp)  # type: ignore[untyped-decorator]
+def ws_runs(ws: Server) -> None:
+    try:
+        _stream_runs(ws)
+    finally:
+        _await_peer_close(ws)
+
+
+def _ws_operator(ws: Server) -> str | None:
+    """The operator this WebSocket speaks for, or ``None`` once it is closed (4401 / 4403): nothing is sent first.
+
+    By the handshake's ``Authorization: Bearer`` if it has one, else by the client's first message,
+    ``{"token": "..."}``, within :data:`WS_AUTH_SECONDS` (at most :data:`WS_MAX_MESSAGE_BYTES`, as any message).
+    """
+    operators = runtime().settings.operators
+    if not operators:
+        ws.close(reason=WS_CLOSE_ADMIN_DISABLED, message="forbidden")
+        return None
+    header = request.headers.get("Authorization")
+    name: str | None = None
+    if header is not None:
+        scheme, _, given = header.partition(" ")
+        name = operator_of(given.strip(), operators) if scheme.lower() == "bearer" else None
+    else:
+        try:
+            first = ws.receive(timeout=WS_AUTH_SECONDS)
+        except ConnectionClosed:
+            return None
+        token = _token_of(first)
+        name = operator_of(token, operators) if token is not None else None
+    if name is None:
+        logger.info("stream.refused", extra={"transport": "ws", "stream": "runs", "reason": "unauthorized"})
+        ws.close(reason=WS_CLOSE_UNAUTHORIZED, message="unauthorized")
+    return name
+
+
+def _token_of(message: str | bytes | None) -> str | None:
+    """The token of a client's first message, ``{"token": "..."}``; ``None`` if it is anything else."""
+    if message is None:
+        return None
+    try:
+        body = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    token = body.get("token") if isinstance(body, dict) else None
+    return token if isinstance(token, str) else None
+
+
+def _stream_runs(ws: Server) -> None:
+    rt = runtime()
+    wanted, limit = _runs_query()  # checked before the upgrade (_guard_websocket)
+    try:
+        slot = _take_stream_slot()
+    except TooManyStreams as error:  # closed without a message: nothing is sent before the client is known
+        ws.close(reason=WS_CLOSE_POLICY, message=error.code)
+        return
+    except StreamsFull as error:
+        ws.close(reason=WS_CLOSE_TRY_AGAIN_LATER, message=error.code)
+        return
+    with slot:
+        operator = _ws_operator(ws)
+        if operator is None:
+            return
+
+        def list_runs() -> list[JobStatus]:
+            return rt.runs.recent(limit, statuses=wanted.statuses, specs=wanted.specs)
+
+        with rt.hub.subscribe_all() as subscription, _stream_opened("ws", None, operator=operator):
+            client_left = threading.Event()
+
+            def read_until_gone() -> None:
+                """The read side: notices at once when the client leaves, and frees the subscription."""
+                try:
+                    while True:
+                        ws.receive()  # after its token a client has nothing more to say; this waits for the close
+                except ConnectionClosed:
+                    pass
+                client_left.set()
+                subscription.close()
+
+            try:
+                first = list_runs()
+            except RunStoreUnavailable as error:
+                _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
+                return
+            threading.Thread(target=read_until_gone, name="ws-read-runs", daemon=True).start()
+            try:
+                for message in runs_feed(subscription, first=first, list_runs=list_runs, wanted=wanted):
+                    if isinstance(message, RunsList):
+                        ws.send(ws_runs_message(message.runs))
+                    elif message is not None:
+                        ws.send(ws_run_status_message(message))
+                        _delivered("ws", message)
+            except HubClosed:
+                if not client_left.is_set():
+                    ws.close(reason=WS_CLOSE_GOING_AWAY, message="server shutting down")
+            except RunStoreUnavailable as error:
+                logger.warning("stream.relist_failed", extra={"transport": "ws", "error": error.message})
+                ws.close(reason=WS_CLOSE_TRY_AGAIN_LATER, message=error.code)
+            finally:
+                ws.event.set()  # wake the reader if it still waits, so it ends with us

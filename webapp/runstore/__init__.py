@@ -20,6 +20,7 @@ needs one concern takes only that one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,6 +29,10 @@ from webapp.status import JobStatus, Phase, format_time, parse_time
 
 WAITING_FOR_CAPACITY = "WaitingForCapacity"
 """The reason of a run accepted while ``MAX_ACTIVE_JOBS`` runs were unfinished: it waits to be admitted."""
+
+
+RECENT_SCAN_LIMIT = 5000
+"""At most how many of the newest runs a store without an index by status or spec reads to filter them."""
 
 
 def awaits_admission(status: JobStatus) -> bool:
@@ -160,8 +165,12 @@ class Runs(Protocol):
 
     def get(self, job_name: str) -> JobStatus | None: ...
 
-    def recent(self, limit: int) -> list[JobStatus]:
-        """Newest first."""
+    def recent(self, limit: int, *, statuses: Collection[Phase] = (), specs: Collection[str] = ()) -> list[JobStatus]:
+        """At most ``limit`` runs, newest first; with ``statuses`` or ``specs``, only those with one of them.
+
+        An empty ``statuses`` or ``specs`` does not filter. SQLite filters in its query; Redis, which indexes
+        runs by creation time only, reads the newest :data:`RECENT_SCAN_LIMIT` runs at most to find them.
+        """
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
         """Runs handed to their executor and not yet terminal, oldest first: not those waiting for admission."""

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -60,13 +60,14 @@ from webapp.errors import RunStoreUnavailable
 from webapp.runstore import (
     DELIVERED,
     GIVEN_UP,
+    RECENT_SCAN_LIMIT,
     AdminAction,
     IdempotencyClaim,
     PendingWebhook,
     WebhookDelivery,
     awaits_admission,
 )
-from webapp.status import JobStatus
+from webapp.status import JobStatus, Phase
 
 KEY_PREFIX = "jobpulse:"
 DEFAULT_RETENTION_SECONDS = 86_400.0
@@ -478,13 +479,34 @@ class RedisRunStore:
             body = self._redis.hget(self._run_key(job_name), "body")
         return JobStatus.from_json(body) if body else None
 
-    def recent(self, limit: int) -> list[JobStatus]:
-        """Newest first."""
+    def recent(self, limit: int, *, statuses: Collection[Phase] = (), specs: Collection[str] = ()) -> list[JobStatus]:
+        """Newest first; filtered over a bounded scan: the newest :data:`RECENT_SCAN_LIMIT` runs at most.
+
+        Runs are indexed by creation time only, so a filter reads them page by page, newest first, until
+        ``limit`` match or the scan limit is reached.
+        """
         if limit <= 0:
             return []
+        wanted_statuses = frozenset(Phase(s) for s in statuses)
+        wanted_specs = frozenset(specs)
         with self._reaching_redis():
-            names = _strings(self._redis.zrevrange(self._by_created, 0, limit - 1))
-            return self._bodies(names)
+            if not wanted_statuses and not wanted_specs:
+                return self._bodies(_strings(self._redis.zrevrange(self._by_created, 0, limit - 1)))
+            found: list[JobStatus] = []
+            page = max(limit, 200)
+            for start in range(0, RECENT_SCAN_LIMIT, page):
+                names = _strings(
+                    self._redis.zrevrange(self._by_created, start, min(start + page, RECENT_SCAN_LIMIT) - 1)
+                )
+                found.extend(
+                    run
+                    for run in self._bodies(names)
+                    if (not wanted_statuses or run.status in wanted_statuses)
+                    and (not wanted_specs or run.spec in wanted_specs)
+                )
+                if len(found) >= limit or len(names) < page:
+                    break
+            return found[:limit]
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
         """Runs handed to their executor and not yet terminal, oldest first (optionally of one mode)."""

@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from webapp.runstore import (
     WebhookDelivery,
     awaits_admission,
 )
-from webapp.status import JobStatus
+from webapp.status import JobStatus, Phase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -266,8 +266,19 @@ class SQLiteRunStore:
         row = self._one("SELECT body FROM runs WHERE job_name = ?", (job_name,))
         return JobStatus.from_json(row[0]) if row else None
 
-    def recent(self, limit: int) -> list[JobStatus]:
-        rows = self._all("SELECT body FROM runs ORDER BY created_at DESC, job_name LIMIT ?", (limit,))
+    def recent(self, limit: int, *, statuses: Collection[Phase] = (), specs: Collection[str] = ()) -> list[JobStatus]:
+        """Newest first, filtered in the query (walking ``runs_by_created`` until ``limit`` rows match)."""
+        where: list[str] = []
+        parameters: list[Any] = []
+        for column, values in (("status", [Phase(s).value for s in statuses]), ("spec", list(specs))):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                parameters.extend(values)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._all(
+            f"SELECT body FROM runs {clause}ORDER BY created_at DESC, job_name LIMIT ?",  # noqa: S608 (placeholders)
+            (*parameters, limit),
+        )
         return [JobStatus.from_json(body) for (body,) in rows]
 
     def unfinished(self, *, mode: str | None = None) -> list[JobStatus]:
