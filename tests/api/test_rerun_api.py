@@ -140,11 +140,12 @@ def test_rerun_refusals_are_4xx_in_the_error_shape_audited_and_not_logged_as_err
     assert client.get(f"/api/jobs/{running}").get_json()["reruns"] == []
 
 
-def test_a_successful_rerun_is_audited_under_its_operator_with_the_new_run(client: FlaskClient) -> None:
+def test_a_successful_rerun_is_audited_under_its_operator_against_the_run_it_reran(client: FlaskClient) -> None:
     old = launched(client, "quick")
     finished(client, old)
     new = client.post(f"/api/jobs/{old}/rerun", headers=bearer(ALICE)).get_json()["job_name"]
-    assert audit(client)[0] == ("alice", "rerun", new, 202, None)
+    assert audit(client)[0] == ("alice", "rerun", old, 202, None)
+    assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [new]  # where the trail leads to the new run
 
 
 @pytest.mark.parametrize("action", ["suspend", "resume"])

@@ -37,9 +37,10 @@ View = TypeVar("View", bound=Callable[..., Any])
 def audited(action: str) -> Callable[[View], View]:
     """Record every answer of the view as ``action`` by the operator who made it (put it above ``admin_required``).
 
-    The target is the run: the job name in the answer (a launch) or in the
-    path (a cancel), else what the view noted with :func:`note_target` (the
-    spec of a launch that started nothing), else empty.
+    The target is the run acted on: the job name in the path (a cancel, a
+    rerun — whose new run the old one's ``reruns`` names), else the one in
+    the answer (a launch), else what the view noted with :func:`note_target`
+    (the spec of a launch that started nothing), else empty.
     """
 
     def mark(view: View) -> View:
@@ -59,14 +60,14 @@ def note_target(target: str) -> None:
 
 
 def _target(response: Response, answer: Any) -> str:
+    in_path = (request.view_args or {}).get("job_name")
+    if isinstance(in_path, str):
+        return in_path
     launched = answer.get("job_name") if isinstance(answer, dict) and response.status_code < 400 else None
     if isinstance(launched, str):
         return launched
     noted: str | None = g.get("audit_target")
-    if noted is not None:
-        return noted
-    in_path = (request.view_args or {}).get("job_name")
-    return in_path if isinstance(in_path, str) else ""
+    return noted if noted is not None else ""
 
 
 @bp.after_app_request
