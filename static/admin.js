@@ -855,13 +855,13 @@
       showDetailError(errorText(response, body));
       return;
     }
-    $('detail-message').textContent = action.done;
     if (kind === 'rerun' && body && body.job_name) {
       receiveStatus(body);
-      openDetail(body.job_name, button);
+      openDetail(body.job_name, button); // clears the detail's message at once: say it after
     } else if (body && body.job_name === name) {
       receiveStatus(body);
     }
+    $('detail-message').textContent = action.done;
   }
 
   // ------------------------------------------------------------ the audit --

@@ -36,6 +36,9 @@ def launch(server: LiveServer, spec: str, **params: str) -> str:
     return name
 
 
+LABELS = {"ws": "WebSocket", "sse": "Server-Sent Events", "poll": "Polling"}
+
+
 @pytest.mark.parametrize("transport", ["ws", "sse", "poll"])
 def test_the_list_follows_runs_live_on_each_transport(server: LiveServer, page: Page, transport: str) -> None:
     console = Console(page, server.url)
@@ -43,6 +46,7 @@ def test_the_list_follows_runs_live_on_each_transport(server: LiveServer, page: 
     console.open(f"?transport={transport}").sign_in(ALICE)
     expect(page.locator("body")).to_have_attribute("data-transport", transport)
     expect(page.locator("#transport")).to_have_attribute("data-state", "live")
+    expect(page.locator("#transport-name")).to_have_text(LABELS[transport])  # the operator sees which one is live
     name = launch(server, "slow", seconds="2")
     row = console.row(name)
     expect(row).to_have_attribute("data-status", "Running", timeout=15_000)
@@ -50,7 +54,7 @@ def test_the_list_follows_runs_live_on_each_transport(server: LiveServer, page: 
     assert urls() and all("token" not in url and ALICE not in url for url in urls()), "the token never in a URL"
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse"])
+@pytest.mark.parametrize("transport", ["ws", "sse", "poll"])
 def test_a_status_filter_goes_to_the_stream_and_drops_a_run_that_stops_matching(
     server: LiveServer, page: Page, transport: str
 ) -> None:
@@ -62,5 +66,5 @@ def test_a_status_filter_goes_to_the_stream_and_drops_a_run_that_stops_matching(
     name = launch(server, "slow", seconds="2")
     row = console.row(name)
     expect(row).to_have_attribute("data-status", "Running", timeout=15_000)
-    expect(row).to_have_count(0, timeout=30_000)  # it finished: the stream's last word, and the page drops it
+    expect(row).to_have_count(0, timeout=30_000)  # it finished: the stream's last word (or the next poll) drops it
     assert any("status=Running" in url for url in urls())

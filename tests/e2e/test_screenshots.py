@@ -1,4 +1,4 @@
-"""Pictures of the page for the docs: a donation mid-task (its progress bar halfway) and finished.
+"""Pictures for the docs: a donation mid-task (its progress bar halfway) and finished; the operator console.
 
 They go to a temporary folder; with ``JOBPULSE_SCREENSHOTS=1`` (``make screenshots``)
 they replace the ones committed in ``docs/screenshots/``.
@@ -10,9 +10,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+import requests
+from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.e2e.donation_page import DonationPage
+from tests.e2e.test_console import ALICE, DONATION, Console
+from tests.e2e.test_console_live import AS_ALICE, launch
 from tests.live.server import PROJECT_ROOT, LiveServer
 
 DOCS_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
@@ -48,3 +51,38 @@ def test_screenshots_of_a_donation_running_and_succeeded(
         data = picture.read_bytes()
         assert data.startswith(PNG_SIGNATURE)
         assert 10_000 < len(data) < 400_000, f"{picture.name}: {len(data)} bytes"
+
+
+def test_screenshot_of_the_console_with_runs_of_every_outcome_and_one_open(
+    make_live_server: Callable[..., LiveServer], new_context: Callable[..., BrowserContext], tmp_path: Path
+) -> None:
+    folder = DOCS_SCREENSHOTS if os.environ.get("JOBPULSE_SCREENSHOTS") == "1" else tmp_path
+    server = make_live_server(ADMIN_TOKENS=f"alice:{ALICE}")
+    page = new_context(viewport={"width": 1200, "height": 1250}).new_page()  # the list and the top of a detail
+    console = Console(page, server.url).open().sign_in(ALICE)
+    expect(page.locator("#transport")).to_have_attribute("data-state", "live")
+    outcomes = {
+        launch(server, "quick", who="ops"): "Succeeded",
+        launch(server, "fail"): "Failed",
+        launch(server, "slow", seconds="0.5"): "Succeeded",
+        launch(server, "slow", seconds="60"): "Running",
+    }
+    cancelled = launch(server, "slow", seconds="60")
+    expect(console.row(cancelled)).to_have_attribute("data-status", "Running", timeout=30_000)
+    assert requests.delete(f"{server.url}/api/jobs/{cancelled}", headers=AS_ALICE, timeout=10).status_code == 200
+    outcomes[cancelled] = "Cancelled"
+    donation = requests.post(f"{server.url}/api/donations", json=DONATION, timeout=10).json()["job_name"]
+    outcomes[donation] = "Succeeded"
+    for name, outcome in outcomes.items():
+        expect(console.row(name)).to_have_attribute("data-status", outcome, timeout=30_000)
+
+    console.row(donation).get_by_role("button", name=donation).click()
+    expect(page.locator("#detail-manifest")).to_contain_text("•••")
+    expect(page.locator("#detail-logs")).to_contain_text("done: thank you")
+    folder.mkdir(parents=True, exist_ok=True)
+    picture = folder / "console.png"
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=picture)
+    data = picture.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert 10_000 < len(data) < 400_000, f"{picture.name}: {len(data)} bytes"
