@@ -58,6 +58,7 @@ from benchmarks.common import (
 )
 from tests.cluster.controlplane import die_with_parent
 from tests.live.server import PROJECT_ROOT, LiveServer
+from webapp.jobspecs import SPEC_LABEL
 
 CONSOLE_SPEC = "console"
 SETTLE_TIMEOUT = 120.0
@@ -67,7 +68,7 @@ SETTLE_TIMEOUT = 120.0
 class JobPlayer:
     """The Job controller, played for the benchmark's Jobs: each new Job Running, then Complete ``run_for`` s later.
 
-    One thread watches the namespace's Jobs (reopening from the last version
+    One thread watches the namespace's Jobs of the ``console`` spec (reopening from the last version
     every second of quiet, so it can stop); ``writers`` threads, each with its
     own API connection, write the statuses when they are due.
     """
@@ -117,6 +118,7 @@ class JobPlayer:
             try:
                 response = self._batch[0].list_namespaced_job(
                     self._bench.namespace,
+                    label_selector=f"{SPEC_LABEL}={CONSOLE_SPEC}",  # only this benchmark's Jobs
                     watch=True,
                     resource_version=version,
                     _preload_content=False,
@@ -387,8 +389,7 @@ def run(
     concurrency: int = 16,
     profile: Any = None,
 ) -> dict[str, Any]:
-    server = bench.jobpulse()
-    with JobPlayer(bench, run_for=run_for) as player:
+    with bench.running(bench.jobpulse()) as server, JobPlayer(bench, run_for=run_for) as player:
         warm = launch(server, rate=rate, duration=1.0, concurrency=concurrency)  # warm-up, not counted
         warm_names = [r["job_name"] for r in warm["results"] if r["code"] == 202]
         settle(bench, server, player, warm_names, time.monotonic() + SETTLE_TIMEOUT)

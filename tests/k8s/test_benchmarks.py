@@ -3,7 +3,8 @@
 No figure here is compared with a target (the benchmarks are their own
 commands); these tests check that the counts and arrivals the figures are
 made from are real: every change reaches every stream, the API-request count
-sees the baseline's polls, and every launch has its Job.
+sees the baseline's polls, every launch has its Job, and every console
+holds the last status of every run.
 """
 
 from __future__ import annotations
