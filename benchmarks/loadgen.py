@@ -19,6 +19,21 @@ benchmark compares these times with the moment it made each change.
 
 ``donations`` posts ``--count`` donations, ``--concurrency`` at a time, and
 prints each request's latency, status code and job name.
+
+``consoles`` holds ``--count`` operator consoles: ``/sse/runs`` or
+``/ws/runs`` (HTTP/1.1, chunked SSE decoded), each with the ``Authorization``
+header. It prints ``{"opened": n}`` once every console has had its first
+``runs`` list, then keeps, per console, the latest ``seq`` and status of each
+run, the arrival time (``time.monotonic()``) of every message and the delay
+from each status's ``updated_at`` to its arrival (``time.time()``, the same
+wall clock as the server's). A JSON line on stdin, ``{"wait_for": [names],
+"timeout": s}``, ends it: once every console holds a finished status of every
+named run (or the timeout passes) it prints what each console saw.
+
+``launches`` posts ``POST /api/jobs`` (admin) at ``--rate`` a second for
+``--duration`` s, open loop: launch ``k`` is due ``k / rate`` s after the
+start and goes to a pool of ``--concurrency`` threads, so a slow answer does
+not delay the next launch unless every thread is busy.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -237,6 +253,241 @@ async def hold_streams(args: argparse.Namespace) -> None:
         transport.close()
 
 
+class Console(asyncio.Protocol):
+    """One operator console on ``/sse/runs`` or ``/ws/runs``: the runs it holds, what arrived and when."""
+
+    KEY = WsClient.KEY
+
+    def __init__(self, host: str, path: str, token: str, *, websocket: bool, opened: Callable[[], None]) -> None:
+        self.host, self.path, self.token, self.websocket = host, path, token, websocket
+        self._opened = opened
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.headers_done = False
+        self.chunked = False
+        self.body = b""
+        self.runs: dict[str, tuple[int, str, bool]] = {}
+        """Per job: the latest ``seq``, ``status`` and ``terminal`` this console was sent."""
+        self.arrivals: list[float] = []
+        self.delays: list[float] = []
+        """Seconds from each ``status`` message's ``updated_at`` to its arrival."""
+        self.lists = 0
+        self.status_messages = 0
+        self.closed: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        lines = [f"GET {self.path} HTTP/1.1", f"Host: {self.host}", f"Authorization: Bearer {self.token}"]
+        if self.websocket:
+            lines += ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {self.KEY}"]
+            lines += ["Sec-WebSocket-Version: 13"]
+        else:
+            lines += ["Accept: text/event-stream"]
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = f"closed: {exc or 'by the server'}"
+
+    def data_received(self, data: bytes) -> None:
+        at, wall = time.monotonic(), time.time()
+        buffer = self.buffer + data
+        if not self.headers_done:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            head = buffer[:end].decode(errors="replace")
+            expected = "HTTP/1.1 101" if self.websocket else "HTTP/1.1 200"
+            if not head.startswith(expected):
+                self.closed = head.split("\r\n", 1)[0]
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.chunked = "transfer-encoding: chunked" in head.lower()
+            self.headers_done, buffer = True, buffer[end + 4 :]
+        self.buffer = self._frames(buffer, at, wall) if self.websocket else self._events(buffer, at, wall)
+
+    def _events(self, buffer: bytes, at: float, wall: float) -> bytes:
+        if self.chunked:  # take whole chunks into the body; keep a partial chunk for later
+            while True:
+                line_end = buffer.find(b"\r\n")
+                if line_end < 0:
+                    break
+                size = int(buffer[:line_end].split(b";")[0] or b"0", 16)
+                if len(buffer) < line_end + 2 + size + 2:
+                    break
+                self.body += buffer[line_end + 2 : line_end + 2 + size]
+                buffer = buffer[line_end + 2 + size + 2 :]
+        else:
+            self.body, buffer = self.body + buffer, b""
+        while (end := self.body.find(b"\n\n")) >= 0:
+            block, self.body = self.body[:end], self.body[end + 2 :]
+            event, data = b"message", b""
+            for line in block.split(b"\n"):
+                if line.startswith(b"event: "):
+                    event = line[7:]
+                elif line.startswith(b"data: "):
+                    data += line[6:]
+            if data and event == b"runs":
+                self._list(json.loads(data)["runs"], at)
+            elif data and event == b"status":
+                self._status(json.loads(data), at, wall)
+        return buffer
+
+    def _frames(self, buffer: bytes, at: float, wall: float) -> bytes:
+        assert self.transport is not None
+        while len(buffer) >= 2:
+            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + length:
+                break
+            payload, buffer = buffer[start : start + length], buffer[start + length :]
+            if opcode == 0x1:
+                message = json.loads(payload)
+                if message.get("type") == "runs":
+                    self._list(message["runs"], at)
+                elif message.get("type") == "status":
+                    self._status(message["status"], at, wall)
+            elif opcode == 0x9:
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode == 0x8:
+                self.transport.write(b"\x88\x80\0\0\0\0")
+                self.transport.close()
+        return buffer
+
+    def _apply(self, status: dict[str, Any]) -> None:
+        known = self.runs.get(status["job_name"])
+        if known is None or status["seq"] > known[0]:
+            self.runs[status["job_name"]] = (status["seq"], status["status"], bool(status["terminal"]))
+
+    def _list(self, runs: list[dict[str, Any]], at: float) -> None:
+        first = not self.lists
+        self.lists += 1
+        self.arrivals.append(at)
+        for status in runs:
+            self._apply(status)
+        if first:
+            self._opened()
+
+    def _status(self, status: dict[str, Any], at: float, wall: float) -> None:
+        self.status_messages += 1
+        self.arrivals.append(at)
+        self._apply(status)
+        updated = datetime.fromisoformat(status["updated_at"].replace("Z", "+00:00")).timestamp()
+        self.delays.append(wall - updated)
+
+    def finished(self, names: list[str]) -> bool:
+        return all(self.runs.get(name, (0, "", False))[2] for name in names)
+
+
+async def hold_consoles(args: argparse.Namespace) -> None:
+    base = urlsplit(args.base)
+    host, port = base.hostname or "127.0.0.1", base.port or 80
+    websocket = args.transport == "ws"
+    path = ("/ws/runs" if websocket else "/sse/runs") + (f"?{args.query}" if args.query else "")
+    loop = asyncio.get_running_loop()
+    all_open = asyncio.Event()
+    opened = 0
+
+    def one_opened() -> None:
+        nonlocal opened
+        opened += 1
+        if opened == args.count:
+            all_open.set()
+
+    consoles = []
+    for _ in range(args.count):
+        _, console = await loop.create_connection(
+            lambda: Console(base.netloc, path, args.token, websocket=websocket, opened=one_opened), host, port
+        )
+        consoles.append(console)
+    try:
+        await asyncio.wait_for(all_open.wait(), args.open_timeout)
+    except TimeoutError:
+        emit(
+            {"error": f"only {opened} of {args.count} consoles had their list", "closed": [c.closed for c in consoles]}
+        )
+        return
+    emit({"opened": args.count})
+
+    reader = asyncio.StreamReader(limit=2**26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    order = json.loads(await reader.readline() or b"{}")
+    names: list[str] = order.get("wait_for", [])
+    deadline = time.monotonic() + float(order.get("timeout", 0))
+    while time.monotonic() < deadline and not all(c.finished(names) or c.closed for c in consoles):
+        await asyncio.sleep(0.05)  # the load generator's own poll of its consoles, not a test's
+    emit(
+        {
+            "consoles": [
+                {
+                    "transport": args.transport,
+                    "closed": c.closed,
+                    "lists": c.lists,
+                    "status_messages": c.status_messages,
+                    "arrivals": c.arrivals,
+                    "delays": c.delays,
+                    "runs": {name: c.runs[name][:2] for name in names if name in c.runs},
+                }
+                for c in consoles
+            ]
+        }
+    )
+    for c in consoles:
+        if c.transport is not None:
+            c.transport.close()
+
+
+def send_launches(args: argparse.Namespace) -> None:
+    """POST ``/api/jobs`` at a steady rate (open loop) from a thread pool; one keep-alive session per thread."""
+    import threading
+
+    local = threading.local()
+    url = f"{args.base}/api/jobs"
+    body = {"spec": args.spec, "params": {}}
+
+    def one(due: float) -> dict[str, Any]:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {args.token}"
+        started = time.monotonic()
+        try:
+            response = session.post(url, json=body, timeout=30)
+        except requests.RequestException as error:
+            return {
+                "at": started,
+                "late": started - due,
+                "seconds": time.monotonic() - started,
+                "code": 0,
+                "error": str(error),
+            }
+        seconds = time.monotonic() - started
+        answer = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+        return {
+            "at": started,
+            "late": started - due,
+            "seconds": seconds,
+            "code": response.status_code,
+            "job_name": answer.get("job_name"),
+        }
+
+    count = max(1, round(args.rate * args.duration))
+    started = time.monotonic()
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        futures = []
+        for k in range(count):
+            due = started + k / args.rate
+            time.sleep(max(0.0, due - time.monotonic()))  # the pace of the launches itself
+            futures.append(pool.submit(one, due))
+        results = [f.result() for f in futures]
+    emit({"started": started, "wall_seconds": time.monotonic() - started, "results": results})
+
+
 def send_donations(args: argparse.Namespace) -> None:
     """POST donations from a thread pool; one keep-alive session per thread."""
     import threading
@@ -278,10 +529,28 @@ def main(argv: list[str] | None = None) -> None:
     donations.add_argument("--base", required=True)
     donations.add_argument("--count", type=int, required=True)
     donations.add_argument("--concurrency", type=int, default=8)
+    consoles = commands.add_parser("consoles", help="hold /sse/runs or /ws/runs consoles; note what each saw")
+    consoles.add_argument("--base", required=True)
+    consoles.add_argument("--transport", choices=("sse", "ws"), required=True)
+    consoles.add_argument("--count", type=int, required=True)
+    consoles.add_argument("--token", required=True, help="an operator's token (sent in the Authorization header)")
+    consoles.add_argument("--query", default="", help="e.g. status=Running,Failed&spec=console")
+    consoles.add_argument("--open-timeout", type=float, default=60.0)
+    launches = commands.add_parser("launches", help="POST /api/jobs at a steady rate and time each")
+    launches.add_argument("--base", required=True)
+    launches.add_argument("--token", required=True)
+    launches.add_argument("--spec", required=True)
+    launches.add_argument("--rate", type=float, required=True, help="launches a second")
+    launches.add_argument("--duration", type=float, required=True, help="seconds")
+    launches.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
     raise_fd_limit()
     if args.command == "streams":
         asyncio.run(hold_streams(args))
+    elif args.command == "consoles":
+        asyncio.run(hold_consoles(args))
+    elif args.command == "launches":
+        send_launches(args)
     else:
         send_donations(args)
 

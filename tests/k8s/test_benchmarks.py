@@ -3,7 +3,8 @@
 No figure here is compared with a target (the benchmarks are their own
 commands); these tests check that the counts and arrivals the figures are
 made from are real: every change reaches every stream, the API-request count
-sees the baseline's polls, and every launch has its Job.
+sees the baseline's polls, every launch has its Job, and every console
+holds the last status of every run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import api_requests, fanout, latency, launches, progress, report
+from benchmarks import api_requests, consoles, fanout, latency, launches, progress, report
 from benchmarks.common import Bench, machine, percentiles, summarize_profile
 
 
@@ -99,3 +100,24 @@ def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:
     summary = summarize_profile(stacks)
     assert summary.startswith("40 samples, 30 not idle")
     assert "75.0%  fan_out (b.py:2)" in summary
+
+
+def test_consoles_see_every_runs_last_status_and_cost_the_api_server_nothing(bench: Bench) -> None:
+    results = consoles.run(bench, consoles=2, rate=5.0, duration=2.0, run_for=0.2)
+    assert results["player_errors"] == [], results["player_errors"]
+    quiet, watched = results["windows"]
+    assert (quiet["consoles"], watched["consoles"]) == (0, 2)
+    for window in (quiet, watched):
+        assert window["launched"] == window["accepted"] == window["finished"] == 10, window
+        assert window["refused"] == [], window
+        assert window["worker_cpu_seconds"] > 0 and window["app_requests"] > 0, window
+    assert quiet["console_rows"] == []
+    assert [r["transport"] for r in watched["console_rows"]] == ["sse", "ws"]
+    for row in watched["console_rows"]:
+        assert row["closed"] is None and row["lists"] == 1, row
+        assert row["runs_current"] == 10 and row["runs_missed"] == 0, row  # every run's last seq, on both
+        assert row["messages"] >= 1 + 10 and row["per_second"] > 0, row
+        assert 0 <= row["delay_p50"] <= row["delay_p99"] <= row["delay_max"], row
+    # the same API requests per launch with consoles as without: they cost the API server nothing
+    assert results["app_requests_per_launch"][0] == results["app_requests_per_launch"][1], results
+    assert results["extra_app_requests_per_console"] == 0, results
