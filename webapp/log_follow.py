@@ -8,8 +8,9 @@ every *viewer* of that run. The upstream is closed when its last viewer
 leaves, when it ends by itself (the run ended), or when the process stops.
 
 Each viewer holds at most ``VIEWER_BUFFER_BYTES`` not yet sent: a viewer that
-falls behind (a slow client) loses the chunks that do not fit and gets one
-line ``[… N bytes skipped …]`` in their place, so its memory never grows. A
+falls behind (a slow client) loses what does not fit and gets one line
+``[… N bytes skipped …]`` in its place, so its memory never grows; of a chunk
+bigger than the room left it keeps the last whole lines that fit. A
 viewer who joins a follow already under way first gets the last lines of what
 the follow has read (up to ``RECENT_BYTES``), then the live chunks.
 
@@ -56,6 +57,17 @@ def skipped_marker(count: int) -> str:
     return f"[… {count} bytes skipped …]\n"
 
 
+def _last_lines_within(chunk: str, limit: int) -> str:
+    """The end of ``chunk`` that starts a line and takes at most ``limit`` bytes of UTF-8 (``""`` if none does)."""
+    if limit <= 0:
+        return ""
+    data = chunk.encode("utf-8")
+    if len(data) <= limit:
+        return chunk
+    newline = data.find(b"\n", len(data) - limit - 1)  # the byte before the cut ends a line, or a later one does
+    return data[newline + 1 :].decode("utf-8") if newline != -1 else ""
+
+
 class _Viewer:
     """One client's view of a follow: a bounded buffer of chunks, read by that client's request."""
 
@@ -68,11 +80,19 @@ class _Viewer:
         self._ended = False
 
     def offer(self, chunk: str, size: int) -> None:
-        """Queue a chunk (never blocks the pump): skipped and counted when the buffer is full."""
+        """Queue a chunk (never blocks the pump); what does not fit in the buffer is skipped and counted.
+
+        A chunk bigger than the room left keeps its last whole lines that fit (a tail of 2000 long
+        lines, a late joiner's recent output): the viewer sees the newest output, not only a marker.
+        """
         with self._ready:
-            if self._size + size > self._limit:
-                self._skipped += size
-            else:
+            room = self._limit - self._size
+            if size > room:
+                kept = _last_lines_within(chunk, room)
+                kept_size = len(kept.encode("utf-8"))
+                self._skipped += size - kept_size
+                chunk, size = kept, kept_size
+            if chunk:
                 if self._skipped:
                     self._chunks.append(skipped_marker(self._skipped))
                     self._skipped = 0

@@ -5,7 +5,9 @@ instances see the Job finish); a sender loop claims due deliveries under a
 lease, so exactly one instance sends each, and retries with backoff until the
 receiver answers 2xx. The outbox is persistent, so a delivery survives a
 restart: at least once. The body is signed with HMAC-SHA256 over the exact
-bytes sent (``X-Jobpulse-Signature: sha256=<hex>``).
+bytes sent (``X-Jobpulse-Signature: sha256=<hex>``). A failed attempt's error is
+stored (and shown to operators) without the receiver's URL, which may hold a
+secret; the log line has it whole.
 
 A finish the outbox cannot take (disk full, Redis down) is not lost: it waits
 in a backlog, as refused status saves do, and the sender's loop puts it in
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import ssl
 import threading
 
 import requests
@@ -36,6 +39,51 @@ LEASE_SECONDS = 60.0
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+_FAILURES: tuple[tuple[type[requests.RequestException], str], ...] = (
+    (requests.exceptions.SSLError, "the TLS handshake failed"),
+    (requests.exceptions.ProxyError, "the proxy failed"),
+    (requests.exceptions.ConnectTimeout, "timed out connecting"),
+    (requests.exceptions.ReadTimeout, "timed out waiting for the answer"),
+    (requests.exceptions.Timeout, "timed out"),
+    (requests.exceptions.ConnectionError, "the connection failed"),
+    (requests.exceptions.TooManyRedirects, "too many redirects"),
+)
+"""What went wrong, by the kind of error (the first that matches: the more specific first)."""
+
+_CAUSE_DEPTH = 16
+"""How far down an error's chain :func:`delivery_failure` looks for the cause it names."""
+
+
+def delivery_failure(exc: requests.RequestException) -> str:
+    """What a failed delivery stores and the console shows: the kind of failure, never where it was sent.
+
+    requests' messages name the receiver's host, port, path and query (``Max retries exceeded with
+    url: /path?query``), and a path or query may hold a secret; the whole message goes to the log
+    only. This says the error's type, what it means, and the system's reason at the bottom of its
+    chain (an ``OSError``'s text for its errno, an OpenSSL reason code), which name no address:
+    ``ConnectionError: the connection failed (Connection refused)``.
+    """
+    kind = next((text for cls, text in _FAILURES if isinstance(exc, cls)), "the request failed")
+    cause = _system_reason(exc)
+    return f"{type(exc).__name__}: {kind}" + (f" ({cause})" if cause else "")
+
+
+def _system_reason(exc: BaseException) -> str | None:
+    """The OpenSSL reason code or errno text of the error at the bottom of ``exc``'s chain, if it is one."""
+    root = exc
+    for _ in range(_CAUSE_DEPTH):
+        below = root.__cause__ or root.__context__
+        if below is None:
+            break
+        root = below
+    if isinstance(root, ssl.SSLError):
+        reason = root.reason  # a code such as CERTIFICATE_VERIFY_FAILED: its message may name the host
+        return reason if isinstance(reason, str) else None
+    if isinstance(root, OSError) and isinstance(root.strerror, str):
+        return root.strerror[:100]  # set from an errno (or getaddrinfo's code): "Connection refused"
+    return None
 
 
 class WebhookSender:
@@ -130,20 +178,22 @@ class WebhookSender:
         }
         try:
             response = self._session.post(self._url, data=body, headers=headers, timeout=(5, 10))
-            error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        if error is None:
-            self._store.complete_webhook(item.job_name)
-            logger.info("webhook.delivered", extra={"job_name": item.job_name, "attempts": item.attempts + 1})
-            return True
+            error = f"{type(exc).__name__}: {exc}"  # names the URL: for the log only
+            shown = delivery_failure(exc)
+        else:
+            if 200 <= response.status_code < 300:
+                self._store.complete_webhook(item.job_name)
+                logger.info("webhook.delivered", extra={"job_name": item.job_name, "attempts": item.attempts + 1})
+                return True
+            error = shown = f"HTTP {response.status_code}"
         attempts = item.attempts + 1
         if attempts >= self._max_attempts:
-            self._store.complete_webhook(item.job_name, gave_up=error)
+            self._store.complete_webhook(item.job_name, gave_up=shown)
             logger.error("webhook.abandoned", extra={"job_name": item.job_name, "attempts": attempts, "error": error})
             return False
         delay = exponential_delay(item.attempts, initial=self._first_retry, maximum=self._max_retry, jitter=0.2)
-        self._store.reschedule_webhook(item.job_name, delay=delay, error=error)
+        self._store.reschedule_webhook(item.job_name, delay=delay, error=shown)
         logger.warning(
             "webhook.retry", extra={"job_name": item.job_name, "attempts": attempts, "error": error, "delay": delay}
         )

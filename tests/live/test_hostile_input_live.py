@@ -121,3 +121,19 @@ def test_a_job_name_with_a_trailing_newline_is_400_from_the_real_server(live_ser
     for path in (f"/api/task-status?job_name={name}%0A", f"/api/jobs/{name}%0A", f"/sse/task-status/{name}%0A"):
         response = requests.get(f"{live_server.url}{path}", timeout=10)
         assert (response.status_code, response.json()["error"]) == (400, "invalid_job_name"), path
+
+
+def test_an_authorization_header_with_bytes_over_0x7f_is_401_from_the_real_server(live_server: LiveServer) -> None:
+    """gunicorn hands a header's bytes to the app as latin-1 text: compared as such, refused, no ERROR."""
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as conn:
+        conn.sendall(
+            b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer \xe9\xff\xc3\xa9-token-0123456789\r\n\r\n"
+        )
+        answer = b""
+        while data := conn.recv(65536):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(head.split(b" ", 2)[1]) == 401
+    assert json.loads(body)["error"] == "unauthorized"
+    assert '"level": "ERROR"' not in live_server.log()

@@ -161,7 +161,11 @@ def test_websocket_authenticated_by_its_first_message(live_server: LiveServer) -
         ({}, "not json"),
         ({}, None),  # no token at all: closed once WS_AUTH_SECONDS have passed
         ({}, json.dumps(["token", ADMIN_TOKEN])),
+        ({}, json.dumps({"token": "\ud800"})),  # valid JSON, a lone surrogate: no UTF-8 bytes to compare
+        ({}, "[" * 4000),  # under the message limit, too deep for the JSON parser
+        ({"header": ["Authorization: Bearer caf\u00e9-\u00ff-token-0123456789"]}, None),  # bytes over 0x7f
     ],
+    ids=["wrong-header", "wrong-token", "not-json", "silent", "a-list", "surrogate", "deep-json", "high-bytes"],
 )
 def test_a_bad_token_is_closed_4401_with_nothing_sent(
     live_server: LiveServer, options: dict[str, Any], first: str | None
@@ -172,6 +176,7 @@ def test_a_bad_token_is_closed_4401_with_nothing_sent(
     messages, code = ws_collect(ws)
     assert (messages, code) == ([], 4401)
     assert open_streams(live_server, "ws") == 0
+    assert '"level": "ERROR"' not in live_server.log()
 
 
 def test_admin_disabled_is_closed_4403_and_a_bad_filter_refused_before_the_upgrade(make_live_server: Any) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import run_under_gevent, wait_for
 from webapp import metrics
 from webapp.errors import ExecutorUnavailable, StreamsFull
-from webapp.log_follow import LogFollowers, skipped_marker
+from webapp.executors.local import OutputFollow
+from webapp.log_follow import VIEWER_BUFFER_BYTES, LogFollowers, skipped_marker
 
 JOB = "task-runner-follow-0123abcd"
 
@@ -219,3 +221,62 @@ def test_a_quiet_follow_leaves_once_its_client_is_gone(monkeypatch: pytest.Monke
     connected.clear()  # the client hung up; the task writes nothing more
     assert list(view) == []
     assert opener.upstreams[0].closed.is_set()
+
+
+@pytest.mark.parametrize(
+    ("chunk", "shown"),
+    [
+        ("aaaa\nbbbb\ncccc\n", "bbbb\ncccc\n"),  # 15 bytes in 12: the last whole lines that fit
+        ("aaaa\nbbbbbbbbbb\ncc\n", "cc\n"),  # the cut falls inside a line: from the next line on
+        ("aaaaaaaaaaa\nbbbbbbbbbbbbb", ""),  # no line starts within the last 12 bytes: all skipped
+        ("ééééé\nééééé\nab\n", "ab\n"),  # 11-byte lines of two-byte characters: never cut in one
+        ("aaa\nééééé\n", "ééééé\n"),  # exactly 11 bytes, starting a line
+    ],
+    ids=["whole-lines", "cut-in-a-line", "one-long-line", "utf-8", "exact"],
+)
+def test_a_chunk_bigger_than_the_buffer_keeps_its_last_lines(chunk: str, shown: str) -> None:
+    followers, opener = LogFollowers(viewer_buffer_bytes=12), Opener()
+    view = followers.follow(JOB, tail_lines=10, open_upstream=opener)
+    opener.upstreams[0].write(chunk)
+    opener.upstreams[0].end()
+    skipped = len(chunk.encode("utf-8")) - len(shown.encode("utf-8"))
+    assert "".join(view) == skipped_marker(skipped) + shown
+
+
+def test_a_chunk_bigger_than_the_room_left_keeps_its_last_lines_after_what_is_queued() -> None:
+    followers, opener = LogFollowers(viewer_buffer_bytes=20), Opener()
+    slow = followers.follow(JOB, tail_lines=10, open_upstream=opener)
+    fast = followers.follow(JOB, tail_lines=10, open_upstream=opener)
+    upstream = opener.upstreams[0]
+    upstream.write("chunk 00\n")
+    assert next(fast) == "chunk 00\n"
+    upstream.write("one\ntwo\nthree\n")  # 14 bytes, 11 of room left: "two\nthree\n" fits
+    assert next(fast) == "one\ntwo\nthree\n"
+    assert next(slow) == "chunk 00\n" + skipped_marker(4) + "two\nthree\n"
+    slow.close()
+    fast.close()
+
+
+def test_a_late_viewer_with_a_small_buffer_starts_with_the_newest_lines() -> None:
+    followers, opener = LogFollowers(viewer_buffer_bytes=16), Opener()
+    first = followers.follow(JOB, tail_lines=10, open_upstream=opener)
+    opener.upstreams[0].write("".join(f"line {n}\n" for n in range(6)))  # 42 bytes of recent output
+    assert next(first).startswith("[…")
+    late = followers.follow(JOB, tail_lines=6, open_upstream=opener)
+    opener.upstreams[0].end()
+    assert list(late) == [skipped_marker(28) + "line 4\nline 5\n"]
+    first.close()
+
+
+def test_a_local_follow_of_a_tail_over_the_buffer_shows_its_newest_lines(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    log.write_text("".join(f"line {n:05d} " + "x" * 200 + "\n" for n in range(2000)))  # 2000 lines, ~420 KB
+    followers = LogFollowers()
+    view = followers.follow(
+        JOB, tail_lines=2000, open_upstream=lambda: OutputFollow(log, tail_lines=2000, finished=lambda: True)
+    )
+    text = "".join(view)
+    assert text.startswith("[… ") and text.endswith("line 01999 " + "x" * 200 + "\n")
+    marker, _, shown = text.partition("\n")
+    assert len(shown.encode("utf-8")) <= VIEWER_BUFFER_BYTES
+    assert shown.startswith("line ") and marker == skipped_marker(log.stat().st_size - len(shown.encode()))[:-1]

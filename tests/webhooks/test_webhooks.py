@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ from tests.storage import SmallDisk
 from webapp.hub import StatusHub
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus
-from webapp.webhooks import SIGNATURE_HEADER, WebhookSender
+from webapp.webhooks import SIGNATURE_HEADER, WebhookSender, delivery_failure
 
 RECEIVER = "https://hooks.example.org/jobpulse"
 SECRET = "webhook-secret-0123456789"
@@ -151,3 +155,119 @@ def test_a_finish_the_outbox_refused_on_a_full_disk_is_sent_once_the_disk_has_ro
         webhooks.stop()
         store.close()
     assert verify(receiver.calls[0])["job_name"] == done.job_name
+
+
+SECRET_PATH = "/hooks/s3cr3t-path?token=s3cr3t-query"
+"""A receiver URL's path and query that hold a secret: requests' messages repeat them."""
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on: a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that takes connections (its backlog does) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def plain_port() -> Iterator[int]:
+    """A local port that answers any connection with plain HTTP: a TLS client's handshake fails."""
+    stopping = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    if stopping.is_set():
+                        return
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        yield listener.getsockname()[1]
+        stopping.set()
+        socket.create_connection(listener.getsockname(), timeout=5).close()  # wakes accept() to see it
+        server.join(timeout=5)
+
+
+def failure_of(url: str, *, timeout: tuple[float, float] = (5, 5)) -> requests.RequestException:
+    try:
+        requests.post(url, data=b"{}", timeout=timeout)
+    except requests.RequestException as exc:
+        return exc
+    raise AssertionError(f"{url} answered")
+
+
+@pytest.mark.parametrize(
+    ("fails", "shown"),
+    [
+        (
+            lambda ports: failure_of(f"http://127.0.0.1:{ports['closed']}{SECRET_PATH}"),
+            r"ConnectionError: the connection failed \(Connection refused\)",
+        ),
+        (
+            lambda ports: failure_of(f"http://127.0.0.1:{ports['silent']}{SECRET_PATH}", timeout=(5, 0.2)),
+            r"ReadTimeout: timed out waiting for the answer",
+        ),
+        (
+            lambda ports: failure_of(f"https://127.0.0.1:{ports['plain']}{SECRET_PATH}"),
+            r"SSLError: the TLS handshake failed \([A-Z_]+\)",
+        ),
+        (
+            lambda ports: requests.TooManyRedirects(f"Exceeded 30 redirects: {SECRET_PATH}"),
+            "TooManyRedirects: too many redirects",
+        ),
+        (lambda ports: requests.RequestException(f"failed for {SECRET_PATH}"), "RequestException: the request failed"),
+    ],
+    ids=["refused", "read-timeout", "tls", "redirects", "other"],
+)
+def test_a_failure_is_stored_without_the_receivers_address(
+    closed_port: int,
+    silent_port: int,
+    plain_port: int,
+    fails: Callable[[dict[str, int]], requests.RequestException],
+    shown: str,
+) -> None:
+    error = fails({"closed": closed_port, "silent": silent_port, "plain": plain_port})
+    assert "s3cr3t" in str(error) or isinstance(error, requests.Timeout)  # requests' own message names the URL
+    text = delivery_failure(error)
+    assert re.fullmatch(shown, text), text
+    assert not any(word in text for word in ("s3cr3t", "/hooks", "token", "127.0.0.1")), text
+    assert not any(str(port) in text for port in (closed_port, silent_port, plain_port)), text
+
+
+def test_a_failed_delivery_stores_no_url_and_logs_it_whole(tmp_path: Path, closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}{SECRET_PATH}"
+    hub, store = StatusHub(), SQLiteRunStore(tmp_path / "db.sqlite3")
+    webhooks = WebhookSender(store=store, url=url, secret=SECRET, max_attempts=2, first_retry_seconds=0)
+    hub.add_listener(webhooks.on_status)
+    hub.publish(finished())
+    with captured_logs("webapp.webhooks") as records:
+        webhooks.deliver_due()
+        failing = store.webhook_delivery(finished().job_name)
+        webhooks.deliver_due()  # due again at once (first_retry_seconds=0): the last attempt
+        given_up = store.webhook_delivery(finished().job_name)
+    refused = "ConnectionError: the connection failed (Connection refused)"
+    assert failing is not None and failing.to_dict() == {"state": "failing", "attempts": 1, "last_error": refused}
+    assert given_up is not None and given_up.to_dict() == {"state": "given_up", "attempts": 2, "last_error": refused}
+    logged = {r.getMessage(): r for r in records}
+    retry, abandoned = logged["webhook.retry"], logged["webhook.abandoned"]
+    assert (retry.levelname, abandoned.levelname) == ("WARNING", "ERROR")
+    for record in (retry, abandoned):  # the log keeps the whole message, as it did: where it went and why
+        error = record.__dict__["error"]
+        assert error.startswith("ConnectionError: HTTPConnectionPool(host='127.0.0.1'")
+        assert "/hooks/s3cr3t-path?token=s3cr3t-query" in error and "Connection refused" in error

@@ -24,10 +24,16 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 
 def operator_of(given: str, operators: Mapping[str, str]) -> str | None:
-    """The name of the operator whose token is ``given``, or ``None``; every token is compared, in constant time."""
+    """The name of the operator whose token is ``given``, or ``None``; every token is compared, in constant time.
+
+    ``given`` is whatever a stranger sent: a header (WSGI hands it over as latin-1 text) or a JSON
+    string, which may hold a lone surrogate. ``surrogatepass`` encodes any ``str`` to bytes, so no
+    input raises; a lone surrogate's bytes are not UTF-8, so they match no configured token.
+    """
+    sent = given.encode("utf-8", "surrogatepass")
     found: str | None = None
     for name, token in operators.items():
-        if hmac.compare_digest(given.encode(), token.encode()):
+        if hmac.compare_digest(sent, token.encode("utf-8", "surrogatepass")):
             found = name
     return found
 

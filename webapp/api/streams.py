@@ -445,12 +445,16 @@ def _ws_operator(ws: Server) -> str | None:
 
 
 def _token_of(message: str | bytes | None) -> str | None:
-    """The token of a client's first message, ``{"token": "..."}``; ``None`` if it is anything else."""
+    """The token of a client's first message, ``{"token": "..."}``; ``None`` if it is anything else.
+
+    Anything else includes JSON nested too deep for the parser (``"[" * 4000`` is under the
+    message size limit and raises :class:`RecursionError`, not :class:`ValueError`).
+    """
     if message is None:
         return None
     try:
         body = json.loads(message)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     token = body.get("token") if isinstance(body, dict) else None
     return token if isinstance(token, str) else None

@@ -20,8 +20,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from webapp.backoff import Backoff
 from webapp.door import StatusDoor
-from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest
+from webapp.errors import Conflict, ExecutorUnavailable, InvalidRequest, JobpulseError
 from webapp.executors.k8s_watch import JobWatcher
 from webapp.hub import HubClosed, Subscription
 from webapp.kube.client import CLIENT_ERRORS, JOB_NAME_LABEL, api_call, api_message, connect, raw_json
@@ -37,6 +38,9 @@ POD_RECHECK_SECONDS = 5.0
 """A log follow between pods (none yet, or the last one's output ended): how often it looks for a newer pod."""
 END_GRACE_SECONDS = 2.0
 """How long a pod's log stream may stay open after its Job is final before the follow cuts it."""
+STATUS_RETRY_SECONDS = 0.5
+"""A log follow that could not read its Job's status: the first wait before it asks again (doubling up to
+``POD_RECHECK_SECONDS``)."""
 
 
 class KubernetesExecutor:
@@ -250,16 +254,34 @@ class PodLogFollow:
             self.close()
 
     def _watch_job(self) -> None:
-        """Until the follow ends: tell :meth:`_read` of each change of the Job; cut the stream once the Job is final."""
+        """Until the follow ends: tell :meth:`_read` of each change of the Job; cut the stream once the Job is final.
+
+        A status it cannot read (the run store is unavailable) is asked for again after a growing
+        delay, at most ``POD_RECHECK_SECONDS``: the watcher lives on, so the follow still ends with the Job.
+        """
         hub = self._executor._door.hub
         with hub.subscribe(self._job_name) as subscription:
             with self._lock:
                 if self._closed.is_set():
                     return
                 self._subscription = subscription
+            backoff = Backoff(initial=STATUS_RETRY_SECONDS, maximum=POD_RECHECK_SECONDS)
+            failing = False
             try:
                 while not self._closed.is_set():
-                    status = self._executor._door.current(self._job_name)
+                    try:
+                        status = self._executor._door.current(self._job_name)
+                    except JobpulseError as error:  # the run store is away: ask again, sooner if the hub hears
+                        if not failing:
+                            failing = True
+                            logger.warning(
+                                "log_follow.status_unavailable",
+                                extra={"job_name": self._job_name, "error": error.message},
+                            )
+                        subscription.get(timeout=backoff.next_delay())
+                        continue
+                    failing = False
+                    backoff.reset()
                     if status is None or status.terminal:
                         self._job_over.set()
                         self._changed.set()
