@@ -112,7 +112,6 @@ class WebhookSender:
         self._owner = process_owner()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._last_error: str | None = None
         self._unqueued = StatusBacklog()
         """Finishes the outbox refused (a storage fault), to put in it on the next pass."""
 
