@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.helpers import captured_logs, wait_for
-from webapp import launcher
+from webapp import launcher, metrics
 from webapp.jobspecs import PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV, container_env
 
 ALICE = "alice-token-0123456789"
@@ -186,3 +186,25 @@ def test_a_rerun_meets_the_launch_limits_refused_or_waiting_in_line(make_app: An
     assert (waiting["status"], waiting["reason"], waiting["queue_position"]) == ("Queued", "WaitingForCapacity", 1)
     assert waiting["rerun_of"] == old
     assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [waiting["job_name"]]
+
+
+def test_a_rerun_of_a_run_the_hub_forgot_does_not_finish_the_old_run_again(app: Flask, client: FlaskClient) -> None:
+    old = launched(client, "quick")
+    finished(client, old)
+    app.extensions["jobpulse"].hub.forget(old)  # what housekeeping does once it finished a while ago
+
+    def succeeded() -> float:
+        return sum(
+            s.value
+            for m in metrics.TRANSITIONS.collect()
+            for s in m.samples
+            if s.name.endswith("_total") and s.labels["status"] == "Succeeded"
+        )
+
+    before = succeeded()
+    with captured_logs() as records:
+        new = client.post(f"/api/jobs/{old}/rerun", headers=bearer(ALICE)).get_json()["job_name"]
+        finished(client, new)
+    assert [r for r in records if r.getMessage() == "job.status" and getattr(r, "job_name", None) == old] == []
+    assert succeeded() - before == 1  # the rerun's finish only
+    assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [new]
