@@ -41,6 +41,7 @@ from webapp.errors import (
     UnknownJobspec,
 )
 from webapp.executors import Executor
+from webapp.executors.legacy import LEGACY_TASK_ID_ANNOTATION
 from webapp.jobspecs import (
     PROGRESS_TOKEN_ENV,
     PROGRESS_URL_ENV,
@@ -196,7 +197,7 @@ class Launcher:
             raise Conflict(f"the manifest of {job_name} is no longer in the run store: it cannot be rerun")
         env = container_env(manifest)
         params = json.loads(env.get("TASK_PARAMS") or "{}")
-        source = Jobspec(name=old.spec, manifest=_without_progress_env(manifest))
+        source = Jobspec(name=old.spec, manifest=rerun_source(manifest))
         new_name = new_job_name(old.pipeline_run_id)
         base_url = self._settings.service_url or request_root
         started = time.perf_counter()
@@ -401,10 +402,29 @@ class Launcher:
             time.sleep(0.05)
 
 
-def _without_progress_env(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a stored manifest without the old run's progress URL and token (a rerun gets its own, or none)."""
+PER_RUN_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+"""What the API server writes into a Job's metadata for one Job: never part of another run's manifest."""
+PER_RUN_ANNOTATIONS = (LEGACY_TASK_ID_ANNOTATION,)
+"""What an executor writes into a run's stored manifest for that run alone (the HTTP runner's task id)."""
+
+
+def rerun_source(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored manifest to render a rerun from: without what belonged to the old run alone.
+
+    Its progress URL and token (a rerun gets its own, or none), and what an executor or the API server wrote
+    for it (:data:`PER_RUN_ANNOTATIONS`, :data:`PER_RUN_METADATA`, ``status``): a rerun of an HTTP-runner run
+    that kept the old task id would, after a crash before its own was written, follow the old finished task.
+    """
     manifest = copy.deepcopy(manifest)
-    manifest.get("metadata", {}).pop("resourceVersion", None)
+    manifest.pop("status", None)
+    metadata = manifest.get("metadata") or {}
+    for name in PER_RUN_METADATA:
+        metadata.pop(name, None)
+    annotations = metadata.get("annotations") or {}
+    for name in PER_RUN_ANNOTATIONS:
+        annotations.pop(name, None)
+    if "annotations" in metadata and not annotations:
+        del metadata["annotations"]
     pod = manifest["spec"]["template"]["spec"]
     for container in [*pod.get("initContainers", []), *pod["containers"]]:
         container["env"] = [
