@@ -277,4 +277,5 @@ def build_runtime(settings: Settings) -> Runtime:
         services.append(log_tails)
     runtime = Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)
     hub.add_listener(runtime.admitter.on_status)  # a run finished or left the line: admit the next one
+    hub.add_listener(runtime.launcher.link_rerun)  # a rerun whose old run does not list it yet: link it
     return runtime
