@@ -207,7 +207,9 @@ class Launcher:
             if not claim.won:
                 if claim.fingerprint != fingerprint:
                     raise Conflict("this Idempotency-Key was already used for a different request")
-                return self.wait_for_status(claim.job_name), False
+                earlier = self.wait_for_status(claim.job_name)
+                metrics.LAUNCHES.labels(mode=earlier.mode, result="repeat").inc()
+                return earlier, False
         try:
             with self._rerun_lock:  # the count of reruns is read and grown by one thread at a time
                 return self._rerun(job_name, new_name=new_name, client=client, request_root=request_root), True
