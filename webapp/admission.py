@@ -35,7 +35,7 @@ from webapp.door import StatusDoor
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
 from webapp.runstore import awaits_admission
-from webapp.status import JobStatus
+from webapp.status import JobStatus, finished_by
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Admitter:
 
     def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
         """Hub listener: a run finished, or joined or left the line: make a pass soon."""
-        finished = status.terminal and (previous is None or not previous.terminal)
+        finished = finished_by(status, previous)
         if finished or awaits_admission(status) != (previous is not None and awaits_admission(previous)):
             self._wake.set()
 

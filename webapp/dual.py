@@ -14,7 +14,7 @@ from webapp import metrics
 from webapp.comparison import Comparison, compare
 from webapp.door import StatusDoor
 from webapp.runstore import Comparisons
-from webapp.status import JobStatus
+from webapp.status import JobStatus, finished_by
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class DualComparator:
         self._door = door
 
     def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
-        if not status.terminal or (previous is not None and previous.terminal) or not status.shadow_job_name:
+        if not finished_by(status, previous) or not status.shadow_job_name:
             return
         other = self._door.current(status.shadow_job_name)
         if other is None or not other.terminal:

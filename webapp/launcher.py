@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,7 @@ from webapp.errors import (
     UnknownJobspec,
 )
 from webapp.executors import Executor
+from webapp.executors.legacy import LEGACY_TASK_ID_ANNOTATION
 from webapp.jobspecs import (
     PROGRESS_TOKEN_ENV,
     PROGRESS_URL_ENV,
@@ -52,7 +54,7 @@ from webapp.jobspecs import (
 from webapp.names import new_job_name, new_pipeline_run_id
 from webapp.runstore import WAITING_FOR_CAPACITY, IdempotencyClaim, RunStore, awaits_admission
 from webapp.settings import Settings
-from webapp.status import JobStatus, Phase
+from webapp.status import JobStatus, Phase, finished_by
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class Launcher:
         self._executors = executors
         self._door = door
         self._store: RunStore = door.store
+        self._rerun_lock = threading.Lock()
 
     @property
     def spec_names(self) -> list[str]:
@@ -170,18 +173,53 @@ class Launcher:
             self._start_shadow(status, spec, params, mode=shadow_mode, job_name=shadow_name, base_url=base_url)
         return self._door.current(job_name) or status, True
 
-    def rerun(self, job_name: str, *, client: str, request_root: str | None = None) -> JobStatus:
+    def rerun(
+        self,
+        job_name: str,
+        *,
+        client: str,
+        request_root: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[JobStatus, bool]:
         """Start a new run of the finished run ``job_name``: its stored manifest and params, its spec and
-        pipeline run id, in its mode only (no dual-mode shadow: a rerun is never compared); the new status.
+        pipeline run id, in its mode only (no dual-mode shadow: a rerun is never compared); the new status,
+        and whether it is new (``False``: a repeat of an ``idempotency_key`` already used for this rerun).
 
         The new run has a new job name and its own progress token (never the old run's); its ``rerun_of``
         names the old run, whose ``reruns`` then lists it. Limits and admission apply as to any launch.
         Raises :class:`JobNotFound`, or :class:`Conflict` when the run has not finished, its mode is not
-        enabled, its manifest is gone, or it lists :data:`MAX_RERUNS` reruns already.
+        enabled, its manifest is gone, it lists :data:`MAX_RERUNS` reruns already, or the key was used for
+        another request.
+
+        The new run is started first and linked after (a run never lists a rerun that never started); if
+        the process dies in between, :meth:`link_rerun` links it when any instance next hears of the rerun.
         """
-        old = self._door.current(job_name)
-        if old is None:
-            raise JobNotFound(f"no job named {job_name}")
+        new_name: str | None = None
+        if idempotency_key is not None:
+            idempotency_key = f"{client} {idempotency_key}"  # the same keys as launches: one key, one request
+            fingerprint = request_fingerprint({"rerun": job_name})
+            new_name = new_job_name((self._door.current(job_name) or _unknown(job_name)).pipeline_run_id)
+            claim = self._store.claim_idempotency_key(idempotency_key, fingerprint=fingerprint, job_name=new_name)
+            if not claim.won and claim.fingerprint == fingerprint and self._orphaned(claim):
+                claim = self._store.claim_idempotency_key(
+                    idempotency_key, fingerprint=fingerprint, job_name=new_name, replacing=claim.job_name
+                )
+            if not claim.won:
+                if claim.fingerprint != fingerprint:
+                    raise Conflict("this Idempotency-Key was already used for a different request")
+                earlier = self.wait_for_status(claim.job_name)
+                metrics.LAUNCHES.labels(mode=earlier.mode, result="repeat").inc()
+                return earlier, False
+        try:
+            with self._rerun_lock:  # the count of reruns is read and grown by one thread at a time
+                return self._rerun(job_name, new_name=new_name, client=client, request_root=request_root), True
+        except Exception:
+            if idempotency_key is not None and new_name is not None:
+                self._release_key(idempotency_key, job_name=new_name)
+            raise
+
+    def _rerun(self, job_name: str, *, new_name: str | None, client: str, request_root: str | None) -> JobStatus:
+        old = self._door.current(job_name) or _unknown(job_name)
         if not old.terminal:
             raise Conflict(f"{job_name} has not finished ({old.status.value}): cancel it first, or wait")
         if len(old.reruns) >= MAX_RERUNS:
@@ -196,8 +234,8 @@ class Launcher:
             raise Conflict(f"the manifest of {job_name} is no longer in the run store: it cannot be rerun")
         env = container_env(manifest)
         params = json.loads(env.get("TASK_PARAMS") or "{}")
-        source = Jobspec(name=old.spec, manifest=_without_progress_env(manifest))
-        new_name = new_job_name(old.pipeline_run_id)
+        source = Jobspec(name=old.spec, manifest=rerun_source(manifest))
+        new_name = new_name or new_job_name(old.pipeline_run_id)
         base_url = self._settings.service_url or request_root
         started = time.perf_counter()
         try:
@@ -219,8 +257,20 @@ class Launcher:
             "job.rerun",
             extra={"job_name": new_name, "rerun_of": job_name, "mode": old.mode, "spec": old.spec},
         )
-        self._door.change(job_name, reruns=(new_name,))  # added to the links the store has, whoever wrote last
+        self._door.change(job_name, reruns=(new_name,))  # (made already if the hub's link_rerun heard it first)
         return self._door.current(new_name) or status
+
+    def link_rerun(self, status: JobStatus, previous: JobStatus | None) -> None:
+        """Hub listener: a rerun first heard here, or just finished, is listed in its old run's ``reruns``.
+
+        The rerun itself links it right after starting it; this repairs the link a process that died in
+        between never made (whichever instance next hears of the rerun, after a restart too).
+        """
+        if status.rerun_of is None or not (previous is None or finished_by(status, previous)):
+            return
+        old = self._door.current(status.rerun_of)
+        if old is not None and status.job_name not in old.reruns:
+            self._door.change(status.rerun_of, reruns=(status.job_name,))
 
     def _orphaned(self, claim: IdempotencyClaim) -> bool:
         """The key's launch failed and left no run, and could not give the key back (the store refused that too)."""
@@ -401,10 +451,33 @@ class Launcher:
             time.sleep(0.05)
 
 
-def _without_progress_env(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a stored manifest without the old run's progress URL and token (a rerun gets its own, or none)."""
+PER_RUN_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+"""What the API server writes into a Job's metadata for one Job: never part of another run's manifest."""
+PER_RUN_ANNOTATIONS = (LEGACY_TASK_ID_ANNOTATION,)
+"""What an executor writes into a run's stored manifest for that run alone (the HTTP runner's task id)."""
+
+
+def _unknown(job_name: str) -> JobStatus:
+    raise JobNotFound(f"no job named {job_name}")
+
+
+def rerun_source(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored manifest to render a rerun from: without what belonged to the old run alone.
+
+    Its progress URL and token (a rerun gets its own, or none), and what an executor or the API server wrote
+    for it (:data:`PER_RUN_ANNOTATIONS`, :data:`PER_RUN_METADATA`, ``status``): a rerun of an HTTP-runner run
+    that kept the old task id would, after a crash before its own was written, follow the old finished task.
+    """
     manifest = copy.deepcopy(manifest)
-    manifest.get("metadata", {}).pop("resourceVersion", None)
+    manifest.pop("status", None)
+    metadata = manifest.get("metadata") or {}
+    for name in PER_RUN_METADATA:
+        metadata.pop(name, None)
+    annotations = metadata.get("annotations") or {}
+    for name in PER_RUN_ANNOTATIONS:
+        annotations.pop(name, None)
+    if "annotations" in metadata and not annotations:
+        del metadata["annotations"]
     pod = manifest["spec"]["template"]["spec"]
     for container in [*pod.get("initContainers", []), *pod["containers"]]:
         container["env"] = [

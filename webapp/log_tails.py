@@ -26,7 +26,7 @@ from typing import Protocol
 
 from webapp.errors import JobpulseError
 from webapp.runstore import LogTails
-from webapp.status import JobStatus
+from webapp.status import JobStatus, finished_by
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class LogTailKeeper:
 
     def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
         """Hub listener: a run that has just finished is queued for its tail to be kept (never blocks)."""
-        if not self._max_bytes or not status.terminal or (previous is not None and previous.terminal):
+        if not self._max_bytes or not finished_by(status, previous):
             return
         if status.mode not in self._sources:
             return

@@ -165,8 +165,8 @@ class Runtime:
         Counted from ``history``: a hub may hear of a run first at its second phase (the launch's
         ``Queued`` is published once the executor has the run, which may have moved it on already).
         """
-        if previous is not None and previous.status == status.status:
-            return
+        if previous.status == status.status if previous is not None else status.amended:
+            return  # (an amendment heard without what came before it changed no phase either)
         seen = len(previous.history) if previous is not None else 0
         for transition in status.history[seen:] or (Transition(status.status, status.updated_at),):
             metrics.TRANSITIONS.labels(mode=status.mode, status=transition.status.value).inc()
@@ -277,4 +277,5 @@ def build_runtime(settings: Settings) -> Runtime:
         services.append(log_tails)
     runtime = Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)
     hub.add_listener(runtime.admitter.on_status)  # a run finished or left the line: admit the next one
+    hub.add_listener(runtime.launcher.link_rerun)  # a rerun whose old run does not list it yet: link it
     return runtime

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -36,6 +36,10 @@ _TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 AMENDABLE_WHEN_FINAL = frozenset({"reruns"})
 """The fields a finished status still takes: links to the runs that rerun it, added after it finished."""
+
+
+_WIRE_RESOLUTION = timedelta(milliseconds=1)
+"""The precision of a time in JSON (:func:`format_time`)."""
 
 
 def utcnow() -> datetime:
@@ -155,6 +159,18 @@ class JobStatus:
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def amended(self) -> bool:
+        """Whether this final status's last change was an amendment (new rerun links), not its finish.
+
+        Told from the status alone, so a hub that hears it without the one before (it forgot the run, or
+        never had it) still knows: :meth:`evolve` gives a change of phase the same moment in ``history``
+        as in ``updated_at``, and an amendment moves only ``updated_at``, at least a millisecond on, so the
+        two stay apart in JSON. (Not ``finished_at``: a
+        Kubernetes Job's is its ``completionTime``, before the status that says so.)
+        """
+        return self.terminal and bool(self.history) and self.updated_at > self.history[-1].at
+
     def evolve(self, *, at: datetime | None = None, **changes: Any) -> JobStatus:
         """The next status with ``changes`` applied, or ``self`` if nothing changed.
 
@@ -177,6 +193,8 @@ class JobStatus:
         if not changes:
             return self  # (a field equal to its value is kept as it is: a progress reported again keeps its time)
         moment = at or utcnow()
+        if self.terminal and self.history:  # an amendment: later than the finish even in the wire's milliseconds
+            moment = max(moment, self.history[-1].at + _WIRE_RESOLUTION)
         new_status: Phase = changes.get("status", self.status)
         if new_status != self.status:
             changes["history"] = (*self.history, Transition(new_status, moment))
@@ -283,3 +301,18 @@ class JobStatus:
     @classmethod
     def from_json(cls, text: str | bytes) -> JobStatus:
         return cls.from_dict(json.loads(text))
+
+
+def finished_by(status: JobStatus, previous: JobStatus | None) -> bool:
+    """Whether the change from ``previous`` (``None``: unknown to the listener) to ``status`` finished the run.
+
+    The one test a hub listener makes for "this run has just finished" (count it, enqueue its webhook, keep
+    its log tail, compare it, admit the next run): true for a new final status, also one heard first from
+    another instance; false for a final status amended with rerun links (:attr:`JobStatus.amended`), even
+    when the hub forgot the run and so hears the amendment without what came before.
+    """
+    if not status.terminal:
+        return False
+    if previous is not None:
+        return not previous.terminal
+    return not status.amended

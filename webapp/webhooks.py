@@ -29,7 +29,7 @@ from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
 from webapp.runstore import PendingWebhook, WebhookOutbox
 from webapp.runstore.backlog import StatusBacklog
-from webapp.status import JobStatus
+from webapp.status import JobStatus, finished_by
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class WebhookSender:
 
     def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
         """Hub listener: a run that has just finished gets its webhook put in the outbox."""
-        if not status.terminal or (previous is not None and previous.terminal):
+        if not finished_by(status, previous):
             return
         try:
             self._enqueue(status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.helpers import captured_logs, wait_for
-from webapp import launcher
+from webapp import launcher, metrics
 from webapp.jobspecs import PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV, container_env
 
 ALICE = "alice-token-0123456789"
@@ -186,3 +187,94 @@ def test_a_rerun_meets_the_launch_limits_refused_or_waiting_in_line(make_app: An
     assert (waiting["status"], waiting["reason"], waiting["queue_position"]) == ("Queued", "WaitingForCapacity", 1)
     assert waiting["rerun_of"] == old
     assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [waiting["job_name"]]
+
+
+def test_a_rerun_of_a_run_the_hub_forgot_does_not_finish_the_old_run_again(app: Flask, client: FlaskClient) -> None:
+    old = launched(client, "quick")
+    finished(client, old)
+    app.extensions["jobpulse"].hub.forget(old)  # what housekeeping does once it finished a while ago
+
+    def succeeded() -> float:
+        return sum(
+            s.value
+            for m in metrics.TRANSITIONS.collect()
+            for s in m.samples
+            if s.name.endswith("_total") and s.labels["status"] == "Succeeded"
+        )
+
+    before = succeeded()
+    with captured_logs() as records:
+        new = client.post(f"/api/jobs/{old}/rerun", headers=bearer(ALICE)).get_json()["job_name"]
+        finished(client, new)
+    assert [r for r in records if r.getMessage() == "job.status" and getattr(r, "job_name", None) == old] == []
+    assert succeeded() - before == 1  # the rerun's finish only
+    assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [new]
+
+
+def test_a_rerun_with_an_idempotency_key_happens_once_and_the_key_serves_one_request(client: FlaskClient) -> None:
+    old, other = launched(client, "quick"), launched(client, "quick")
+    finished(client, old)
+    finished(client, other)
+    key = {**bearer(ALICE), "Idempotency-Key": "rerun-old-1"}
+    first = client.post(f"/api/jobs/{old}/rerun", headers=key)
+    again = client.post(f"/api/jobs/{old}/rerun", headers=key)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.get_json()["job_name"] == first.get_json()["job_name"] and again.get_json()["rerun_of"] == old
+    elsewhere = client.post(f"/api/jobs/{other}/rerun", headers=key)
+    as_launch = client.post("/api/jobs", json={"spec": "quick"}, headers=key)
+    assert (elsewhere.status_code, elsewhere.get_json()["error"]) == (409, "conflict")
+    assert as_launch.status_code == 409
+    bad = client.post(f"/api/jobs/{old}/rerun", headers={**bearer(ALICE), "Idempotency-Key": "not a key!"})
+    assert (bad.status_code, bad.get_json()["error"]) == (400, "invalid_request")
+    assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == [first.get_json()["job_name"]]
+    assert client.get(f"/api/jobs/{other}").get_json()["reruns"] == []
+
+
+def test_a_refused_rerun_gives_its_idempotency_key_back(client: FlaskClient) -> None:
+    running = launched(client, "slow")
+    key = {**bearer(ALICE), "Idempotency-Key": "rerun-too-early"}
+    assert client.post(f"/api/jobs/{running}/rerun", headers=key).status_code == 409
+    client.delete(f"/api/jobs/{running}", headers=bearer(ALICE))
+    finished(client, running)
+    assert client.post(f"/api/jobs/{running}/rerun", headers=key).status_code == 202
+
+
+def test_reruns_at_once_stay_within_the_bound(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "MAX_RERUNS", 2)
+    app = make_app(ADMIN_TOKENS=f"alice:{ALICE}")
+    old = launched(app.test_client(), "quick")
+    finished(app.test_client(), old)
+    together = threading.Barrier(6)
+    answers: list[int] = []
+
+    def rerun() -> None:
+        together.wait(timeout=10)
+        answers.append(app.test_client().post(f"/api/jobs/{old}/rerun", headers=bearer(ALICE)).status_code)
+
+    threads = [threading.Thread(target=rerun) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(answers) == [202, 202, 409, 409, 409, 409]
+    assert len(app.test_client().get(f"/api/jobs/{old}").get_json()["reruns"]) == 2
+
+
+def test_a_rerun_the_process_never_linked_is_linked_when_it_is_next_heard_of(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = launched(client, "slow")  # its rerun runs long enough to be heard of again
+    assert client.delete(f"/api/jobs/{old}", headers=bearer(ALICE)).status_code == 200
+    finished(client, old)
+    door = app.extensions["jobpulse"].door
+    real_change = door.change
+
+    def dies_before_linking(job_name: str, **fields: Any) -> Any:
+        return None if "reruns" in fields else real_change(job_name, **fields)
+
+    monkeypatch.setattr(door, "change", dies_before_linking)
+    new = client.post(f"/api/jobs/{old}/rerun", headers=bearer(ALICE), json={}).get_json()["job_name"]
+    assert client.get(f"/api/jobs/{old}").get_json()["reruns"] == []  # the one-way link a crash leaves
+    monkeypatch.setattr(door, "change", real_change)  # the process is back (or another instance hears of it)
+    assert client.delete(f"/api/jobs/{new}", headers=bearer(ALICE)).status_code == 200
+    wait_for(lambda: client.get(f"/api/jobs/{old}").get_json()["reruns"] == [new], timeout=10, what="the link")

@@ -24,7 +24,7 @@ from webapp.errors import RunStoreUnavailable
 from webapp.hub import StatusHub
 from webapp.redis_relay import DEFAULT_CHANNEL, RedisStatusChannel
 from webapp.runstore.redis import RedisRunStore
-from webapp.status import JobStatus, Phase
+from webapp.status import JobStatus, Phase, finished_by
 
 pytestmark = pytest.mark.redis
 
@@ -225,3 +225,27 @@ def test_the_store_says_unavailable_while_redis_is_down(store: RedisRunStore, re
     finally:
         redis_server.start()
     store.ping()  # the client reconnects by itself
+
+
+def test_a_run_finishes_once_on_every_instance_and_a_rerun_link_finishes_nothing_again(
+    make_channel: MakeChannel, redis_url: str
+) -> None:
+    origin_hub, origin = make_channel()
+    other_hub, _ = make_channel()
+    heard: list[tuple[str, bool]] = []
+    other_hub.add_listener(lambda status, previous: heard.append((status.job_name, finished_by(status, previous))))
+    door = door_of(origin_hub, origin, redis_url)
+    run = legacy_run("amended")
+    first(door, run)
+    door.change(run.job_name, status=Phase.FAILED, reason="Error")
+    wait_for(lambda: (s := other_hub.get(run.job_name)) is not None and s.terminal, timeout=10, what="the finish")
+    other_hub.forget(run.job_name)  # the other instance's housekeeping, or it restarted
+    door.change(run.job_name, reruns=("task-runner-amended-0000cafe",))
+    marker = legacy_run("after-amend")
+    first(door, marker)
+    wait_for(lambda: other_hub.get(marker.job_name), timeout=10, what="the marker on the other hub")
+    amended = other_hub.get(run.job_name)
+    assert amended is not None and amended.reruns == ("task-runner-amended-0000cafe",)
+    assert [finished for name, finished in heard if name == run.job_name] == [False, True, False], (
+        "heard: Queued, then Failed (it finished), then the link with nothing before it (it did not finish again)"
+    )

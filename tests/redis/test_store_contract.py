@@ -8,6 +8,7 @@ once across instances, not once per object.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import threading
 import time
@@ -613,3 +614,43 @@ def test_a_sqlite_file_from_before_log_tails_is_upgraded(tmp_path: Path) -> None
     assert store.save_log_tail("task-runner-l5", "kept\n")
     assert store.log_tail("task-runner-l5") == "kept\n"
     store.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"reason": "DeadlineExceeded", "message": "another instance's view"},
+        {"finished_at": "2026-01-01T00:00:00.000Z"},
+        {"history": []},
+        {"rerun_of": "task-runner-c3-first"},
+        {"cancel_requested": True},
+        {"observed": "99"},
+    ],
+)
+def test_a_finished_run_takes_no_other_change_of_the_same_outcome_as_the_hub_takes_none(
+    stores: tuple[RunStore, RunStore], change: dict[str, Any]
+) -> None:
+    first, second = stores
+    failed = as_stored(run("c3").evolve(status=Phase.FAILED, reason="BackoffLimitExceeded"))
+    first.save(failed)
+    other = JobStatus.from_dict({**failed.to_dict(), "seq": failed.seq + 1, "reruns": ["task-runner-c3-b"], **change})
+    assert not other.amends(failed)
+    assert not second.save(other)
+    assert first.get(failed.job_name) == failed
+    linked = as_stored(failed.evolve(reruns=("task-runner-c3-b",)))
+    assert linked.amends(failed) and second.save(linked)  # what the hub takes, the store takes
+
+
+def test_a_run_stored_before_rerun_links_existed_still_takes_one(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    failed = as_stored(run("c4").evolve(status=Phase.FAILED))
+    old_body = {k: v for k, v in failed.to_dict().items() if k not in ("rerun_of", "reruns")}
+    first.save(JobStatus.from_dict(old_body))
+    if isinstance(first, SQLiteRunStore):  # written as an older version wrote it: without the two fields
+        with sqlite3.connect(first.path) as db:
+            db.execute("UPDATE runs SET body = ? WHERE job_name = ?", (json.dumps(old_body), failed.job_name))
+    else:
+        assert isinstance(first, RedisRunStore)
+        first._redis.hset(first._run_key(failed.job_name), "body", json.dumps(old_body))
+    assert second.save(as_stored(failed.evolve(reruns=("task-runner-c4-b",))))
+    assert first.get(failed.job_name).reruns == ("task-runner-c4-b",)  # type: ignore[union-attr]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webapp.status import JobStatus, Phase, Progress, utcnow
+from webapp.status import JobStatus, Phase, Progress, finished_by, utcnow
 from webapp.wire import SSE_END, sse_status_frame, ws_error_message, ws_status_message
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -139,3 +139,25 @@ def test_a_status_stored_before_rerun_links_existed_still_loads() -> None:
     del body["rerun_of"], body["reruns"]
     old = JobStatus.from_dict(body)
     assert (old.rerun_of, old.reruns) == (None, ())
+
+
+def test_finished_by_is_true_for_a_new_final_status_and_false_for_an_amendment_even_without_its_previous() -> None:
+    started = JobStatus.new(job_name="jp-abc-1", mode="k8s", spec="quick", pipeline_run_id="abc").evolve(
+        status=Phase.RUNNING
+    )
+    completed_earlier = utcnow() - timedelta(seconds=30)  # a Job's completionTime comes before the status saying so
+    final = started.evolve(status=Phase.SUCCEEDED, finished_at=completed_earlier)
+    amended = final.evolve(reruns=("jp-abc-2",), at=final.updated_at + timedelta(milliseconds=5))
+    assert finished_by(final, started) and finished_by(final, None)  # None: first heard from another instance
+    assert not final.amended and amended.amended
+    assert not finished_by(amended, final) and not finished_by(amended, None)
+    over_the_wire = JobStatus.from_json(amended.stored_json)
+    assert not finished_by(over_the_wire, None) and finished_by(JobStatus.from_json(final.json), None)
+    assert not finished_by(started, None) and not finished_by(started.evolve(progress=Progress(done=1)), started)
+
+
+def test_an_amendment_in_the_same_millisecond_as_the_finish_is_still_an_amendment_on_the_wire() -> None:
+    final = queued().evolve(status=Phase.FAILED)
+    amended = final.evolve(reruns=("jp-abc-2",), at=final.updated_at)
+    assert amended.updated_at > final.updated_at and amended.history == final.history
+    assert JobStatus.from_json(amended.json).amended and not JobStatus.from_json(final.json).amended

@@ -148,12 +148,18 @@ def migration_report() -> Response:
 @audited("rerun")
 @admin_required
 def rerun_job(job_name: str) -> Response:
-    """A new run of a finished run's manifest and params: ``202`` + its status (``rerun_of`` names the old run)."""
+    """A new run of a finished run's manifest and params: ``202`` + its status (``rerun_of`` names the old run).
+
+    ``Idempotency-Key`` as for a launch: the same key again for the same run answers ``200`` and that rerun.
+    """
     note_target(job_name)
     check_job_name(job_name)
-    status = runtime().launcher.rerun(job_name, client=client_address(), request_root=own_root())
+    key = idempotency_key(request)
+    status, created = runtime().launcher.rerun(
+        job_name, client=client_address(), request_root=own_root(), idempotency_key=key
+    )
     response = jsonify(with_links(status))
-    response.status_code = 202
+    response.status_code = 202 if created else 200
     return response
 
 

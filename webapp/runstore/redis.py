@@ -130,14 +130,32 @@ local function fmt(x) return string.format('%.6f', x) end
 #       client ('' = none; recorded on insert), prefix of the per-client unfinished zsets,
 #       waits for admission (0|1; recorded on insert)
 _SAVE = """
+local AMENDABLE = {reruns = true, seq = true, updated_at = true}
+local function same(a, b)
+  if a == cjson.null then a = nil end
+  if b == cjson.null then b = nil end
+  if type(a) ~= 'table' or type(b) ~= 'table' then return a == b end
+  for key, value in pairs(a) do if not same(value, b[key]) then return false end end
+  for key, value in pairs(b) do if a[key] == nil and not same(nil, value) then return false end end
+  return true
+end
+local function amends(new, final)
+  for key, value in pairs(new) do
+    if not AMENDABLE[key] and not same(value, final[key]) then return false end
+  end
+  for key, value in pairs(final) do
+    if not AMENDABLE[key] and new[key] == nil and not same(nil, value) then return false end
+  end
+  return true
+end
 local current = redis.call('HMGET', KEYS[1], 'seq', 'terminal', 'body')
 local exists = current[1] ~= false
 if exists and tonumber(ARGV[2]) <= tonumber(current[1]) then
   return 0
 end
 if exists and current[2] == '1' then
-  -- a finished run takes only its own status again (new links to its reruns), never another outcome
-  if ARGV[3] ~= '1' or cjson.decode(current[3])['status'] ~= cjson.decode(ARGV[7])['status'] then return 0 end
+  -- a finished run takes only itself with new links to its reruns (JobStatus.amends, the hub's rule)
+  if ARGV[3] ~= '1' or not amends(cjson.decode(ARGV[7]), cjson.decode(current[3])) then return 0 end
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'terminal', ARGV[3], 'updated_at', ARGV[6], 'body', ARGV[7])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'manifest', ARGV[8]) end

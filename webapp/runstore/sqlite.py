@@ -170,6 +170,7 @@ class SQLiteRunStore:
             raise RunStoreUnavailable(f"cannot create the folder {path.parent}: {error.strerror}") from error
         try:
             self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+            self._db.create_function("amends", 2, _amends, deterministic=True)
         except sqlite3.Error as error:
             raise RunStoreUnavailable(describe_sqlite_error(error)) from error
         try:
@@ -242,7 +243,7 @@ class SQLiteRunStore:
                 updated_at = excluded.updated_at, body = excluded.body,
                 manifest = COALESCE(excluded.manifest, runs.manifest)
             WHERE excluded.seq > runs.seq
-              AND (runs.terminal = 0 OR (excluded.terminal = 1 AND excluded.status = runs.status))
+              AND (runs.terminal = 0 OR amends(excluded.body, runs.body))
             """,
             (
                 status.job_name,
@@ -517,3 +518,11 @@ class SQLiteRunStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _amends(body: str, final_body: str) -> bool:
+    """SQL ``amends(new, old)``: whether a finished row takes ``body`` (:meth:`JobStatus.amends`, the hub's rule)."""
+    try:
+        return JobStatus.from_json(body).amends(JobStatus.from_json(final_body))
+    except (ValueError, KeyError, TypeError):  # a row this code cannot read is not amended by it
+        return False
