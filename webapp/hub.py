@@ -49,7 +49,43 @@ class HubClosed(Exception):
     """The process is shutting down; streams should end (WebSocket close 1001)."""
 
 
-class Subscription:
+class _Mailbox:
+    """What both kinds of subscription share: a reader's wake-up, its heartbeat nudge and its close.
+
+    Flags change under the lock that the reader clears the event under, so no
+    wake-up is lost. The reader's ``get`` takes what waits under that lock.
+    """
+
+    def __init__(self, *, heartbeat: bool) -> None:
+        self.heartbeat = heartbeat
+        """Whether :meth:`StatusHub.nudge_all` wakes this one (SSE sends keep-alives; WebSocket pings by itself)."""
+        self._closed = False
+        self._nudged = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def nudge(self) -> None:
+        """Wake the reader with nothing new: ``get`` returns ``None`` (time for a heartbeat)."""
+        with self._lock:
+            self._nudged = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Wake the reader for good: ``get`` raises :class:`HubClosed` from now on."""
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait for a wake-up until ``deadline`` (``time.monotonic``); ``False`` once it has passed."""
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        self._wake.wait(remaining)
+        return True
+
+
+class Subscription(_Mailbox):
     """One transport's view of one job: a one-slot mailbox that keeps the latest status (a :class:`StatusSink`).
 
     Cheap on the fan-out path: :meth:`offer` swaps one reference under an
@@ -59,32 +95,15 @@ class Subscription:
     """
 
     def __init__(self, job_name: str, *, heartbeat: bool = False) -> None:
+        super().__init__(heartbeat=heartbeat)
         self.job_name = job_name
-        self.heartbeat = heartbeat
-        """Whether :meth:`StatusHub.nudge_all` wakes this one (SSE sends keep-alives; WebSocket pings by itself)."""
         self._latest: JobStatus | None = None
-        self._closed = False
-        self._nudged = False
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
 
     def offer(self, status: JobStatus) -> None:
         """Replace what is waiting with ``status`` (newer ``seq`` wins) and wake the reader."""
         with self._lock:
             if self._latest is None or status.seq >= self._latest.seq:
                 self._latest = status
-        self._wake.set()
-
-    def nudge(self) -> None:
-        """Wake the reader with nothing new: :meth:`get` returns ``None`` (time for a heartbeat)."""
-        with self._lock:  # flags change under the lock that get() clears the event under: no lost wake-up
-            self._nudged = True
-        self._wake.set()
-
-    def close(self) -> None:
-        """Wake the reader for good: :meth:`get` raises :class:`HubClosed` from now on."""
-        with self._lock:
-            self._closed = True
         self._wake.set()
 
     def get(self, timeout: float | None = None) -> JobStatus | None:
@@ -100,10 +119,8 @@ class Subscription:
                 raise HubClosed(self.job_name)
             if status is not None or nudged:
                 return status
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if not self._wait(deadline):
                 return None
-            self._wake.wait(remaining)
 
 
 ALL_RUNS_PENDING_JOBS = 1000
@@ -120,7 +137,7 @@ class RunChanges:
     """More jobs changed than the mailbox holds: what was waiting was dropped; read the whole list afresh."""
 
 
-class AllRunsSubscription:
+class AllRunsSubscription(_Mailbox):
     """One transport's view of every job: a mailbox of the latest status per job (a :class:`StatusSink`).
 
     As cheap on the fan-out path as a :class:`Subscription`: :meth:`offer` puts
@@ -130,15 +147,10 @@ class AllRunsSubscription:
     """
 
     def __init__(self, *, heartbeat: bool = False, capacity: int = ALL_RUNS_PENDING_JOBS) -> None:
-        self.heartbeat = heartbeat
-        """Whether :meth:`StatusHub.nudge_all` wakes this one."""
+        super().__init__(heartbeat=heartbeat)
         self._capacity = capacity
         self._pending: dict[str, JobStatus] = {}
         self._overflowed = False
-        self._closed = False
-        self._nudged = False
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
 
     def offer(self, status: JobStatus) -> None:
         """Keep ``status`` as its job's latest (newer ``seq`` wins) and wake the reader."""
@@ -153,18 +165,6 @@ class AllRunsSubscription:
                         self._pending[status.job_name] = status
                 elif status.seq >= held.seq:
                     self._pending[status.job_name] = status
-        self._wake.set()
-
-    def nudge(self) -> None:
-        """Wake the reader with nothing new: :meth:`get` returns ``None`` (time for a heartbeat)."""
-        with self._lock:
-            self._nudged = True
-        self._wake.set()
-
-    def close(self) -> None:
-        """Wake the reader for good: :meth:`get` raises :class:`HubClosed` from now on."""
-        with self._lock:
-            self._closed = True
         self._wake.set()
 
     def get(self, timeout: float | None = None) -> RunChanges | None:
@@ -182,12 +182,8 @@ class AllRunsSubscription:
                 raise HubClosed("all runs")
             if pending or overflowed:
                 return RunChanges(tuple(pending.values()), overflowed=overflowed)
-            if nudged:
+            if nudged or not self._wait(deadline):
                 return None
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            self._wake.wait(remaining)
 
 
 class StatusHub:
