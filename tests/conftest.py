@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.browser import browser, new_context, page  # noqa: F401  (one browser for e2e and control-plane tests)
 from tests.live.server import LiveServer
 from tests.storage import SmallDisk
 from webapp import create_app

@@ -1,8 +1,7 @@
-"""Fixtures for the page in a real browser: Debian's chromium driven by Playwright, against real servers.
+"""Fixtures for the page in a real browser, against real servers.
 
-One browser per session; a fresh context (its own cookies and storage) per
-test. Every page is watched: an uncaught script error or a Content Security
-Policy violation fails the test that caused it.
+The browser, its contexts and pages come from :mod:`tests.browser` (one
+browser for the whole run, offered by ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -13,30 +12,18 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import Page
 
 from tests.conftest import server_factory
-from tests.e2e.donation_page import RECORDER_JS, DonationPage
+from tests.e2e.donation_page import DonationPage
 from tests.e2e.flask_run_server import FlaskRunServer
 from tests.e2e.proxy import TransportBlockingProxy
 from tests.e2e.waitress_server import WaitressServer
 from tests.live.server import LiveServer
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1000, "height": 800}
 # axe-core's exact version and integrity hash are locked in axe/package-lock.json; the cached
 # install is keyed by that file, so a new lock brings a fresh install.
 AXE_LOCK = Path(__file__).parent / "axe"
@@ -45,60 +32,6 @@ AXE_DIR = (
     / "jobpulse"
     / f"axe-core-{hashlib.sha256((AXE_LOCK / 'package-lock.json').read_bytes()).hexdigest()[:12]}"
 )
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """Debian's chromium, headless; Playwright's own browser downloads are never used."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"chromium not found at {CHROMIUM}: install the Debian package 'chromium' (tests/system-deps.sh)")
-    with sync_playwright() as playwright:
-        # launch() gives the browser a fresh temporary user-data dir, removed on close
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
-    """Open browser contexts (like fresh browser profiles); each page in them is watched for errors."""
-    contexts: list[BrowserContext] = []
-    problems: list[str] = []
-
-    def watch(page: Page) -> None:
-        def on_console(message: ConsoleMessage) -> None:
-            if "Content Security Policy" in message.text:
-                problems.append(f"CSP violation on {page.url}: {message.text}")
-
-        def on_page_error(error: Error) -> None:
-            problems.append(f"uncaught error on {page.url}: {error}")
-
-        page.on("console", on_console)
-        page.on("pageerror", on_page_error)
-
-    def open_context(**options: Any) -> BrowserContext:
-        settings: dict[str, Any] = {
-            "viewport": VIEWPORT,
-            "locale": "en-US",
-            "timezone_id": "UTC",
-            "reduced_motion": "reduce",
-        }
-        context = browser.new_context(**{**settings, **options})
-        context.set_default_timeout(30_000)
-        context.add_init_script(RECORDER_JS)
-        context.on("page", watch)
-        contexts.append(context)
-        return context
-
-    yield open_context
-    for context in contexts:
-        context.close()
-    assert not problems, "\n".join(problems)
-
-
-@pytest.fixture
-def page(new_context: Callable[..., BrowserContext]) -> Page:
-    return new_context().new_page()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The operator console in Chromium against the real control plane: a pod's output outlives the pod, suspend and resume.
 
-The browser fixtures are the e2e ones (imported here): every page is watched
-for script errors and CSP violations. The app runs as its ServiceAccount.
+The browser fixtures are the e2e ones (:mod:`tests.browser`): every page is
+watched for script errors and CSP violations. The app runs as its ServiceAccount.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.cluster.controlplane import ControlPlane
-from tests.e2e import conftest as e2e
 from tests.e2e.test_console import ALICE, Console
 from tests.helpers import wait_for
 from tests.k8s.conftest import jobs_in
@@ -23,11 +22,6 @@ from tests.k8s.test_k8s_log_tails import pods_of
 from tests.live.server import LiveServer
 
 AS_ALICE = {"Authorization": f"Bearer {ALICE}"}
-
-# the e2e browser fixtures, offered to this module's tests too
-browser = e2e.browser
-new_context = e2e.new_context
-page = e2e.page
 
 # gone.yaml (garbage-collected at once) that runs for a few seconds first, so it can be watched running
 GONE_SLOWLY = """\
