@@ -20,6 +20,7 @@ def test_the_task_prints_its_four_steps(capsys: pytest.CaptureFixture[str]) -> N
     ]
     assert "ann@example.org" not in out
     assert "a***@example.org" in out
+    assert "Ann" not in out, "the output is kept with the run and shown in the console: no donor's name in it"
 
 
 @pytest.mark.parametrize("params", [{}, {"amount": "x", "currency": "EUR"}, {"amount": "-1", "currency": "EUR"}])
