@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1000, "height": 800}
 
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """Debian's chromium, headless; Playwright's own browser downloads are never used."""
