@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--apps", default="baseline,seed,jobpulse", help="servers to measure, in order")
     parser.add_argument("--probes", type=int, default=3, help="new connections timed while the streams are held")
     parser.add_argument(
-        "--accept-cap", type=float, default=None, help="seconds the seed may take to accept its streams (default: all)"
+        "--accept-cap", type=float, default=120.0, help="seconds the seed may take to accept its streams (0: no cap)"
     )
     parser.add_argument("--accept-batch", type=int, default=100, help="streams opened at a time under --accept-cap")
     args: argparse.Namespace = parser.parse_args(argv)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                 clients=args.clients,
                 profile=args.profile,
                 probes=args.probes,
-                accept_cap=args.accept_cap,
+                accept_cap=args.accept_cap or None,
                 accept_batch=args.accept_batch,
             )
         )
