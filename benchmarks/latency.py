@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--changes", type=int, default=12)
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes to spread the streams over")
     parser.add_argument("--apps", default="baseline,seed,jobpulse", help="servers to measure, in order")
+    parser.add_argument("--transports", default="sse,ws", help="sse, ws or both (the seed serves ws only)")
     parser.add_argument("--probes", type=int, default=3, help="new connections timed while the streams are held")
     parser.add_argument(
         "--accept-cap", type=float, default=120.0, help="seconds the seed may take to accept its streams (0: no cap)"
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                 streams=args.streams,
                 changes=args.changes,
                 apps=tuple(args.apps.split(",")),
+                transports=tuple(args.transports.split(",")),
                 clients=args.clients,
                 profile=args.profile,
                 probes=args.probes,
