@@ -76,7 +76,16 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for package in ("gunicorn", "gevent", "flask", "flask-sock", "simple-websocket", "kubernetes"):
+    for package in (
+        "gunicorn",
+        "gevent",
+        "flask",
+        "flask-sock",
+        "simple-websocket",
+        "kubernetes",
+        "fastapi",
+        "uvicorn",
+    ):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 
@@ -118,6 +127,26 @@ class BaselineServer(LiveServer):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "gunicorn", "benchmarks.baseline:app", "-c", "gunicorn.conf.py"]
+
+
+class SeedServer(BaselineServer):
+    """The seed plan's example of :mod:`benchmarks.seed_baseline`: uvicorn, one process, no gunicorn."""
+
+    name = "seed"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.seed_baseline:app",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            "--ws=wsproto",
+            "--timeout-graceful-shutdown=2",
+            "--no-access-log",
+            "--log-level=warning",
+        ]
 
 
 # -- load generators -------------------------------------------------------------
@@ -344,8 +373,14 @@ class Bench:
         env = self._env(**overrides)
         return self._start(BaselineServer(env=env, log_path=self.workdir / f"baseline-{len(self.servers)}.log"))
 
+    def seed(self, **overrides: str) -> LiveServer:
+        env = self._env(**overrides)
+        return self._start(SeedServer(env=env, log_path=self.workdir / f"seed-{len(self.servers)}.log"))
+
     def serve(self, app: str) -> LiveServer:
-        """A fresh server of ``app``: "jobpulse" or "baseline"."""
+        """A fresh server of ``app``: "jobpulse", "baseline" (polling) or "seed" (the seed plan's example)."""
+        if app == "seed":
+            return self.seed()
         return self.jobpulse() if app == "jobpulse" else self.baseline()
 
     def running_job(self) -> str:
@@ -362,8 +397,10 @@ class Bench:
 
     @staticmethod
     def worker(server: LiveServer) -> psutil.Process:
-        """The gunicorn worker serving ``server`` (one worker per server here)."""
+        """The gunicorn worker serving ``server`` (one worker per server here); uvicorn's one process for the seed."""
         assert server.process is not None
+        if isinstance(server, SeedServer):
+            return psutil.Process(server.process.pid)
         children = psutil.Process(server.process.pid).children()
         if len(children) != 1:
             raise RuntimeError(f"{server.name}: expected one worker, found {len(children)}")

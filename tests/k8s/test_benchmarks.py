@@ -49,6 +49,24 @@ def test_latency_sees_every_change_arrive_at_every_stream(bench: Bench) -> None:
         assert 0 < row["p50"] <= row["p99"] <= row["max"] < 2 * 2.2 * 1.2, row  # after the write, before the next
 
 
+def test_the_seed_baseline_serves_websockets_and_sits_in_the_latency_table(bench: Bench) -> None:
+    # a cap with batches of 2: the seed's streams are opened as the full-size run opens them, then merged
+    results = latency.run(
+        bench, streams=3, changes=2, interval=2.2, apps=("seed",), probes=1, accept_cap=120.0, accept_batch=2
+    )
+    [row] = results["rows"]  # WebSocket only: the seed's example served no SSE
+    assert (row["app"], row["transport"], row["streams"], row["accept_capped"]) == ("seed", "ws", 3, False), row
+    assert row["delivered"] == row["expected"] == 6 and row["lost_streams"] == 0, row
+    assert 0 < row["p50"] <= row["p99"] <= row["max"] < 2 * 2.2 * 1.2, row  # after the write, before the next
+    assert row["accept_seconds"] > 0 and row["accept_per_second"] > 0, row
+    [wait] = row["new_connection_waits"]  # a new client got a status
+    assert wait > 0, row
+    assert row["api_requests_per_second"] > 0, row  # every stream reads its Job itself
+    saved = json.loads(json.dumps(results, default=str))
+    [printed] = latency.table(saved)
+    assert printed["app"] == "seed" and printed["accepted"].startswith("3 in "), printed
+
+
 def test_fanout_reaches_every_stream_of_both_transports_and_reads_the_workers_memory(bench: Bench) -> None:
     results = fanout.run(bench, counts=[8], changes=2, interval=0.5, apps=("jobpulse",))
     [row] = results["rows"]
