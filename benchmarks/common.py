@@ -149,6 +149,20 @@ class SeedServer(BaselineServer):
         ]
 
 
+class CheckoutServer(LiveServer):
+    """jobpulse from another checkout of the repository (``gunicorn --chdir``), for before/after in one run."""
+
+    name = "jobpulse (checkout)"
+
+    def __init__(self, checkout: Path, *, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(env=env, log_path=log_path)
+        self.checkout = checkout.resolve()
+
+    def command(self) -> list[str]:
+        config = str(self.checkout / "gunicorn.conf.py")
+        return [sys.executable, "-m", "gunicorn", "--chdir", str(self.checkout), "wsgi:app", "-c", config]
+
+
 # -- load generators -------------------------------------------------------------
 
 
@@ -356,8 +370,11 @@ class Bench:
             **overrides,
         }
 
-    def jobpulse(self, **overrides: str) -> LiveServer:
-        """jobpulse as shipped (k8s mode, SQLite run store), limits opened up for load."""
+    def jobpulse(self, *, checkout: Path | None = None, **overrides: str) -> LiveServer:
+        """jobpulse as shipped (k8s mode, SQLite run store), limits opened up for load.
+
+        ``checkout``: serve the code of another checkout (e.g. before a change), with the same settings.
+        """
         env = self._env(
             EXECUTION_MODE="k8s",
             DATABASE_PATH=str(self.workdir / f"jobpulse-{len(self.servers)}.sqlite3"),
@@ -367,7 +384,10 @@ class Bench:
             MAX_STREAMS_PER_CLIENT="0",  # every benchmark stream comes from one address
             **overrides,
         )
-        return self._start(LiveServer(env=env, log_path=self.workdir / f"jobpulse-{len(self.servers)}.log"))
+        log_path = self.workdir / f"jobpulse-{len(self.servers)}.log"
+        if checkout is not None:
+            return self._start(CheckoutServer(checkout, env=env, log_path=log_path))
+        return self._start(LiveServer(env=env, log_path=log_path))
 
     def baseline(self, **overrides: str) -> LiveServer:
         env = self._env(**overrides)

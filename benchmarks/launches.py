@@ -1,17 +1,21 @@
 """Measure 4: launch throughput and latency, donations per second through one worker, Jobs really created.
 
-    python -m benchmarks.launches [--count 500] [--concurrency 8]
+    python -m benchmarks.launches [--count 500] [--concurrency 8] [--before CHECKOUT]
 
 A load-generator process posts ``--count`` donations to ``POST /api/donations``,
 ``--concurrency`` at a time, after a warm-up of ``2 * concurrency`` that is not
 counted. Every accepted donation must have its Job in the API server; the
 benchmark lists them and says how many it found. Baseline: a handler that
 renders the same Job and creates it, with no run store, idempotency or limits.
+``--before`` adds "jobpulse before": the code of another checkout (e.g. a
+``git worktree`` of the commit before a change), under the same settings, in
+the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Bench, arguments, finish, machine, ms, percentiles, session
@@ -23,13 +27,21 @@ def run(
     count: int,
     concurrency: int,
     apps: tuple[str, ...] = ("baseline", "jobpulse"),
+    before: Path | None = None,
     profile: Any = None,
 ) -> dict[str, Any]:
+    """One row per app; with ``before``, a "jobpulse before" row (that checkout's code) ahead of "jobpulse"."""
+    if before is not None and "jobpulse" in apps:
+        at = apps.index("jobpulse")
+        apps = (*apps[:at], "jobpulse before", *apps[at:])
     rows = []
     for app in apps:
-        with bench.running(bench.serve(app)) as server:
+        served = bench.jobpulse(checkout=before) if app == "jobpulse before" else bench.serve(app)
+        with bench.running(served) as server:
             bench.donations(server, count=2 * concurrency, concurrency=concurrency)  # warm-up
-            with bench.profiling(server, profile, "launches") as where:
+            with bench.profiling(
+                server, profile, "launches-before" if app == "jobpulse before" else "launches"
+            ) as where:
                 report = bench.donations(server, count=count, concurrency=concurrency)
         results = report["results"]
         accepted = [r for r in results if r["code"] in (200, 202)]
@@ -72,10 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--before", type=Path, help='also serve this checkout\'s jobpulse ("jobpulse before"), same settings, same run'
+    )
     args: argparse.Namespace = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine()}
     with session(args) as bench:
-        results.update(run(bench, count=args.count, concurrency=args.concurrency, profile=args.profile))
+        results.update(
+            run(bench, count=args.count, concurrency=args.concurrency, before=args.before, profile=args.profile)
+        )
     finish(args, "Launches through one worker: donations per second, with the Jobs created", results, table(results))
 
 

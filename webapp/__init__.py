@@ -28,7 +28,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from webapp.api.body_deadline import BodyDeadline
     from webapp.api.clients import trust_proxies
     from webapp.api.errors import register_error_handlers
-    from webapp.api.ratelimit import limiter
+    from webapp.api.ratelimit import MEMORY_STORAGE_URI, limiter
     from webapp.api.stream_slots import StreamSlots
     from webapp.logs import configure_logging
     from webapp.runtime import build_runtime
@@ -48,7 +48,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             "ping_interval": settings.ws_ping_seconds,
             "max_message_size": streams.WS_MAX_MESSAGE_BYTES,
         },
-        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_URI=settings.redis_url or MEMORY_STORAGE_URI,
         RATELIMIT_SWALLOW_ERRORS=True,  # Redis down: the request goes on and the run store answers 503
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from benchmarks import api_requests, consoles, fanout, latency, launches, progress, report
-from benchmarks.common import Bench, machine, percentiles, summarize_profile
+from benchmarks.common import PROJECT_ROOT, Bench, machine, percentiles, summarize_profile
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,8 @@ def test_progress_delivers_some_reports_and_the_last_to_every_stream_without_api
 def test_launches_create_a_job_for_every_accepted_donation(
     bench: Bench, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    results = launches.run(bench, count=12, concurrency=3)
+    results = launches.run(bench, count=12, concurrency=3, before=PROJECT_ROOT)
+    assert [row["app"] for row in results["rows"]] == ["baseline", "jobpulse before", "jobpulse"]
     for row in results["rows"]:
         assert row["accepted"] == row["jobs_created"] == 12, row
         assert row["refused"] == []
@@ -109,6 +110,7 @@ def test_launches_create_a_job_for_every_accepted_donation(
     report.main([str(saved)])
     table = capsys.readouterr().out
     assert "| baseline | 12 | 3 | 12 | 12 |" in table and "| jobpulse | 12 | 3 | 12 | 12 |" in table
+    assert "| jobpulse before | 12 | 3 | 12 | 12 |" in table
 
 
 def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from webapp.api.schemas import DonationSchema, JobLaunchSchema
+from webapp.api.schemas import DonationSchema, JobLaunchSchema, donation_schema
 
 GOOD: dict[str, Any] = {"amount": "10.50", "currency": "EUR", "donor_name": "Ann", "donor_email": "ann@example.org"}
 
@@ -205,3 +205,16 @@ def test_a_trailing_newline_does_not_pass_a_pattern(body: dict[str, Any], field:
     with pytest.raises(ValidationError) as caught:
         JobLaunchSchema().load(body)
     assert field in caught.value.messages
+
+
+def test_the_donation_schema_is_built_once_per_set_of_currencies_and_keeps_nothing_between_loads() -> None:
+    schema = donation_schema(("USD", "EUR"))
+    assert donation_schema(("USD", "EUR")) is schema
+    with pytest.raises(ValidationError) as refused:
+        schema.load({**GOOD, "currency": "GBP", "message": "first"})
+    assert "currency" in refused.value.messages
+    loaded = schema.load({**GOOD, "currency": "usd"})
+    assert (loaded["currency"], loaded["message"]) == ("USD", "")
+    other = donation_schema(("GBP",))
+    assert other is not schema
+    assert other.load({**GOOD, "currency": "GBP"})["currency"] == "GBP"

@@ -8,7 +8,7 @@ from webapp.api import runtime
 from webapp.api.clients import client_address, own_root
 from webapp.api.links import with_links
 from webapp.api.ratelimit import limiter
-from webapp.api.schemas import DonationSchema, idempotency_key, json_body
+from webapp.api.schemas import donation_schema, idempotency_key, json_body
 from webapp.launcher import request_fingerprint
 
 bp = Blueprint("donations", __name__)
@@ -23,7 +23,7 @@ def _donation_rate_limit() -> str:
 def create_donation() -> Response:
     settings = runtime().settings
     key = idempotency_key(request)
-    donation = DonationSchema(currencies=settings.currencies).load(json_body(request))
+    donation = donation_schema(settings.currencies).load(json_body(request))
     params = {
         "amount": str(donation["amount"]),
         "currency": donation["currency"],
@@ -41,7 +41,8 @@ def create_donation() -> Response:
         request_root=own_root(),
         fair_share=True,
     )
-    response = jsonify(with_links(status))
+    body = with_links(status)
+    response = jsonify(body)
     response.status_code = 202 if created else 200
-    response.headers["Location"] = with_links(status)["links"]["status"]
+    response.headers["Location"] = body["links"]["status"]
     return response
