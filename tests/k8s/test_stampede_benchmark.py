@@ -36,15 +36,11 @@ def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_
         assert row["missed_final_status"] == 0, row
         assert row["never_back"] == 0, row
         assert row["reconnected"] == row["closed_by_the_server"] >= 2, row  # the running job's viewers at least
-        assert (
-            sum(row["landings_per_100ms"])
-            == row["reconnected"]
-            == row["max_per_100ms"] + sum(sorted(row["landings_per_100ms"])[:-1])
-        ), row
+        assert sum(row["landings_per_100ms"]) == row["reconnected"], row
+        assert max(row["landings_per_100ms"]) == row["max_per_100ms"], row
         assert 0 < row["back_ms"]["p50"] <= row["back_ms"]["p99"] <= row["back_ms"]["max"], row
         assert math.isfinite(row["back_ms"]["max"]), row
         assert row["api_requests"] < row["moved"], row  # no request per reconnect: the instances read their hub
         assert row["errors"] == [], row
     before, after = results["rows"]
     assert before["stream_close_spread"] == 0 and after["stream_close_spread"] == 0.5
-    assert after["closes_last_s"] <= 2 * 0.5 + 1.0, after  # the spread is bounded by its share of the timeout
