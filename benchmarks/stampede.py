@@ -108,6 +108,9 @@ class Followers:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
         self._log.close()
 
 
@@ -115,7 +118,14 @@ def finish_jobs(bench: Bench, names: list[str], *, over: float, done: dict[str, 
     """Make each Job ``Complete`` in the API server, one after the other over ``over`` seconds."""
     from kubernetes import client
 
-    batch = client.BatchV1Api(bench.plane.api_client())
+    api = bench.plane.api_client()
+    try:
+        complete(client.BatchV1Api(api), bench.namespace, names, over=over, done=done)
+    finally:
+        api.close()
+
+
+def complete(batch: Any, namespace: str, names: list[str], *, over: float, done: dict[str, float]) -> None:
     started = time.monotonic()
     for index, name in enumerate(names):
         time.sleep(max(0.0, started + over * index / max(1, len(names)) - time.monotonic()))  # the schedule
@@ -133,7 +143,7 @@ def finish_jobs(bench: Bench, names: list[str], *, over: float, done: dict[str, 
                 ],
             }
         }
-        batch.patch_namespaced_job_status(name, bench.namespace, body, _preload_content=False)
+        batch.patch_namespaced_job_status(name, namespace, body, _preload_content=False)
         done[name] = time.monotonic()
 
 
