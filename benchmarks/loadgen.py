@@ -34,7 +34,7 @@ named run (or the timeout passes) it prints what each console saw.
 as the page does through a restart: when the server ends a stream before
 its job's final status, each comes back on ``--reconnect-to`` after the
 delay of ``--policy``: ``jittered`` (this release: a WebSocket closed with
-1001 after 0.25 to 1.5 s at random, any other drop after a random pause
+1001 after 0.5 to 2.5 s at random, any other drop after a random pause
 within a growing window; an SSE stream after its own ``retry:``, with
 ``Last-Event-ID``, as any EventSource) or ``fixed`` (the first release: a
 WebSocket after 0.5 s, an SSE stream after 2 s, its ``retry: 2000``).
@@ -458,7 +458,7 @@ async def hold_consoles(args: argparse.Namespace) -> None:
 
 # -- followers: streams that reconnect as the page does ------------------------------
 
-GOING_AWAY_WINDOW = (0.25, 1.5)
+GOING_AWAY_WINDOW = (0.5, 2.5)
 """Seconds: the page's pause after a server going away (static/app.js GOING_AWAY_WINDOW_MS)."""
 RETRY_WINDOW = 1.0
 """Seconds: the page's first retry window after any other drop; doubles per failed try (static/app.js)."""

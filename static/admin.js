@@ -13,8 +13,8 @@
  * 3 s, is dropped for the next; one that drops mid-stream is retried after
  * a random pause within a growing window (up to 1 s, 2 s, 4 s, … 10 s: "full
  * jitter"), and after 3 failed tries the next one is used. A server going
- * away (WebSocket close 1001, or the event stream's end) is retried after 0.25
- * to 1.5 s at random, so a stopping server's consoles come back spread out.
+ * away (WebSocket close 1001, or the event stream's end) is retried after 0.5
+ * to 2.5 s at random, so a stopping server's consoles come back spread out.
  * ?transport=ws|sse|poll forces one. Every message is a whole status with a
  * per-job seq; an older seq is ignored. Changes are applied once per
  * animation frame, and at most MAX_ROWS rows are in the DOM.
@@ -29,7 +29,7 @@
   const OPEN_TIMEOUT_MS = 3000;
   const RETRY_WINDOW_MS = 1000; // the first retry's window; doubles per failed try
   const RETRY_MAX_MS = 10000;
-  const GOING_AWAY_WINDOW_MS = [250, 1500]; // as the server's per-stream SSE retry: (webapp/wire.py)
+  const GOING_AWAY_WINDOW_MS = [500, 2500]; // as the server's per-stream SSE retry: (webapp/wire.py)
   const RETRIES_BEFORE_NEXT = 3;
   const POLL_MS = 2000;
   const LIST_LIMIT = 200;

@@ -10,7 +10,7 @@
  *     is retried after a random pause within a growing window (up to 1 s,
  *     2 s, 4 s: "full jitter"); after 3 failed tries, the next one. A server
  *     going away (WebSocket close 1001, or an event stream that ends without
- *     `event: end`) is retried after 0.25 to 1.5 s, at random: the clients of
+ *     `event: end`) is retried after 0.5 to 2.5 s, at random: the clients of
  *     a stopping server reach the one that takes them over spread out, not
  *     all in one instant.
  *   - When the chain runs out (the server is unreachable), it starts again
@@ -31,7 +31,7 @@
   const OPEN_TIMEOUT_MS = 3000;
   const RETRY_WINDOW_MS = 1000; // the first retry's window; doubles per failed try
   const RETRIES_BEFORE_NEXT = 3;
-  const GOING_AWAY_WINDOW_MS = [250, 1500]; // as the server's per-stream SSE retry: (webapp/wire.py)
+  const GOING_AWAY_WINDOW_MS = [500, 2500]; // as the server's per-stream SSE retry: (webapp/wire.py)
   const MAX_RETRY_DELAY_MS = 10000;
   const POLL_MIN_MS = 2000;
   const POLL_MAX_MS = 10000;

@@ -12,13 +12,12 @@ import json
 
 from webapp.status import JobStatus
 
-SSE_RETRY_WINDOW_MS = (250, 1500)
+SSE_RETRY_WINDOW_MS = (500, 2500)
 """The range each SSE stream's ``retry:`` is drawn from (milliseconds), one draw per stream.
 
 A fixed value would bring every EventSource of a stopping process back in the
-same instant. Drawn over 1.25 s, on top of the closes spread over the drain
-window (:meth:`webapp.hub.StatusHub.close`), the process that takes them over
-sees a few percent of them in any 100 ms, and each waits at most 1.5 s.
+same instant; spread over two seconds, the process that takes them over sees
+about 5 % of them in any 100 ms, and each is back within 2.5 s.
 """
 
 SSE_PING = b": ping\n\n"
