@@ -14,6 +14,9 @@ preload_app = False
 control_socket_disable = True  # gunicorn >= 25 would share $HOME/.gunicorn/gunicorn.ctl between instances
 timeout = 30
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
+# Not a gunicorn setting: the share of graceful_timeout over which a stopping worker spreads the ends of
+# its open streams (post_worker_init below), so their clients do not all reconnect elsewhere at once.
+stream_close_spread = min(max(float(os.environ.get("STREAM_CLOSE_SPREAD", "0.5")), 0.0), 0.8)
 keepalive = 5
 accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
 errorlog = "-"
@@ -23,19 +26,26 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 def post_worker_init(worker):
     """Stop the app's runtime first whenever the worker is told to stop.
 
-    That ends open streams at once (WebSocket close 1001; SSE clients
-    reconnect) instead of holding the shutdown for ``graceful_timeout``, and
-    hands unfinished local runs back to the run store for the next process.
+    That ends open streams (WebSocket close 1001; SSE clients reconnect)
+    instead of holding the shutdown for ``graceful_timeout``, and hands
+    unfinished local runs back to the run store for the next process. The
+    streams' ends are spread, in random order, over ``STREAM_CLOSE_SPREAD``
+    (a share, 0 to 0.8, default 0.5) of ``graceful_timeout``, so the process
+    that takes their clients over does not get them all in the same instant;
+    the rest of the timeout is left for the executors and gunicorn to stop.
+    Only on ``SIGTERM``, gunicorn's graceful stop; ``SIGQUIT`` and ``SIGINT``
+    end the streams at once.
     """
     import signal
 
     runtime = getattr(worker.wsgi, "extensions", {}).get("jobpulse")
     if runtime is None:
         return
+    spread = worker.cfg.graceful_timeout * stream_close_spread  # SIGTERM only: SIGQUIT and SIGINT stop at once
 
     def chain(signum, previous):
         def stop_then_continue(frame):
-            runtime.stop()
+            runtime.stop(close_streams_over=spread if signum == signal.SIGTERM else 0.0)
             if callable(previous):
                 previous(signum, frame)
 

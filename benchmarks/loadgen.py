@@ -30,6 +30,19 @@ wall clock as the server's). A JSON line on stdin, ``{"wait_for": [names],
 "timeout": s}``, ends it: once every console holds a finished status of every
 named run (or the timeout passes) it prints what each console saw.
 
+``followers`` holds ``--count`` streams on ``--base`` that follow their job
+as the page does through a restart: when the server ends a stream before
+its job's final status, each comes back on ``--reconnect-to`` after the
+delay of ``--policy``: ``jittered`` (this release: a WebSocket closed with
+1001 after 0.5 to 2.5 s at random, any other drop after a random pause
+within a growing window; an SSE stream after its own ``retry:``, with
+``Last-Event-ID``, as any EventSource) or ``fixed`` (the first release: a
+WebSocket after 0.5 s, an SSE stream after 2 s, its ``retry: 2000``).
+``report`` on stdin ends it: it prints, per stream, when the server closed
+it, when each new connection was made, when the first word came on the new
+connection (a status; for an SSE stream whose ``Last-Event-ID`` is current,
+the stream's opening) and whether it saw its job's final status.
+
 ``launches`` posts ``POST /api/jobs`` (admin) at ``--rate`` a second for
 ``--duration`` s, open loop: launch ``k`` is due ``k / rate`` s after the
 start and goes to a pool of ``--concurrency`` threads, so a slow answer does
@@ -42,6 +55,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import re
 import resource
 import sys
@@ -442,6 +456,246 @@ async def hold_consoles(args: argparse.Namespace) -> None:
             c.transport.close()
 
 
+# -- followers: streams that reconnect as the page does ------------------------------
+
+GOING_AWAY_WINDOW = (0.5, 2.5)
+"""Seconds: the page's pause after a server going away (static/app.js GOING_AWAY_WINDOW_MS)."""
+RETRY_WINDOW = 1.0
+"""Seconds: the page's first retry window after any other drop; doubles per failed try (static/app.js)."""
+SEQ = re.compile(rb'"seq":\s*(\d+)')
+TERMINAL_FLAG = re.compile(rb'"terminal":\s*true')
+
+
+class Follower:
+    """One viewer of one job: its connections one after the other, and what the restart cost it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, kind: str, job: str, bases: list[str], policy: str) -> None:
+        self.loop, self.kind, self.job, self.bases, self.policy = loop, kind, job, bases, policy
+        self.base_index = 0
+        self.connection: FollowerConnection | None = None
+        self.seq: int | None = None
+        self.retry_ms: int | None = None
+        self.got_first = False
+        self.terminal = False
+        self.closed_at: float | None = None
+        """When the first server ended the stream (its close reached us)."""
+        self.connected: list[float] = []
+        """When each new connection was made after that."""
+        self.back_at: float | None = None
+        """When the first word came on a new connection."""
+        self.tries = 0
+        self.errors: list[str] = []
+
+    def connect(self) -> None:
+        base = urlsplit(self.bases[self.base_index])
+        path = f"/{'sse' if self.kind == 'sse' else 'ws'}/task-status/{self.job}"
+        factory = SseConnection if self.kind == "sse" else WsConnection
+        self.loop.create_task(self._open(factory, base.netloc, base.hostname or "127.0.0.1", base.port or 80, path))
+
+    async def _open(self, factory: type[FollowerConnection], netloc: str, host: str, port: int, path: str) -> None:
+        try:
+            await self.loop.create_connection(lambda: factory(self, netloc, path), host, port)
+        except OSError as error:
+            self.note(f"connect: {error}")
+            self.ended(going_away=False)
+
+    def note(self, error: str) -> None:
+        if len(self.errors) < 3:
+            self.errors.append(error)
+
+    def opened(self, connection: FollowerConnection, at: float) -> None:
+        self.connection = connection
+        if self.closed_at is not None:
+            self.connected.append(at)
+
+    def word(self, at: float) -> None:
+        """A status, or (SSE, ``Last-Event-ID`` current) the stream's opening: this connection is live."""
+        if self.closed_at is not None and self.back_at is None and self.connected:
+            self.back_at = at
+        self.tries = 0
+
+    def status(self, payload: bytes, at: float) -> None:
+        match = SEQ.search(payload)
+        if match is not None:
+            self.seq = int(match.group(1))
+        if not self.got_first:
+            self.got_first = True
+            FOLLOWERS_OPEN.append(self)
+        self.word(at)
+        if TERMINAL_FLAG.search(payload):
+            self.terminal = True
+
+    def ended(self, *, going_away: bool, at: float | None = None) -> None:
+        """The connection is gone: after the final status, stop; otherwise come back after the policy's delay."""
+        self.connection = None
+        if self.terminal:
+            return
+        if self.closed_at is None and at is not None:
+            self.closed_at = at
+            self.base_index = min(1, len(self.bases) - 1)  # the load balancer sends it to the survivor
+        self.loop.call_later(self.delay(going_away), self.connect)
+
+    def delay(self, going_away: bool) -> float:
+        tries, self.tries = self.tries, self.tries + 1
+        if self.policy == "fixed":
+            return 2.0 if self.kind == "sse" else 0.5
+        if self.kind == "sse" and self.retry_ms is not None:
+            return self.retry_ms / 1000  # as any EventSource: the stream's own retry:
+        if going_away:
+            return random.uniform(*GOING_AWAY_WINDOW)
+        return random.uniform(0, min(RETRY_WINDOW * 2**tries, 10.0))
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "job": self.job,
+            "closed_at": self.closed_at,
+            "connected": self.connected,
+            "back_at": self.back_at,
+            "terminal": self.terminal,
+            "seq": self.seq,
+            "errors": self.errors,
+        }
+
+
+FOLLOWERS_OPEN: list[Follower] = []
+
+
+class FollowerConnection(asyncio.Protocol):
+    def __init__(self, follower: Follower, netloc: str, path: str) -> None:
+        self.follower, self.netloc, self.path = follower, netloc, path
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.head_done = False
+        self.going_away = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.follower.opened(self, time.monotonic())
+        transport.write(self.request().encode())
+
+    def request(self) -> str:
+        raise NotImplementedError
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.follower.ended(going_away=self.going_away, at=time.monotonic())
+
+
+class SseConnection(FollowerConnection):
+    """An EventSource: ``Last-Event-ID`` on a reconnect, ``retry:`` kept, ``event: end`` or 204 ends it."""
+
+    def request(self) -> str:
+        last = f"Last-Event-ID: {self.follower.seq}\r\n" if self.follower.seq is not None else ""
+        return f"GET {self.path} HTTP/1.1\r\nHost: {self.netloc}\r\nAccept: text/event-stream\r\n{last}\r\n"
+
+    def data_received(self, data: bytes) -> None:
+        at = time.monotonic()
+        buffer = self.buffer + data
+        if not self.head_done:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            head = buffer[:end]
+            if head.startswith(b"HTTP/1.1 204"):  # it has the final status already
+                self.follower.terminal = True
+            elif not head.startswith(b"HTTP/1.1 200"):
+                self.follower.note(head[: head.find(b"\r\n")].decode(errors="replace"))
+            self.head_done, buffer = True, buffer[end + 4 :]
+            if self.follower.terminal or not head.startswith(b"HTTP/1.1 200"):
+                assert self.transport is not None
+                self.transport.close()
+                return
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: ") and line != b"data: {}":
+                self.follower.status(line[6:], at)
+            elif line.startswith(b"retry: "):
+                self.follower.retry_ms = int(line[7:].strip())
+                if self.follower.seq is not None:  # a reconnect: the server sends nothing it already has
+                    self.follower.word(at)
+            elif line.startswith(b"event: end"):
+                self.follower.terminal = True
+            elif line == b"0\r":  # the last chunk: the server ended the response (the connection may stay open)
+                assert self.transport is not None
+                self.transport.close()
+                return
+        self.buffer = buffer
+
+
+class WsConnection(FollowerConnection):
+    """The page's WebSocket: a close with 1001 is the server going away."""
+
+    def request(self) -> str:
+        return (
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {WsClient.KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+
+    def data_received(self, data: bytes) -> None:
+        at = time.monotonic()
+        assert self.transport is not None
+        buffer = self.buffer + data
+        if not self.head_done:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.follower.note(buffer[: buffer.find(b"\r\n")].decode(errors="replace"))
+                self.transport.close()
+                return
+            self.head_done, buffer = True, buffer[end + 4 :]
+        while len(buffer) >= 2:
+            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + length:
+                break
+            payload, buffer = buffer[start : start + length], buffer[start + length :]
+            if opcode == 0x1:
+                self.follower.status(payload, at)
+            elif opcode == 0x9:
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode == 0x8:
+                self.going_away = payload[:2] == (1001).to_bytes(2, "big")
+                self.transport.write(b"\x88\x80\0\0\0\0")
+                self.transport.close()
+        self.buffer = buffer
+
+
+async def hold_followers(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    jobs = args.jobs.split(",")
+    bases = [args.base, *([args.reconnect_to] if args.reconnect_to else [])]
+    followers = [
+        Follower(loop, kind=args.transport, job=jobs[i % len(jobs)], bases=bases, policy=args.policy)
+        for i in range(args.count)
+    ]
+    started = time.monotonic()
+    for start in range(0, len(followers), args.concurrency):
+        for follower in followers[start : start + args.concurrency]:
+            follower.connect()
+        while len(FOLLOWERS_OPEN) < min(len(followers), start + args.concurrency):
+            if time.monotonic() - started > args.open_timeout:
+                emit({"error": f"only {len(FOLLOWERS_OPEN)} of {args.count} followers had a first status"})
+                return
+            await asyncio.sleep(0.01)  # the load generator's own pacing of its opens
+    emit({"opened": args.count, "seconds": round(time.monotonic() - started, 3)})
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.readline(), args.duration)
+    emit({"followers": [f.record() for f in followers]})
+    for follower in followers:
+        if follower.connection is not None and follower.connection.transport is not None:
+            follower.terminal = True  # no reconnect once the report is out
+            follower.connection.transport.close()
+
+
 def send_launches(args: argparse.Namespace) -> None:
     """POST ``/api/jobs`` at a steady rate (open loop) from a thread pool; one keep-alive session per thread."""
     import threading
@@ -536,6 +790,16 @@ def main(argv: list[str] | None = None) -> None:
     consoles.add_argument("--token", required=True, help="an operator's token (sent in the Authorization header)")
     consoles.add_argument("--query", default="", help="e.g. status=Running,Failed&spec=console")
     consoles.add_argument("--open-timeout", type=float, default=60.0)
+    followers = commands.add_parser("followers", help="hold streams that reconnect elsewhere as the page does")
+    followers.add_argument("--base", required=True)
+    followers.add_argument("--reconnect-to", default="", help="where streams the server ended come back")
+    followers.add_argument("--transport", choices=("sse", "ws"), required=True)
+    followers.add_argument("--jobs", required=True)
+    followers.add_argument("--count", type=int, required=True)
+    followers.add_argument("--policy", choices=("jittered", "fixed"), default="jittered")
+    followers.add_argument("--concurrency", type=int, default=200)
+    followers.add_argument("--open-timeout", type=float, default=300.0)
+    followers.add_argument("--duration", type=float, default=900.0)
     launches = commands.add_parser("launches", help="POST /api/jobs at a steady rate and time each")
     launches.add_argument("--base", required=True)
     launches.add_argument("--token", required=True)
@@ -549,6 +813,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(hold_streams(args))
     elif args.command == "consoles":
         asyncio.run(hold_consoles(args))
+    elif args.command == "followers":
+        asyncio.run(hold_followers(args))
     elif args.command == "launches":
         send_launches(args)
     else:

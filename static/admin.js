@@ -10,8 +10,11 @@
  * The list follows /ws/runs, else /sse/runs (read with fetch() so the header
  * goes with it), else polls /api/runs every 2 s, as the donation page does:
  * a transport that fails before its first message, or sends nothing within
- * 3 s, is dropped for the next; one that drops mid-stream is retried with
- * jittered backoff, and after 3 failed tries the next one is used.
+ * 3 s, is dropped for the next; one that drops mid-stream is retried after
+ * a random pause within a growing window (up to 1 s, 2 s, 4 s, … 10 s: "full
+ * jitter"), and after 3 failed tries the next one is used. A server going
+ * away (WebSocket close 1001, or the event stream's end) is retried after 0.5
+ * to 2.5 s at random, so a stopping server's consoles come back spread out.
  * ?transport=ws|sse|poll forces one. Every message is a whole status with a
  * per-job seq; an older seq is ignored. Changes are applied once per
  * animation frame, and at most MAX_ROWS rows are in the DOM.
@@ -24,8 +27,9 @@
   const TRANSPORT_ORDER = ['ws', 'sse', 'poll'];
   const TRANSPORT_LABELS = { ws: 'WebSocket', sse: 'Server-Sent Events', poll: 'Polling', none: 'none' };
   const OPEN_TIMEOUT_MS = 3000;
-  const RETRY_BASE_MS = 500;
+  const RETRY_WINDOW_MS = 1000; // the first retry's window; doubles per failed try
   const RETRY_MAX_MS = 10000;
+  const GOING_AWAY_WINDOW_MS = [500, 2500]; // as the server's per-stream SSE retry: (webapp/wire.py)
   const RETRIES_BEFORE_NEXT = 3;
   const POLL_MS = 2000;
   const LIST_LIMIT = 200;
@@ -375,9 +379,13 @@
     $('transport-name').textContent = phase === 'live' ? TRANSPORT_LABELS[name] : `${TRANSPORT_LABELS[name]} (connecting)`;
   }
 
-  function jittered(attempt) {
-    const base = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** attempt);
-    return base / 2 + Math.random() * (base / 2);
+  // Random within the window, so that the consoles of one server do not all come back in the same instant.
+  function jittered(attempt, goingAway) {
+    if (goingAway) {
+      const [low, high] = GOING_AWAY_WINDOW_MS;
+      return low + Math.random() * (high - low);
+    }
+    return Math.random() * Math.min(RETRY_MAX_MS, RETRY_WINDOW_MS * 2 ** attempt);
   }
 
   // Follows one transport after another; each attempt gets callbacks and returns a stop function.
@@ -399,13 +407,13 @@
       let heard = false;
       let done = false;
       const openTimer = setTimeout(() => { if (!heard) finish(false); }, OPEN_TIMEOUT_MS);
-      const finish = (afterMessages) => {
+      const finish = (afterMessages, goingAway = false) => {
         if (done || this.stopped) return;
         done = true;
         clearTimeout(openTimer);
         if (this.stopCurrent) this.stopCurrent();
         this.stopCurrent = null;
-        this.next(afterMessages);
+        this.next(afterMessages, goingAway);
       };
       const onMessage = () => {
         if (!heard) {
@@ -417,16 +425,16 @@
         }
       };
       const opener = { ws: followWebSocket, sse: followEventStream, poll: followPolling }[name];
-      this.stopCurrent = opener({ onMessage, onEnd: () => finish(heard) });
+      this.stopCurrent = opener({ onMessage, onEnd: (goingAway) => finish(heard, heard && goingAway === true) });
     }
 
-    next(afterMessages) {
+    next(afterMessages, goingAway) {
       if (forced) {
-        this.retryLater(this.failures++);
+        this.retryLater(this.failures++, goingAway);
         return;
       }
       if (afterMessages && this.failures < RETRIES_BEFORE_NEXT) {
-        this.retryLater(this.failures++);
+        this.retryLater(this.failures++, goingAway);
         return;
       }
       this.failures = 0;
@@ -439,9 +447,9 @@
       this.start();
     }
 
-    retryLater(attempt) {
+    retryLater(attempt, goingAway = false) {
       setTransport(TRANSPORT_ORDER[this.index], 'connecting');
-      this.timer = setTimeout(() => this.start(), jittered(attempt));
+      this.timer = setTimeout(() => this.start(), jittered(attempt, goingAway));
     }
 
     stop() {
@@ -492,7 +500,7 @@
     socket.addEventListener('close', (event) => {
       if (event.code === 4401) signOut('Your token was refused. Sign in again.');
       else if (event.code === 4403) signOut('The admin API is disabled on this server (no ADMIN_TOKENS).');
-      else onEnd();
+      else onEnd(event.code === 1001);
     });
     return () => { socket.close(1000); };
   }
@@ -548,7 +556,7 @@
           if (done) break;
           parse(value);
         }
-        onEnd();
+        onEnd(true); // the server ended the stream: it is going away (or must list afresh)
       } catch (err) {
         if (!controller.signal.aborted) onEnd();
       }

@@ -7,9 +7,15 @@
  *   - A transport that delivers no message within 3 s, or fails before its
  *     first message, is abandoned at once for the next one.
  *   - One that drops mid-stream (after a message, before a terminal status)
- *     is retried after 0.5 s, 1 s, 2 s; after 3 failed tries, the next one.
+ *     is retried after a random pause within a growing window (up to 1 s,
+ *     2 s, 4 s: "full jitter"); after 3 failed tries, the next one. A server
+ *     going away (WebSocket close 1001, or an event stream that ends without
+ *     `event: end`) is retried after 0.5 to 2.5 s, at random: the clients of
+ *     a stopping server reach the one that takes them over spread out, not
+ *     all in one instant.
  *   - When the chain runs out (the server is unreachable), it starts again
- *     from the top after a pause (2 s, doubling to 10 s).
+ *     from the top after a pause (2 s, doubling to 10 s; each between half
+ *     and the whole of it, at random).
  *   - ?transport=ws|sse|poll forces a single transport, retried forever.
  *   - Every message is the whole status; one with a lower seq than the one
  *     shown is ignored. A terminal status stops everything; so does a new
@@ -23,7 +29,9 @@
   const TRANSPORT_ORDER = ['ws', 'sse', 'poll'];
   const TRANSPORT_LABELS = { ws: 'WebSocket', sse: 'Server-Sent Events', poll: 'Polling' };
   const OPEN_TIMEOUT_MS = 3000;
-  const RETRY_DELAYS_MS = [500, 1000, 2000];
+  const RETRY_WINDOW_MS = 1000; // the first retry's window; doubles per failed try
+  const RETRIES_BEFORE_NEXT = 3;
+  const GOING_AWAY_WINDOW_MS = [500, 2500]; // as the server's per-stream SSE retry: (webapp/wire.py)
   const MAX_RETRY_DELAY_MS = 10000;
   const POLL_MIN_MS = 2000;
   const POLL_MAX_MS = 10000;
@@ -450,7 +458,7 @@
       // {"type":"error"} is followed by a 44xx close, handled below.
     };
     socket.onclose = (event) => {
-      if (!closing) handlers.onClose(`websocket closed (${event.code})`);
+      if (!closing) handlers.onClose(`websocket closed (${event.code})`, event.code === 1001);
     };
     return {
       close() {
@@ -464,13 +472,17 @@
   function openEventSource(links, handlers) {
     const source = new EventSource(links.events);
     let closed = false;
+    let heard = false; // a stream that delivered a status and then ends without `event: end`: the server going away
     const shut = () => {
       closed = true;
       source.close();
     };
     source.addEventListener('status', (event) => {
       const status = parseJson(event.data);
-      if (status && !closed) handlers.onStatus(status);
+      if (status && !closed) {
+        heard = true;
+        handlers.onStatus(status);
+      }
     });
     source.addEventListener('end', () => {
       if (closed) return;
@@ -481,7 +493,7 @@
     source.onerror = () => {
       if (closed) return;
       shut();
-      handlers.onClose('event stream error');
+      handlers.onClose('event stream error', heard);
     };
     return { close: shut };
   }
@@ -584,12 +596,12 @@
       const kind = this.kind;
       let gotMessage = false;
       let done = false;
-      const fail = (reason) => {
+      const fail = (reason, goingAway = false) => {
         if (done || this.stopped) return;
         done = true;
         clearTimeout(this.timer);
         this.closeConnection();
-        this.onFailure(kind, gotMessage, reason);
+        this.onFailure(kind, reason, goingAway);
       };
       const handlers = {
         onStatus: (status) => {
@@ -617,28 +629,32 @@
       this.timer = setTimeout(() => fail('no message within 3 s'), OPEN_TIMEOUT_MS);
     }
 
-    onFailure(kind, gotMessage, reason) {
+    onFailure(kind, reason, goingAway) {
       if (console && console.debug) console.debug(`jobpulse: ${kind} failed: ${reason}`);
       const last = this.index >= this.order.length - 1;
       let delay;
-      if (this.forced) {
-        delay = this.retryDelay(this.tries++);
-      } else if (this.hadMessage && this.tries < RETRY_DELAYS_MS.length) {
-        delay = RETRY_DELAYS_MS[this.tries++]; // dropped mid-stream: retry it
+      if (this.forced || (this.hadMessage && this.tries < RETRIES_BEFORE_NEXT)) {
+        delay = this.retryDelay(this.tries++, goingAway); // dropped mid-stream: retry it
       } else if (!last) {
         this.advance(this.index + 1);
         delay = 0;
       } else {
         this.advance(0); // nothing left: start over after a pause
-        delay = Math.min(2000 * 2 ** this.cycles++, MAX_RETRY_DELAY_MS);
+        const pause = Math.min(2000 * 2 ** this.cycles++, MAX_RETRY_DELAY_MS);
+        delay = pause / 2 + Math.random() * (pause / 2);
       }
       const label = delay ? 'Reconnecting…' : 'Connecting…';
       setTransport('none', label, 'reconnecting');
       this.timer = setTimeout(() => this.connect(), delay);
     }
 
-    retryDelay(tries) {
-      return Math.min(RETRY_DELAYS_MS[0] * 2 ** tries, MAX_RETRY_DELAY_MS);
+    // Random within the window, so that the clients of one server do not all come back in the same instant.
+    retryDelay(tries, goingAway) {
+      if (goingAway) {
+        const [low, high] = GOING_AWAY_WINDOW_MS;
+        return low + Math.random() * (high - low);
+      }
+      return Math.random() * Math.min(RETRY_WINDOW_MS * 2 ** tries, MAX_RETRY_DELAY_MS);
     }
 
     advance(index) {

@@ -66,6 +66,18 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
     return frames
 
 
+def assert_sse_preamble(text: str) -> int:
+    """The stream opens with ``retry:`` (its own, drawn from the window) and a blank line; returns the delay."""
+    from webapp.wire import SSE_RETRY_WINDOW_MS
+
+    head, blank, _ = text.partition("\n\n")
+    assert blank and head.startswith("retry: "), text[:80]
+    retry_ms = int(head.removeprefix("retry: "))
+    low, high = SSE_RETRY_WINDOW_MS
+    assert low <= retry_ms <= high, retry_ms
+    return retry_ms
+
+
 def statuses(frames: Iterable[dict[str, Any]]) -> list[str]:
     return [f["data"]["status"] for f in frames if f.get("event") == "status"]
 

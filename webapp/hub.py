@@ -18,12 +18,17 @@ An operator's console follows every job at once (:meth:`StatusHub.subscribe_all`
 an :class:`AllRunsSubscription` keeps the latest status per job, at most
 :data:`ALL_RUNS_PENDING_JOBS` jobs; past that it drops them all and tells its
 reader to read the whole list afresh, so a slow reader never holds a backlog.
+
+At shutdown :meth:`StatusHub.close` may spread the closes over a few seconds
+(``over``), in random order, so the clients do not all reconnect to the
+process that takes them over in the same instant.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -122,6 +127,9 @@ class Subscription(_Mailbox):
             if not self._wait(deadline):
                 return None
 
+
+CLOSE_STEP_SECONDS = 0.01
+"""How often a spread-out :meth:`StatusHub.close` closes its next slice of subscriptions."""
 
 ALL_RUNS_PENDING_JOBS = 1000
 """The most jobs an :class:`AllRunsSubscription` holds changes of before it drops them and asks for a fresh list."""
@@ -324,11 +332,30 @@ class StatusHub:
                 subscription.nudge()
             time.sleep(0)
 
-    def close(self) -> None:
-        """End every subscription (server shutting down)."""
+    def close(
+        self, *, over: float = 0.0, shuffle: Callable[[list[Subscription | AllRunsSubscription]], None] = random.shuffle
+    ) -> None:
+        """End every subscription (server shutting down); one opened from now on is closed at once.
+
+        ``over``: seconds to spread the closes over, in random order (``shuffle``),
+        a slice every :data:`CLOSE_STEP_SECONDS`, so that the clients, which
+        reconnect elsewhere, do not all arrive there in the same instant. Returns
+        within ``over`` (plus one step); until its close each stream keeps
+        receiving changes. ``0``: all at once.
+        """
         with self._lock:
             self._closed = True
             everyone: list[Subscription | AllRunsSubscription] = [*self._all_runs]
             everyone.extend(s for subs in self._subscriptions.values() for s in subs)
-        for subscription in everyone:
-            subscription.close()
+        if over <= 0 or len(everyone) < 2:
+            for subscription in everyone:
+                subscription.close()
+            return
+        shuffle(everyone)
+        steps = max(1, min(len(everyone), int(over / CLOSE_STEP_SECONDS)))
+        started = time.monotonic()
+        for step in range(steps):
+            for subscription in everyone[step * len(everyone) // steps : (step + 1) * len(everyone) // steps]:
+                subscription.close()
+            if step + 1 < steps:
+                time.sleep(max(0.0, started + over * (step + 1) / steps - time.monotonic()))

@@ -105,8 +105,13 @@ class Runtime:
         threading.Thread(target=self._heartbeat, name="stream-heartbeat", daemon=True).start()
         threading.Thread(target=self._retry_unsaved, name="run-store-retry", daemon=True).start()
 
-    def stop(self) -> None:
+    def stop(self, *, close_streams_over: float = 0.0) -> None:
         """End streams (WebSocket 1001) and stop executors. Idempotent.
+
+        ``close_streams_over``: seconds to spread the streams' ends over
+        (:meth:`StatusHub.close`), so their clients do not all reconnect to
+        another process in the same instant; the executors keep feeding the
+        streams still open meanwhile, and stop after.
 
         Status changes the store refused are written before the executors hand
         their runs back: a run handed back is adopted by another process from
@@ -117,7 +122,7 @@ class Runtime:
         self._stopping.set()
         self.admitter.stop()  # before the executors: a run admitted now would be refused by a stopping executor
         self.progress.stop()  # held progress is written first, while the runs it belongs to still stream
-        self.hub.close()
+        self.hub.close(over=close_streams_over)
         self.log_followers.stop()  # log follows end with the status streams, before their executors stop
         self.door.save_unsaved()
         parts: list[Executor | Service] = [*self.executors.values(), *self.services]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from tests.helpers import parse_sse, statuses, wait_for
+from tests.helpers import assert_sse_preamble, parse_sse, statuses, wait_for
 
 
 def test_task_status_polling_with_etag(client: FlaskClient, admin: dict[str, str]) -> None:
@@ -58,13 +58,19 @@ def test_sse_stream_through_the_test_client(client: FlaskClient, admin: dict[str
     assert response.headers["X-Accel-Buffering"] == "no"
     assert "Content-Encoding" not in response.headers
     text = response.get_data(as_text=True)
-    assert text.startswith("retry: 2000\n\n")
+    assert_sse_preamble(text)
     frames = parse_sse(text)
     seen = statuses(frames)
     assert seen[-1] == "Succeeded"
     seqs = [int(f["id"]) for f in frames if f.get("event") == "status"]
     assert seqs == sorted(set(seqs))
     assert frames[-1] == {"event": "end", "data": {}}
+
+
+def test_each_sse_stream_draws_its_own_retry(client: FlaskClient, admin: dict[str, str]) -> None:
+    name = client.post("/api/jobs", json={"spec": "quick"}, headers=admin).get_json()["job_name"]
+    delays = {assert_sse_preamble(client.get(f"/sse/task-status/{name}").get_data(as_text=True)) for _ in range(8)}
+    assert len(delays) > 1, "not one retry for every stream: their EventSources would come back together"
 
 
 def test_a_websocket_route_without_upgrade_is_refused_cleanly(client: FlaskClient, admin: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 import websocket
 
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import parse_sse, wait_for
+from tests.helpers import assert_sse_preamble, parse_sse, wait_for
 from tests.live.clients import curl_sse, donate, launch, open_streams, wait_for_status, ws_collect
 from tests.live.server import LiveServer
 
@@ -76,7 +76,7 @@ def test_curl_sees_the_list_then_each_change_of_a_launched_run_to_its_end(live_s
     done = wait_for_status(live_server, before, "Succeeded")
     with curl_runs(live_server) as stream:
         assert first_list(stream)[0] == done
-        assert stream.text.startswith("retry: 2000\n\n")
+        assert_sse_preamble(stream.text)
         name = launch(live_server, "slow", seconds="1")
         per_job = curl_sse(live_server, name)  # a per-job stream alongside works as before
         wait_for(lambda: [s["status"] for s in stream.statuses_of(name)][-1:] == ["Succeeded"], what="its end")

@@ -6,7 +6,7 @@ import signal
 
 import requests
 
-from tests.helpers import parse_sse, statuses, wait_for
+from tests.helpers import assert_sse_preamble, parse_sse, statuses, wait_for
 from tests.live.clients import (
     ADMIN,
     curl_sse,
@@ -24,7 +24,7 @@ def test_curl_follows_a_donation_to_the_end_and_exits_by_itself(live_server: Liv
     name = donate(live_server)["job_name"]
     code, frames, raw = curl_sse(live_server, name)
     assert code == 0, raw
-    assert raw.startswith("retry: 2000\n\n")
+    assert_sse_preamble(raw)
     status_frames = [f for f in frames if f.get("event") == "status"]
     seqs = [int(f["id"]) for f in status_frames]
     assert seqs == sorted(set(seqs)), "each frame is newer than the last"

@@ -9,7 +9,7 @@ import pytest
 
 from webapp.api.frames import FrameCache, frames_of, http_chunk, sse_event, ws_message, ws_text_frame
 from webapp.status import JobStatus
-from webapp.wire import sse_status_frame, ws_status_message
+from webapp.wire import SSE_RETRY_WINDOW_MS, sse_preamble, sse_status_frame, ws_status_message
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -67,3 +67,8 @@ def test_the_cache_keeps_the_newest_status_per_job_for_a_bounded_number_of_jobs(
     cache.frames(b)  # a third job: the one first asked for goes
     assert cache.frames(a) is kept_a
     assert cache.frames(running) is not kept
+
+
+@pytest.mark.parametrize("retry_ms", SSE_RETRY_WINDOW_MS)
+def test_the_sse_preamble_carries_the_streams_own_retry(retry_ms: int) -> None:
+    assert sse_preamble(retry_ms) == f"retry: {retry_ms}\n\n".encode()

@@ -4,7 +4,10 @@ Both send the current status at once, then each change, and end after a
 terminal status. Neither calls an executor: they only read the hub.
 
 SSE answers ``204`` to a reconnect that already has the final status, so any
-EventSource stops. The WebSocket keeps to RFC 6455 where simple-websocket
+EventSource stops; a reconnect whose ``Last-Event-ID`` is the current ``seq``
+is not sent that status again. Each SSE stream opens with its own ``retry:``
+(:data:`~webapp.wire.SSE_RETRY_WINDOW_MS`), so the EventSources of a stopping
+process do not all come back in the same instant. The WebSocket keeps to RFC 6455 where simple-websocket
 leaves it to us: bad handshakes are refused (:mod:`webapp.api.handshake`),
 client messages are capped (:data:`WS_MAX_MESSAGE_BYTES`, close ``1009``) and
 the closing handshake completes before TCP is closed — except for the two
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -65,7 +69,7 @@ from webapp.errors import (
 )
 from webapp.hub import HubClosed, Subscription
 from webapp.status import JobStatus
-from webapp.wire import SSE_END, SSE_PING, SSE_PREAMBLE, ws_error_message
+from webapp.wire import SSE_END, SSE_PING, SSE_RETRY_WINDOW_MS, sse_preamble, ws_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +109,12 @@ WS_CLOSE_TIMEOUT = 5.0
 # frame (browsers: "Invalid frame header", 1006), so it is refused with 501 like any plain WSGI host.
 _SOCKET_KEYS = ("gunicorn.socket", "eventlet.input")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _sse_preamble() -> bytes:
+    """This stream's first bytes: a ``retry:`` drawn from :data:`~webapp.wire.SSE_RETRY_WINDOW_MS`, so that
+    the EventSources of a stopping process come back spread out, not all at once."""
+    return sse_preamble(random.randint(*SSE_RETRY_WINDOW_MS))
 
 
 def _take_stream_slot() -> StreamSlot:
@@ -188,7 +198,7 @@ def sse_status(job_name: str) -> Response:
     def stream() -> Iterator[bytes]:
         with rt.hub.subscribe(job_name, heartbeat=True, sink=sink) as subscription, _stream_opened("sse", job_name):
             with writing:
-                yield SSE_PREAMBLE
+                yield _sse_preamble()
             current = rt.hub.get(job_name) or first
             if last_event_id != str(current.seq):  # a reconnecting client that has it already waits for the next
                 with writing:
@@ -242,7 +252,7 @@ def sse_runs() -> Response:
 
     def stream() -> Iterator[bytes]:
         with _stream_opened("sse", None, operator=operator):
-            yield SSE_PREAMBLE
+            yield _sse_preamble()
             try:
                 for message in runs_feed(subscription, first=first, list_runs=list_runs, wanted=wanted):
                     if message is None:

@@ -1,0 +1,332 @@
+"""Measure 5 of issue #15: no stampede on restart — two instances on one Redis, one of them stopped.
+
+    python -m benchmarks.stampede [--streams 10000] [--jobs 20] [--finishing 10] [--scenarios before,after]
+
+N streams (half SSE, half WebSocket) follow J running Jobs through two
+jobpulse instances sharing one ``redis-server``: half the streams on A,
+half on B. Once every stream has its first status, A is sent ``SIGTERM``
+(its gunicorn master, as Kubernetes does) while F of the Jobs finish, one
+after the other, over the restart. The streams on A come back on B as the
+page does (:mod:`benchmarks.loadgen` ``followers``). Measured, over the
+streams A held (the moved streams):
+
+- the most of them that reached B in any 100 ms (the target: at most 10 %);
+- clients that never saw their Job's final status (the target: none);
+- the time from A's close to the first word on the new connection: a
+  status, or for an SSE stream whose ``Last-Event-ID`` is current the
+  stream's opening (the target: p99 at most 3 s);
+- requests the instances made to the API server from the ``SIGTERM`` until
+  every stream was back (counted as in :mod:`benchmarks.api_requests`).
+
+Two scenarios, same code, settings apart: ``before``, the first release's
+behaviour (``STREAM_CLOSE_SPREAD=0``: every stream closed in one instant;
+clients back after a fixed 0.5 s on WebSocket, 2 s on SSE, its old
+``retry: 2000``), and ``after``, this release (closes spread over half of a
+10 s ``GRACEFUL_TIMEOUT``, clients back after a random pause, SSE after its
+own ``retry:``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from benchmarks.common import Bench, arguments, finish, machine, ms, percentiles, session
+from tests.cluster.controlplane import die_with_parent
+from tests.live.server import PROJECT_ROOT, LiveServer
+from tests.redis.conftest import RedisServer
+
+SCENARIOS: dict[str, dict[str, str]] = {
+    "before": {"spread": "0", "policy": "fixed"},
+    "after": {"spread": "0.5", "policy": "jittered"},
+}
+BIN_SECONDS = 0.1
+
+
+class Followers:
+    """The ``followers`` load generators: one process per server and transport."""
+
+    def __init__(self, bench: Bench) -> None:
+        self._bench = bench
+        self._log = (bench.workdir / "followers.log").open("a")
+        self._processes: list[tuple[str, subprocess.Popen[str]]] = []
+
+    def start(self, server: LiveServer, *, transport: str, jobs: list[str], count: int, **options: str) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.loadgen",
+            "followers",
+            f"--base={server.url}",
+            f"--transport={transport}",
+            f"--jobs={','.join(jobs)}",
+            f"--count={count}",
+            *(f"--{name.replace('_', '-')}={value}" for name, value in options.items()),
+        ]
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509  (only a prctl call, no locks)
+        )
+        self._processes.append((server.url, process))
+
+    def wait_open(self) -> None:
+        for _, process in self._processes:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if '"opened"' not in line:
+                self.kill()
+                raise RuntimeError(f"followers could not open: {line or process.wait()}")
+
+    def report(self) -> dict[str, list[dict[str, Any]]]:
+        """Per server the streams first opened on it, with what each saw."""
+        for _, process in self._processes:
+            assert process.stdin is not None
+            process.stdin.write("report\n")
+            process.stdin.flush()
+        by_server: dict[str, list[dict[str, Any]]] = {}
+        for url, process in self._processes:
+            assert process.stdout is not None
+            by_server.setdefault(url, []).extend(json.loads(process.stdout.readline())["followers"])
+            process.wait(timeout=60)
+        self.kill()
+        return by_server
+
+    def kill(self) -> None:
+        for _, process in self._processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
+        self._log.close()
+
+
+def finish_jobs(bench: Bench, names: list[str], *, over: float, done: dict[str, float]) -> None:
+    """Make each Job ``Complete`` in the API server, one after the other over ``over`` seconds."""
+    from kubernetes import client
+
+    api = bench.plane.api_client()
+    try:
+        complete(client.BatchV1Api(api), bench.namespace, names, over=over, done=done)
+    finally:
+        api.close()
+
+
+def complete(batch: Any, namespace: str, names: list[str], *, over: float, done: dict[str, float]) -> None:
+    started = time.monotonic()
+    for index, name in enumerate(names):
+        time.sleep(max(0.0, started + over * index / max(1, len(names)) - time.monotonic()))  # the schedule
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "status": {
+                "active": 0,
+                "ready": 0,
+                "terminating": 0,
+                "succeeded": 1,
+                "completionTime": now,
+                "conditions": [
+                    {"type": t, "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now}
+                    for t in ("SuccessCriteriaMet", "Complete")
+                ],
+            }
+        }
+        batch.patch_namespaced_job_status(name, namespace, body, _preload_content=False)
+        done[name] = time.monotonic()
+
+
+def scenario(
+    bench: Bench,
+    redis: RedisServer,
+    *,
+    label: str,
+    streams: int,
+    jobs: int,
+    finishing: int,
+    graceful: int,
+    settle: float,
+) -> dict[str, Any]:
+    settings = SCENARIOS[label]
+    redis.flush()
+    env = {"REDIS_URL": redis.url, "GRACEFUL_TIMEOUT": str(graceful), "STREAM_CLOSE_SPREAD": settings["spread"]}
+    a, b = bench.jobpulse(**env), bench.jobpulse(**env)
+    names = bench.donate(a, jobs)
+    for name in names:
+        bench.set_marker(name, 1)
+    followers = Followers(bench)
+    per = {(server, kind): count for server in (a, b) for kind, count in (("sse", streams // 4), ("ws", streams // 4))}
+    for (server, kind), count in per.items():
+        options = {"policy": settings["policy"]}
+        if server is a:
+            options["reconnect_to"] = b.url
+        followers.start(server, transport=kind, jobs=names, count=count, **options)
+    followers.wait_open()
+
+    requests_before = bench.app_requests()
+    finished: dict[str, float] = {}
+    spread_seconds = graceful * float(settings["spread"])
+    finisher = threading.Thread(
+        target=finish_jobs, args=(bench, names[:finishing]), kwargs={"over": spread_seconds + 3.0, "done": finished}
+    )
+    stopped_at = time.monotonic()
+    a.begin_stop()
+    finisher.start()
+    assert a.process is not None
+    a.process.wait(timeout=graceful + 30)
+    stop_seconds = time.monotonic() - stopped_at
+    finisher.join(timeout=60)
+    time.sleep(settle)  # the clients' own pauses and the last Job's final status: nothing to poll for here
+    requests = bench.app_requests() - requests_before
+    window = time.monotonic() - stopped_at
+    by_server = followers.report()
+    bench.stop(a)
+    bench.stop(b)
+    return summarize(
+        label,
+        moved=by_server[a.url],
+        stayed=by_server[b.url],
+        finished=set(finished),
+        stopped_at=stopped_at,
+        extra={
+            "streams": streams,
+            "jobs": jobs,
+            "finishing": finishing,
+            "graceful_timeout": graceful,
+            "stream_close_spread": float(settings["spread"]),
+            "policy": settings["policy"],
+            "stop_seconds": round(stop_seconds, 2),
+            "api_requests": requests,
+            "api_requests_window_seconds": round(window, 1),
+        },
+    )
+
+
+def summarize(
+    label: str,
+    *,
+    moved: list[dict[str, Any]],
+    stayed: list[dict[str, Any]],
+    finished: set[str],
+    stopped_at: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    closed = [f for f in moved if f["closed_at"] is not None]
+    landings = [f["connected"][0] for f in closed if f["connected"]]
+    bins = Counter(int((at - stopped_at) / BIN_SECONDS) for at in landings)
+    busiest_bin, busiest = bins.most_common(1)[0] if bins else (0, 0)
+    back = [f["back_at"] - f["closed_at"] for f in closed if f["back_at"] is not None]
+    closes = sorted(f["closed_at"] - stopped_at for f in closed)
+    everyone = moved + stayed
+    missed = [f for f in everyone if f["job"] in finished and not f["terminal"]]
+    return {
+        "scenario": label,
+        **extra,
+        "moved": len(moved),
+        "closed_by_the_server": len(closed),
+        "reconnected": len(landings),
+        "never_back": sum(1 for f in closed if f["back_at"] is None and not f["terminal"]),
+        "reconnect_attempts": sum(len(f["connected"]) for f in closed),
+        "max_per_100ms": busiest,
+        "max_share_per_100ms": round(busiest / len(closed), 4) if closed else 0.0,
+        "busiest_100ms_starts_s": round(busiest_bin * BIN_SECONDS, 1),
+        "landings_per_100ms": [bins.get(i, 0) for i in range(max(bins) + 1)] if bins else [],
+        "closes_first_s": round(closes[0], 3) if closes else None,
+        "closes_last_s": round(closes[-1], 3) if closes else None,
+        "back_ms": {key: ms(value) for key, value in percentiles(back, 50, 90, 99).items()}
+        | {"max": ms(max(back)) if back else None},
+        "clients_of_finished_jobs": sum(1 for f in everyone if f["job"] in finished),
+        "missed_final_status": len(missed),
+        "errors": sorted({e for f in everyone for e in f["errors"]})[:10],
+    }
+
+
+def run(
+    bench: Bench,
+    *,
+    streams: int,
+    jobs: int,
+    finishing: int,
+    scenarios: list[str],
+    graceful: int = 10,
+    settle: float = 6.0,
+) -> dict[str, Any]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian package redis-server; see tests/system-deps.sh)")
+    workdir = bench.workdir / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    redis = RedisServer(binary=binary, workdir=workdir)
+    redis.start()
+    try:
+        rows = [
+            scenario(
+                bench,
+                redis,
+                label=label,
+                streams=streams,
+                jobs=jobs,
+                finishing=finishing,
+                graceful=graceful,
+                settle=settle,
+            )
+            for label in scenarios
+        ]
+    finally:
+        redis.stop()
+    return {"measure": "stampede", "rows": rows}
+
+
+def table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "scenario": row["scenario"],
+            "streams (moved)": f"{row['streams']} ({row['moved']})",
+            "closes spread over, s": f"{row['closes_first_s']} to {row['closes_last_s']}",
+            "max reconnects in 100 ms": f"{row['max_per_100ms']} ({100 * row['max_share_per_100ms']:.1f} %)",
+            "close → first word p50 / p99 / max ms": (
+                f"{row['back_ms']['p50']} / {row['back_ms']['p99']} / {row['back_ms']['max']}"
+            ),
+            "never back": row["never_back"],
+            "final statuses missed": f"{row['missed_final_status']} of {row['clients_of_finished_jobs']}",
+            "API requests": f"{row['api_requests']:g} in {row['api_requests_window_seconds']} s",
+            "A stopped in, s": row["stop_seconds"],
+        }
+        for row in results["rows"]
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=10000, help="open streams over both instances")
+    parser.add_argument("--jobs", type=int, default=20, help="running Jobs the streams follow")
+    parser.add_argument("--finishing", type=int, default=10, help="Jobs that finish during the restart")
+    parser.add_argument("--scenarios", default="before,after", help="comma-separated: before, after")
+    args: argparse.Namespace = parser.parse_args(argv)
+    results: dict[str, Any] = {"machine": machine()}
+    with session(args) as bench:
+        results.update(
+            run(
+                bench,
+                streams=args.streams,
+                jobs=args.jobs,
+                finishing=args.finishing,
+                scenarios=args.scenarios.split(","),
+            )
+        )
+    finish(args, "No stampede on restart: two instances, one stopped", results, table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The restart benchmark measures what it claims, at a tiny N: two instances, one Redis, one instance stopped.
+
+No figure is compared with a target here (that is ``python -m
+benchmarks.stampede``'s and docs/PERFORMANCE.md's part): the counts the
+figures are made from must be real — every stream the stopped instance held
+comes back on the other or had its final status, no client misses a final
+status, and the reconnects counted per 100 ms are the reconnects made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from benchmarks import stampede
+from benchmarks.common import Bench
+
+pytestmark = [pytest.mark.redis, pytest.mark.live, pytest.mark.cluster]
+
+
+@pytest.fixture(scope="module")
+def bench(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    with Bench.open(cluster, tmp_path_factory.mktemp("bench")) as opened:
+        yield opened
+
+
+def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_missed(bench: Bench) -> None:
+    results = stampede.run(bench, streams=8, jobs=2, finishing=1, scenarios=["before", "after"], graceful=2, settle=4.0)
+    assert [row["scenario"] for row in results["rows"]] == ["before", "after"]
+    for row in results["rows"]:
+        assert row["moved"] == 4, row  # half the streams were on the stopped instance
+        assert row["clients_of_finished_jobs"] == 4, row  # one job of two finished: its four viewers
+        assert row["missed_final_status"] == 0, row
+        assert row["never_back"] == 0, row
+        assert row["reconnected"] == row["closed_by_the_server"] >= 2, row  # the running job's viewers at least
+        assert sum(row["landings_per_100ms"]) == row["reconnected"], row
+        assert max(row["landings_per_100ms"]) == row["max_per_100ms"], row
+        assert 0 < row["back_ms"]["p50"] <= row["back_ms"]["p99"] <= row["back_ms"]["max"], row
+        assert math.isfinite(row["back_ms"]["max"]), row
+        assert row["api_requests"] < row["moved"], row  # no request per reconnect: the instances read their hub
+        assert row["errors"] == [], row
+    before, after = results["rows"]
+    assert before["stream_close_spread"] == 0 and after["stream_close_spread"] == 0.5
