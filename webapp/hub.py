@@ -59,7 +59,10 @@ class _Mailbox:
 
     Flags change under the lock that the reader clears the event under, so no
     wake-up is lost. The reader's ``get`` takes what waits under that lock.
+    Slotted, as there is one per open stream.
     """
+
+    __slots__ = ("_closed", "_lock", "_nudged", "_wake", "heartbeat")
 
     def __init__(self, *, heartbeat: bool) -> None:
         self.heartbeat = heartbeat
@@ -98,6 +101,8 @@ class Subscription(_Mailbox):
     timer is armed per wait (idle streams are woken by the hub's heartbeat,
     :meth:`StatusHub.nudge_all`, one timer for the whole process).
     """
+
+    __slots__ = ("_latest", "job_name")
 
     def __init__(self, job_name: str, *, heartbeat: bool = False) -> None:
         super().__init__(heartbeat=heartbeat)
@@ -153,6 +158,8 @@ class AllRunsSubscription(_Mailbox):
     ``capacity`` jobs wait; one more and the mailbox is emptied and marked
     overflowed until read, so memory is bounded however slow the reader is.
     """
+
+    __slots__ = ("_capacity", "_overflowed", "_pending")
 
     def __init__(self, *, heartbeat: bool = False, capacity: int = ALL_RUNS_PENDING_JOBS) -> None:
         super().__init__(heartbeat=heartbeat)

@@ -75,6 +75,15 @@ def test_fanout_reaches_every_stream_of_both_transports_and_reads_the_workers_me
     assert row["rss_before"] > 10 * 2**20 and row["rss_after"] > 0, row
 
 
+def test_fanout_measures_each_transport_on_a_server_of_its_own(bench: Bench) -> None:
+    results = fanout.run(bench, counts=[4], changes=1, interval=0.5, apps=("jobpulse",), transports=("sse", "ws"))
+    assert [(row["transport"], row["streams"]) for row in results["rows"]] == [("sse", 4), ("ws", 4)]
+    for row in results["rows"]:
+        assert row["delivered"] == row["expected"] == 4 and row["lost_streams"] == 0, row
+        assert row["rss_after"] > 0, row
+    assert [line["transport"] for line in fanout.table(results)] == ["sse", "ws"]
+
+
 def test_progress_delivers_some_reports_and_the_last_to_every_stream_without_api_requests(bench: Bench) -> None:
     results = progress.run(bench, streams=10, duration=3.0, rate=10.0, interval=1.0)
     quiet, reporting = results["rows"]

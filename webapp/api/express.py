@@ -60,19 +60,37 @@ class ExpressWriter:
     frame an express write left unfinished.
     """
 
+    __slots__ = (
+        "_delivered",
+        "_encode",
+        "_fd",
+        "_peer",
+        "_sock",
+        "_subscription",
+        "lock",
+        "pending",
+        "sent_seq",
+        "waiting",
+    )
+
     def __init__(
         self,
         sock: Any,
         encode: Callable[[JobStatus], bytes],
         *,
         delivered: Callable[[JobStatus], None],
-        open_: Callable[[], bool] = lambda: True,
+        peer: Any = None,
     ) -> None:
+        """``delivered`` hears of each status written; with a ``peer``, writes only while ``peer.connected``.
+
+        ``peer`` is the stream's simple-websocket ``Server``, so that nothing follows its Close (an
+        object the stream holds anyway, and ``delivered`` a shared function: no closure per stream).
+        """
         self._sock = sock
         self._fd: int = sock.fileno()
         self._encode = encode
         self._delivered = delivered
-        self._open = open_
+        self._peer = peer
         self.lock = threading.Lock()
         """The socket's one write lock: every writer holds it (and may wait for the client); express never waits."""
         self.pending = b""
@@ -97,7 +115,11 @@ class ExpressWriter:
 
     def __call__(self, status: JobStatus) -> bool:
         """Write ``status`` now; ``True`` if the client's socket took it whole."""
-        if self.pending or not self._open() or not self.lock.acquire(blocking=False):
+        if (
+            self.pending
+            or (self._peer is not None and not self._peer.connected)
+            or not self.lock.acquire(blocking=False)
+        ):
             return False
         try:
             data = self._encode(status)
@@ -170,12 +192,26 @@ class GuardedSocket:
     With an :class:`ExpressWriter`, its lock, and an unfinished express
     write is finished first; without one (no express path), a lock of its
     own, so that a WebSocket's pings never land inside a message.
+
+    Whoever closes it (simple-websocket's reader, as it ends) tells
+    :attr:`on_close`, if set; :attr:`closed` says whether that has happened.
     """
+
+    __slots__ = ("_lock", "_sock", "_writer", "closed", "on_close")
 
     def __init__(self, sock: Any, writer: ExpressWriter | None = None) -> None:
         self._sock = sock
         self._writer = writer
         self._lock = writer.lock if writer is not None else threading.Lock()
+        self.closed = False
+        self.on_close: Callable[[], None] | None = None
+        """Called once the socket is closed, by whoever closed it."""
+
+    def close(self) -> None:
+        self._sock.close()
+        self.closed = True
+        if self.on_close is not None:
+            self.on_close()
 
     def send(self, data: bytes) -> int:
         self.sendall(data)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -67,7 +66,7 @@ from webapp.errors import (
     StreamsFull,
     TooManyStreams,
 )
-from webapp.hub import HubClosed, Subscription
+from webapp.hub import AllRunsSubscription, HubClosed, Subscription
 from webapp.status import JobStatus
 from webapp.wire import SSE_END, SSE_PING, SSE_RETRY_WINDOW_MS, sse_preamble, ws_error_message
 
@@ -150,6 +149,14 @@ def _delivered(transport: str, status: JobStatus) -> None:
     _PROPAGATION[transport].observe(max(0.0, time.time() - status.updated_at.timestamp()))
 
 
+def _delivered_sse(status: JobStatus) -> None:
+    _delivered("sse", status)
+
+
+def _delivered_ws(status: JobStatus) -> None:
+    _delivered("ws", status)
+
+
 def _changes(
     subscription: Subscription, current: JobStatus, express: ExpressWriter | None
 ) -> Iterator[JobStatus | None]:
@@ -186,7 +193,7 @@ def sse_status(job_name: str) -> Response:
     framing = {"HTTP/1.1": sse_chunk, "HTTP/1.0": sse_event}  # as gunicorn frames the body
     encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
     express = (
-        ExpressWriter.attach(request.environ.get("gunicorn.socket"), encode, delivered=lambda s: _delivered("sse", s))
+        ExpressWriter.attach(request.environ.get("gunicorn.socket"), encode, delivered=_delivered_sse)
         if encode is not None
         else None
     )
@@ -353,6 +360,61 @@ def _await_peer_close(ws: Server) -> None:
     ws.thread.join(timeout=WS_CLOSE_TIMEOUT)
 
 
+class _ClientWatch:
+    """Ends a WebSocket's subscription when its client has gone, told by simple-websocket's own reader.
+
+    That reader already reads every frame (it answers pings and the client's
+    Close, and closes ``1009`` or ``1008`` itself), and closes the socket when
+    it ends, whyever it ends. So no reader of ours waits in ``ws.receive()``
+    (a greenlet per stream): this object stands in for ``ws.event``, which the
+    reader sets at each message, and drops what the client sends, as the
+    stream reads nothing more; told of the socket's close (through
+    :class:`GuardedSocket`), it notes that the client :attr:`left` and closes
+    the subscription, which wakes the stream for good (:class:`HubClosed`).
+    """
+
+    __slots__ = ("_event", "_subscription", "_ws", "left")
+
+    def __init__(self, ws: Server, subscription: Subscription | AllRunsSubscription) -> None:
+        self._ws = ws
+        self._event = ws.event
+        self._subscription = subscription
+        self.left = False
+        """Whether the client has gone (or the closing handshake is over): nothing more may be sent."""
+
+    @classmethod
+    def install(cls, ws: Server, subscription: Subscription | AllRunsSubscription) -> _ClientWatch:
+        """Watch ``ws`` for the stream of ``subscription``: from now on, what the client sends is dropped."""
+        watch = cls(ws, subscription)
+        sock = ws.sock if isinstance(ws.sock, GuardedSocket) else GuardedSocket(ws.sock)
+        ws.sock = sock
+        ws.event = watch
+        ws.input_buffer.clear()
+        sock.on_close = watch.reader_ended
+        if sock.closed or not ws.connected:  # it ended before it could tell us
+            watch.reader_ended()
+        return watch
+
+    def reader_ended(self) -> None:
+        self.left = True
+        self._subscription.close()
+
+    # -- as ``ws.event``, to simple-websocket ---------------------------------------
+
+    def set(self) -> None:
+        self._ws.input_buffer.clear()  # the stream reads no message of its client's: none may pile up
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._event.wait(timeout))
+
+
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
     try:
@@ -378,28 +440,14 @@ def _stream_status(ws: Server, job_name: str) -> None:
     except StreamsFull as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
 
-    express = ExpressWriter.attach(
-        ws.sock, ws_frame, delivered=lambda status: _delivered("ws", status), open_=lambda: ws.connected
-    )
+    express = ExpressWriter.attach(ws.sock, ws_frame, delivered=_delivered_ws, peer=ws)
     ws.sock = GuardedSocket(ws.sock, express)  # one write lock: our sends, express, simple-websocket's pings and close
     with (
         slot,
         rt.hub.subscribe(job_name, sink=None if express is None else express.in_front_of) as subscription,
         _stream_opened("ws", job_name),
     ):
-        client_left = threading.Event()
-
-        def read_until_gone() -> None:
-            """The read side: notices at once when the client leaves, and frees the subscription."""
-            try:
-                while True:
-                    ws.receive()  # clients send nothing we need; this waits for the close
-            except ConnectionClosed:
-                pass
-            client_left.set()
-            subscription.close()
-
-        threading.Thread(target=read_until_gone, name=f"ws-read-{job_name}", daemon=True).start()
+        watch = _ClientWatch.install(ws, subscription)
         current = rt.hub.get(job_name) or first
         try:
             ws.send(ws_message(current))
@@ -410,12 +458,10 @@ def _stream_status(ws: Server, job_name: str) -> None:
                     _delivered("ws", status)
             ws.close(reason=WS_CLOSE_NORMAL, message="finished")
         except HubClosed:
-            if not client_left.is_set():
+            if not watch.left:
                 ws.close(reason=WS_CLOSE_GOING_AWAY, message="server shutting down")
         except ClientGone:
             pass  # it left in the middle of a message: nothing more to say
-        finally:
-            ws.event.set()  # wake the reader if it still waits, so it ends with us
 
 
 @sock.route("/ws/runs", bp=bp)  # type: ignore[untyped-decorator]
@@ -490,24 +536,12 @@ def _stream_runs(ws: Server) -> None:
             return rt.runs.recent(limit, statuses=wanted.statuses, specs=wanted.specs)
 
         with rt.hub.subscribe_all() as subscription, _stream_opened("ws", None, operator=operator):
-            client_left = threading.Event()
-
-            def read_until_gone() -> None:
-                """The read side: notices at once when the client leaves, and frees the subscription."""
-                try:
-                    while True:
-                        ws.receive()  # after its token a client has nothing more to say; this waits for the close
-                except ConnectionClosed:
-                    pass
-                client_left.set()
-                subscription.close()
-
             try:
                 first = list_runs()
             except RunStoreUnavailable as error:
                 _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
                 return
-            threading.Thread(target=read_until_gone, name="ws-read-runs", daemon=True).start()
+            watch = _ClientWatch.install(ws, subscription)  # after its token a client has nothing more to say
             try:
                 for message in runs_feed(subscription, first=first, list_runs=list_runs, wanted=wanted):
                     if isinstance(message, RunsList):
@@ -516,10 +550,8 @@ def _stream_runs(ws: Server) -> None:
                         ws.send(ws_run_status_message(message))
                         _delivered("ws", message)
             except HubClosed:
-                if not client_left.is_set():
+                if not watch.left:
                     ws.close(reason=WS_CLOSE_GOING_AWAY, message="server shutting down")
             except RunStoreUnavailable as error:
                 logger.warning("stream.relist_failed", extra={"transport": "ws", "error": error.message})
                 ws.close(reason=WS_CLOSE_TRY_AGAIN_LATER, message=error.code)
-            finally:
-                ws.event.set()  # wake the reader if it still waits, so it ends with us
