@@ -121,6 +121,40 @@ class Recorder:
             self.errors.append(why)
 
 
+def read_ws_frames(
+    buffer: bytes,
+    transport: asyncio.Transport,
+    on_text: Callable[[bytes], None],
+    on_close: Callable[[bytes], None] | None = None,
+) -> bytes:
+    """Read the whole server frames in ``buffer`` (never masked, so a few slices each); return what is left.
+
+    Text frames go to ``on_text``; pings get pongs, masked (with a zero mask)
+    as a client must; a Close (its payload to ``on_close``) is answered and the
+    connection closed. A lean reader keeps the load generator's own CPU (it
+    shares the machine with the server) from inflating the latencies it measures.
+    """
+    while len(buffer) >= 2:
+        opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(buffer[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(buffer[2:10], "big"), 10
+        if len(buffer) < start + length:
+            break
+        payload, buffer = buffer[start : start + length], buffer[start + length :]
+        if opcode == 0x1:
+            on_text(payload)
+        elif opcode == 0x9:
+            transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        elif opcode == 0x8:
+            if on_close is not None:
+                on_close(payload)
+            transport.write(b"\x88\x80\0\0\0\0")
+            transport.close()
+    return buffer
+
+
 class StreamClient(asyncio.Protocol):
     def __init__(self, recorder: Recorder, host: str, path: str) -> None:
         self.recorder = recorder
@@ -166,12 +200,7 @@ class SseClient(StreamClient):
 
 
 class WsClient(StreamClient):
-    """A lean WebSocket client: the upgrade request by hand, then a frame reader of a few slices.
-
-    Server frames are never masked, so reading them is cheap; a lean reader
-    keeps the load generator's own CPU (it shares the machine with the server)
-    from inflating the latencies it measures. Pings get pongs.
-    """
+    """A lean WebSocket client: the upgrade request by hand, then :func:`read_ws_frames`."""
 
     KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # any 16 bytes, base64: the server only hashes it back
 
@@ -199,23 +228,7 @@ class WsClient(StreamClient):
                 self.transport.close()
                 return
             self.upgraded, buffer = True, buffer[end + 4 :]
-        while len(buffer) >= 2:
-            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                length, start = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                length, start = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < start + length:
-                break
-            payload, buffer = buffer[start : start + length], buffer[start + length :]
-            if opcode == 0x1:
-                self.recorder.message(self, payload, at)
-            elif opcode == 0x9:  # ping: answer with a pong, masked (with a zero mask) as a client must
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-            elif opcode == 0x8:
-                self.transport.write(b"\x88\x80\0\0\0\0")
-                self.transport.close()
-        self.buffer = buffer
+        self.buffer = read_ws_frames(buffer, self.transport, lambda payload: self.recorder.message(self, payload, at))
 
 
 async def hold_streams(args: argparse.Namespace) -> None:
@@ -351,27 +364,15 @@ class Console(asyncio.Protocol):
 
     def _frames(self, buffer: bytes, at: float, wall: float) -> bytes:
         assert self.transport is not None
-        while len(buffer) >= 2:
-            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                length, start = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                length, start = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < start + length:
-                break
-            payload, buffer = buffer[start : start + length], buffer[start + length :]
-            if opcode == 0x1:
-                message = json.loads(payload)
-                if message.get("type") == "runs":
-                    self._list(message["runs"], at)
-                elif message.get("type") == "status":
-                    self._status(message["status"], at, wall)
-            elif opcode == 0x9:
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-            elif opcode == 0x8:
-                self.transport.write(b"\x88\x80\0\0\0\0")
-                self.transport.close()
-        return buffer
+
+        def text(payload: bytes) -> None:
+            message = json.loads(payload)
+            if message.get("type") == "runs":
+                self._list(message["runs"], at)
+            elif message.get("type") == "status":
+                self._status(message["status"], at, wall)
+
+        return read_ws_frames(buffer, self.transport, text)
 
     def _apply(self, status: dict[str, Any]) -> None:
         known = self.runs.get(status["job_name"])
@@ -647,24 +648,12 @@ class WsConnection(FollowerConnection):
                 self.transport.close()
                 return
             self.head_done, buffer = True, buffer[end + 4 :]
-        while len(buffer) >= 2:
-            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                length, start = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                length, start = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < start + length:
-                break
-            payload, buffer = buffer[start : start + length], buffer[start + length :]
-            if opcode == 0x1:
-                self.follower.status(payload, at)
-            elif opcode == 0x9:
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-            elif opcode == 0x8:
-                self.going_away = payload[:2] == (1001).to_bytes(2, "big")
-                self.transport.write(b"\x88\x80\0\0\0\0")
-                self.transport.close()
-        self.buffer = buffer
+        self.buffer = read_ws_frames(
+            buffer, self.transport, lambda payload: self.follower.status(payload, at), self._closing
+        )
+
+    def _closing(self, payload: bytes) -> None:
+        self.going_away = payload[:2] == (1001).to_bytes(2, "big")
 
 
 async def hold_followers(args: argparse.Namespace) -> None:
