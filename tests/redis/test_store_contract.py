@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import wait_for
 from webapp.comparison import Comparison
-from webapp.runstore import AdminAction, RunStore
+from webapp.runstore import AdminAction, RunStore, WebhookDelivery
 from webapp.runstore.redis import RedisRunStore
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase, utcnow
@@ -654,3 +654,69 @@ def test_a_run_stored_before_rerun_links_existed_still_takes_one(stores: tuple[R
         first._redis.hset(first._run_key(failed.job_name), "body", json.dumps(old_body))
     assert second.save(as_stored(failed.evolve(reruns=("task-runner-c4-b",))))
     assert first.get(failed.job_name).reruns == ("task-runner-c4-b",)  # type: ignore[union-attr]
+
+
+# -- webhook_delivery: where a run's completion webhook stands, read through the second store object --
+
+HOOK_JOB = "task-runner-hook-0001"
+
+
+def test_a_run_without_a_webhook_has_no_delivery(stores: tuple[RunStore, RunStore]) -> None:
+    _, reader = stores
+    assert reader.webhook_delivery(HOOK_JOB) is None
+
+
+def test_an_enqueued_webhook_is_pending(stores: tuple[RunStore, RunStore]) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(HOOK_JOB, "{}")
+    assert reader.webhook_delivery(HOOK_JOB) == WebhookDelivery(state="pending", attempts=0, last_error=None)
+
+
+def test_a_claimed_webhook_is_still_pending(stores: tuple[RunStore, RunStore]) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(HOOK_JOB, "{}")
+    writer.claim_webhooks(owner="sender-a", lease_seconds=30, limit=10)
+    assert reader.webhook_delivery(HOOK_JOB) == WebhookDelivery(state="pending", attempts=0, last_error=None)
+
+
+def test_a_failed_attempt_is_failing_with_its_error_and_count(stores: tuple[RunStore, RunStore]) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(HOOK_JOB, "{}")
+    writer.reschedule_webhook(HOOK_JOB, delay=60, error="HTTP 502 from the receiver")
+    writer.reschedule_webhook(HOOK_JOB, delay=60, error="timed out after 5 s")
+    assert reader.webhook_delivery(HOOK_JOB) == WebhookDelivery(
+        state="failing", attempts=2, last_error="timed out after 5 s"
+    )
+
+
+def test_a_delivered_webhook_is_delivered_and_keeps_its_history(stores: tuple[RunStore, RunStore]) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(HOOK_JOB, "{}")
+    writer.reschedule_webhook(HOOK_JOB, delay=0, error="connection refused")
+    writer.complete_webhook(HOOK_JOB)
+    assert reader.webhook_delivery(HOOK_JOB) == WebhookDelivery(
+        state="delivered", attempts=1, last_error="connection refused"
+    )
+
+
+def test_a_delivery_is_told_as_the_api_shows_it(stores: tuple[RunStore, RunStore]) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(HOOK_JOB, "{}")
+    writer.complete_webhook(HOOK_JOB)
+    delivery = reader.webhook_delivery(HOOK_JOB)
+    assert delivery is not None
+    assert delivery.to_dict() == {"state": "delivered", "attempts": 0, "last_error": None}
+
+
+def test_a_webhook_given_up_after_its_last_attempt_says_so_and_is_never_claimed_again(
+    stores: tuple[RunStore, RunStore],
+) -> None:
+    writer, reader = stores
+    writer.enqueue_webhook(HOOK_JOB, "{}")
+    writer.reschedule_webhook(HOOK_JOB, delay=0, error="HTTP 502 from the receiver")
+    writer.complete_webhook(HOOK_JOB, gave_up="HTTP 503 from the receiver")
+    assert reader.webhook_delivery(HOOK_JOB) == WebhookDelivery(
+        state="given_up", attempts=2, last_error="HTTP 503 from the receiver"
+    )
+    assert reader.claim_webhooks(owner="another", lease_seconds=30, limit=10) == []
+    assert not writer.enqueue_webhook(HOOK_JOB, "{}"), "kept, so a late finish does not send it again"
