@@ -10,6 +10,10 @@ holds the last status of every run.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +117,8 @@ def test_launches_create_a_job_for_every_accepted_donation(
         assert row["accepted"] == row["jobs_created"] == 12, row
         assert row["refused"] == []
         assert row["per_second"] > 0
+        assert row["p50"] <= row["p90"] <= row["p99"] <= row["max"], row
+        assert "blocked" not in row  # only with blocked_ms
 
     saved = tmp_path / "launches.json"
     saved.write_text(json.dumps({**results, "machine": machine(), "command": "python -m benchmarks.launches"}))
@@ -120,6 +126,36 @@ def test_launches_create_a_job_for_every_accepted_donation(
     table = capsys.readouterr().out
     assert "| baseline | 12 | 3 | 12 | 12 |" in table and "| jobpulse | 12 | 3 | 12 | 12 |" in table
     assert "| jobpulse before | 12 | 3 | 12 | 12 |" in table
+
+
+def test_launches_blocked_periods_name_where_a_real_gevent_loop_was_held() -> None:
+    """gevent's own monitor reports a greenlet holding the loop; the summary names the frame it was held in."""
+    script = textwrap.dedent(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import sys, time, gevent, zope.event
+        from gevent.events import EventLoopBlocked
+        seen = []
+        def noted(event):  # gevent's own report, printed before the loop is let go (the process ends right after)
+            if isinstance(event, EventLoopBlocked):
+                for line in event.info:
+                    print(line, file=sys.stderr, flush=True)
+                seen.append(event)
+        zope.event.subscribers.append(noted)
+        def hold_the_loop():
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                sum(range(1000))
+        gevent.sleep(0.05)  # the monitor thread starts with the hub
+        gevent.spawn(hold_the_loop).join()
+        """
+    )
+    env = {**os.environ, **launches.blocking_monitor(5), "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "false"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    blocked = launches.blocked_periods(done.stderr)
+    assert blocked["reports"] >= 1, done.stderr
+    assert any("hold_the_loop" in where for where, _ in blocked["where"]), blocked
 
 
 def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:
