@@ -1,6 +1,6 @@
 """Measure 4: launch throughput and latency, donations per second through one worker, Jobs really created.
 
-    python -m benchmarks.launches [--count 500] [--concurrency 8] [--before CHECKOUT] [--blocked-ms 10]
+    python -m benchmarks.launches [--count 500] [--concurrency 8] [--before CHECKOUT] [--gc-pauses]
 
 A load-generator process posts ``--count`` donations to ``POST /api/donations``,
 ``--concurrency`` at a time, after a warm-up of ``2 * concurrency`` that is not
@@ -9,19 +9,18 @@ benchmark lists them and says how many it found. Baseline: a handler that
 renders the same Job and creates it, with no run store, idempotency or limits.
 ``--before`` adds "jobpulse before": the code of another checkout (e.g. a
 ``git worktree`` of the commit before a change), under the same settings, in
-the same run. ``--blocked-ms`` looks at the tail: gevent's monitor thread
-watches jobpulse's event loop, and each time one greenlet held it for a whole
-period of that many milliseconds (every launch in flight waited) the stack it
-was blocked in is noted; the rows count those periods and name the innermost
-frames (the monitor costs some throughput: a diagnostic run, not a
-before/after one).
+the same run. ``--gc-pauses`` looks at the tail: every server notes each
+full garbage collection (``benchmarks/gc_pauses/sitecustomize.py``), and
+each row says how many ran while it was measured and how long the longest
+held the worker (a gevent worker runs nothing else meanwhile: every launch
+in flight waits).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +35,23 @@ def run(
     apps: tuple[str, ...] = ("baseline", "jobpulse"),
     before: Path | None = None,
     profile: Any = None,
-    blocked_ms: float | None = None,
+    gc_pauses: bool = False,
 ) -> dict[str, Any]:
     """One row per app; with ``before``, a "jobpulse before" row (that checkout's code) ahead of "jobpulse".
 
-    ``blocked_ms``: also count, in jobpulse's rows, the times its event loop was held that long by one greenlet.
+    ``gc_pauses``: also count, in each row, the full garbage collections the server made while measured.
     """
     if before is not None and "jobpulse" in apps:
         at = apps.index("jobpulse")
         apps = (*apps[:at], "jobpulse before", *apps[at:])
     rows = []
-    monitor = {} if blocked_ms is None else blocking_monitor(blocked_ms)
+    noted = gc_pause_env() if gc_pauses else {}
     for app in apps:
         if app == "baseline":
-            served = bench.serve(app)
+            served = bench.baseline(**noted)
         else:
-            served = bench.jobpulse(checkout=before if app == "jobpulse before" else None, **monitor)
-        blocked: dict[str, Any] | None = None
+            served = bench.jobpulse(checkout=before if app == "jobpulse before" else None, **noted)
+        pauses: dict[str, Any] | None = None
         with bench.running(served) as server:
             bench.donations(server, count=2 * concurrency, concurrency=concurrency)  # warm-up
             logged = server.log_path.stat().st_size if server.log_path.exists() else 0
@@ -60,10 +59,10 @@ def run(
                 server, profile, "launches-before" if app == "jobpulse before" else "launches"
             ) as where:
                 report = bench.donations(server, count=count, concurrency=concurrency)
-            if monitor:
+            if gc_pauses:
                 with server.log_path.open(encoding="utf-8", errors="replace") as log:
                     log.seek(logged)
-                    blocked = blocked_periods(log.read())
+                    pauses = gc_pauses_in(log.read())
         results = report["results"]
         accepted = [r for r in results if r["code"] in (200, 202)]
         names = {r["job_name"] for r in accepted}
@@ -81,43 +80,25 @@ def run(
                 **percentiles(latencies, 50, 90, 99),
                 "max": max(latencies, default=float("nan")),
                 "profile": where.summary,
-                **({"blocked": blocked} if blocked is not None else {}),
+                **({"gc_pauses": pauses} if pauses is not None else {}),
             }
         )
-    return {"measure": "launches", "rows": rows, **({"blocked_ms": blocked_ms} if blocked_ms is not None else {})}
+    return {"measure": "launches", "rows": rows}
 
 
-def blocking_monitor(blocked_ms: float) -> dict[str, str]:
-    """The environment that starts gevent's monitor thread, reporting a loop held for ``blocked_ms``."""
-    return {"GEVENT_MONITOR_THREAD_ENABLE": "true", "GEVENT_MAX_BLOCKING_TIME": str(blocked_ms / 1000)}
+GC_PAUSES_SITE = Path(__file__).resolve().parent / "gc_pauses"
+_GC_PAUSE = re.compile(r"^bench-gc-pause pid=\d+ ms=([\d.]+)", re.MULTILINE)
 
 
-_BLOCKED_STACK = re.compile(r"Blocked Stack \(for thread id [^)]*\):\n(.*?)\nInfo:", re.DOTALL)
-_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+def gc_pause_env() -> dict[str, str]:
+    """The environment that makes a server note its full garbage collections (``gc_pauses/sitecustomize.py``)."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(GC_PAUSES_SITE), os.environ.get("PYTHONPATH")) if p)}
 
 
-def blocked_periods(log: str, *, top: int = 8) -> dict[str, Any]:
-    """gevent's blocking reports in a server log: how many, and the innermost frames they were blocked in.
-
-    Each report names the stack the loop was in when the monitor looked; a frame of ours (``webapp/``) is
-    named with the innermost frame, so "where in jobpulse" and "in what" read together.
-    """
-    places: Counter[str] = Counter()
-    for stack in _BLOCKED_STACK.findall(log):
-        frames = [(path, line, name) for path, line, name in _FRAME.findall(stack) if "gevent/_monitor" not in path]
-        if not frames:
-            continue
-        ours = [f for f in frames if "/webapp/" in f[0]]
-        innermost = _frame_name(frames[-1])
-        places[innermost if not ours or ours[-1] == frames[-1] else f"{_frame_name(ours[-1])} > {innermost}"] += 1
-    return {"reports": sum(places.values()), "where": places.most_common(top)}
-
-
-def _frame_name(frame: tuple[str, str, str]) -> str:
-    path, line, name = frame
-    parts = Path(path).parts
-    short = "/".join(parts[parts.index("webapp") :]) if "webapp" in parts else "/".join(parts[-2:])
-    return f"{name} ({short}:{line})"
+def gc_pauses_in(log: str) -> dict[str, Any]:
+    """The full collections noted in a server's log: how many, the longest and the total pause (seconds)."""
+    pauses = [float(ms) / 1000 for ms in _GC_PAUSE.findall(log)]
+    return {"count": len(pauses), "max": max(pauses, default=0.0), "total": sum(pauses)}
 
 
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -132,7 +113,11 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "p50 ms": ms(row["p50"]),
             "p99 ms": ms(row["p99"]),
             "max ms": ms(row["max"]) if "max" in row else "",
-            **({"loop blocked": row["blocked"]["reports"]} if "blocked" in row else {}),
+            **(
+                {"full GCs": row["gc_pauses"]["count"], "longest GC ms": ms(row["gc_pauses"]["max"])}
+                if "gc_pauses" in row
+                else {}
+            ),
         }
         for row in results["rows"]
     ]
@@ -146,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         "--before", type=Path, help='also serve this checkout\'s jobpulse ("jobpulse before"), same settings, same run'
     )
     parser.add_argument(
-        "--blocked-ms",
-        type=float,
-        help="note each time jobpulse's event loop is held this long by one greenlet (gevent's monitor thread)",
+        "--gc-pauses", action="store_true", help="count each server's full garbage collections and their pauses"
     )
     args: argparse.Namespace = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine()}
@@ -160,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 concurrency=args.concurrency,
                 before=args.before,
                 profile=args.profile,
-                blocked_ms=args.blocked_ms,
+                gc_pauses=args.gc_pauses,
             )
         )
     finish(args, "Launches through one worker: donations per second, with the Jobs created", results, table(results))
