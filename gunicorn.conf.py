@@ -42,7 +42,7 @@ def post_worker_init(worker):
 
     # What loading the app made (Flask, the Kubernetes client's models, the jobspecs: tens of thousands of
     # objects that live as long as the worker) is left out of every collection from now on: a full
-    # collection walked them all, a pause of about 12 ms for every request in flight (docs/PERFORMANCE.md).
+    # collection walked them all: 10-100 ms during which every request in flight waited (docs/PERFORMANCE.md).
     gc.freeze()
     runtime = getattr(worker.wsgi, "extensions", {}).get("jobpulse")
     if runtime is None:
