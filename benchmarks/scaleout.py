@@ -35,12 +35,14 @@ import shutil
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from benchmarks.common import (
     Bench,
+    Profile,
     arguments,
     cpu_seconds,
     finish,
@@ -143,6 +145,7 @@ def configuration(
     jobs: int,
     changes: int,
     rate: float,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     redis.flush()
     watches_before = job_watches(bench)
@@ -173,6 +176,11 @@ def configuration(
     apiserver_cpu_before = cpu_seconds(apiserver)
     watches_open = job_watches(bench) - watches_before
     sent: dict[int, tuple[str, float]] = {}
+    sampler = None
+    if profile is not None:  # one worker of the last instance: every worker does the same per change
+        profile.mkdir(parents=True, exist_ok=True)
+        sampled = jobpulse_processes(servers[-1])[1]
+        sampler = Profile(sampled.pid, profile / f"scaleout-{instances}x{workers}.txt")
     started = time.monotonic()
     for index in range(changes):
         time.sleep(max(0.0, started + index / rate - time.monotonic()))  # the steady schedule
@@ -186,6 +194,7 @@ def configuration(
     requests = bench.app_requests() - requests_before
     redis_after = redis_figures(redis)
     cpu = {p.pid: cpu_seconds(p) - cpu_before[p.pid] for p in processes}
+    summary = sampler.stop() if sampler is not None else None
 
     reports = [bench.release(load) for load in loads]
     delivered = 0
@@ -242,6 +251,7 @@ def configuration(
             "masters": round(sum(cpu[pid] for pid in masters) * per_thousand, 2),
             "workers": worker_cpu,
         },
+        "profile": summary,
         "api": {
             "job_watches_open": round(watches_open),
             "requests_per_second": round(requests / window, 2),
@@ -426,6 +436,7 @@ def run(
     watch_changes: int = 50,
     idle: float = 5.0,
     project: list[tuple[int, int]] | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -445,6 +456,7 @@ def run(
                 jobs=jobs,
                 changes=changes,
                 rate=rate,
+                profile=profile,
             )
             for instances, workers in configs
         ]
@@ -529,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
                 watches=[int(n) for n in args.watches.split(",") if n],
                 watch_changes=args.watch_changes,
                 project=parse_configs(args.project),
+                profile=args.profile,
             )
         )
     finish(args, "Scale out: instances x workers on one Redis", results, table(results))
