@@ -80,7 +80,7 @@ format: deps
 screenshots: deps system-deps  ## Retake docs/screenshots/ in the real browser
 	JOBPULSE_SCREENSHOTS=1 $(PYTHON) -m pytest tests/e2e/test_screenshots.py
 
-benchmarks: deps system-deps cluster  ## Run the benchmarks of docs/PERFORMANCE.md (about 25 minutes); results in var/benchmarks/
+benchmarks: deps system-deps cluster  ## Run the benchmarks of docs/PERFORMANCE.md (about 30 minutes); results in var/benchmarks/
 	mkdir -p var/benchmarks
 	$(PYTHON) -m benchmarks.api_requests --json var/benchmarks/api_requests.json
 	$(PYTHON) -m benchmarks.latency --json var/benchmarks/latency.json
@@ -89,6 +89,7 @@ benchmarks: deps system-deps cluster  ## Run the benchmarks of docs/PERFORMANCE.
 	$(PYTHON) -m benchmarks.progress --json var/benchmarks/progress.json
 	$(PYTHON) -m benchmarks.consoles --json var/benchmarks/consoles.json
 	$(PYTHON) -m benchmarks.stampede --json var/benchmarks/stampede.json
+	$(PYTHON) -m benchmarks.scaleout --json var/benchmarks/scaleout.json
 
 deploy-jobspecs:  ## Copy jobspecs/ into deploy/jobspecs/ (kustomize reads only its own folder)
 	cp jobspecs/*.yaml deploy/jobspecs/

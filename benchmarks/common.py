@@ -468,6 +468,11 @@ class Bench:
             names.append(response.json()["job_name"])
         return names
 
+    def next_marker(self) -> int:
+        """A marker no change of this run has carried yet."""
+        self._marker += 1
+        return self._marker
+
     def set_marker(self, job_name: str, marker: int) -> float:
         """Write ``status.active = marker`` (and one ready pod) into the Job; return when the write was sent."""
         body = {"status": {"startTime": "2026-01-01T00:00:00Z", "active": marker, "ready": 1}}

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import api_requests, consoles, fanout, latency, launches, progress, report
+from benchmarks import api_requests, consoles, fanout, latency, launches, progress, report, scaleout
 from benchmarks.common import PROJECT_ROOT, Bench, machine, percentiles, summarize_profile
 
 
@@ -168,3 +168,33 @@ def test_consoles_see_every_runs_last_status_and_cost_the_api_server_nothing(ben
     # the same API requests per launch with consoles as without: they cost the API server nothing
     assert results["app_requests_per_launch"][0] == results["app_requests_per_launch"][1], results
     assert results["extra_app_requests_per_console"] == 0, results
+
+
+def test_scaleout_delivers_every_change_through_every_process_and_counts_one_watch_each(bench: Bench) -> None:
+    results = scaleout.run(
+        bench,
+        configs=[(1, 2), (2, 1)],
+        streams=8,
+        jobs=2,
+        changes=4,
+        rate=10.0,
+        watches=[1, 3],
+        watch_changes=3,
+        idle=0.5,
+        project=[(4, 2)],
+    )
+    for row in results["rows"]:
+        processes = row["instances"] * row["workers"]
+        assert row["processes"] == processes, row
+        assert row["delivered"] == row["expected"] == 4 * 8 // 2 and row["lost_streams"] == 0, row
+        assert [sum(per_worker) for per_worker in row["streams_per_worker"]] == row["streams_per_instance"], row
+        assert row["redis"]["channel_subscribers"] == processes, row  # one subscription per process
+        assert row["redis"]["publishes"] >= row["changes"], row  # each change relayed at least once
+        assert row["api"]["job_watches_open"] == processes, row  # one watch per process
+        assert len(row["jobpulse_cpu_seconds_per_1000_changes"]["workers"]) == processes, row
+    for row in results["watch_rows"]:
+        assert row["watches_open"] == row["watches"], row
+        assert row["events_seen"] >= row["watches"] * 3 and row["bytes_per_change_per_watch"] > 0, row
+    [projected] = results["computed"]["rows"]
+    assert (projected["processes"], projected["computed"]) == (8, True), projected
+    assert scaleout.table(results) and scaleout.watch_table(results)
