@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Bench, arguments, finish, machine, ms, percentiles, session
@@ -157,6 +158,7 @@ def scenario(
     finishing: int,
     graceful: int,
     settle: float,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     settings = SCENARIOS[label]
     redis.flush()
@@ -180,14 +182,18 @@ def scenario(
     finisher = threading.Thread(
         target=finish_jobs, args=(bench, names[:finishing]), kwargs={"over": spread_seconds + 3.0, "done": finished}
     )
-    stopped_at = time.monotonic()
-    a.begin_stop()
-    finisher.start()
-    assert a.process is not None
-    a.process.wait(timeout=graceful + 30)
-    stop_seconds = time.monotonic() - stopped_at
-    finisher.join(timeout=60)
-    time.sleep(settle)  # the clients' own pauses and the last Job's final status: nothing to poll for here
+    survivor = bench.worker(b)
+    with bench.profiling(b, profile, f"stampede-{label}-survivor") as profiled:
+        cpu_before = sum(survivor.cpu_times()[:2])
+        stopped_at = time.monotonic()
+        a.begin_stop()
+        finisher.start()
+        assert a.process is not None
+        a.process.wait(timeout=graceful + 30)
+        stop_seconds = time.monotonic() - stopped_at
+        finisher.join(timeout=60)
+        time.sleep(settle)  # the clients' own pauses and the last Job's final status: nothing to poll for here
+        survivor_cpu = sum(survivor.cpu_times()[:2]) - cpu_before
     requests = bench.app_requests() - requests_before
     window = time.monotonic() - stopped_at
     by_server = followers.report()
@@ -209,6 +215,8 @@ def scenario(
             "stop_seconds": round(stop_seconds, 2),
             "api_requests": requests,
             "api_requests_window_seconds": round(window, 1),
+            "survivor_cpu_seconds": round(survivor_cpu, 2),
+            "profile": profiled.summary,
         },
     )
 
@@ -227,6 +235,13 @@ def summarize(
     bins = Counter(int((at - stopped_at) / BIN_SECONDS) for at in landings)
     busiest_bin, busiest = bins.most_common(1)[0] if bins else (0, 0)
     back = [f["back_at"] - f["closed_at"] for f in closed if f["back_at"] is not None]
+    timed = [f for f in closed if f["back_at"] is not None and f["head_at"] is not None and f["dialed"]]
+    parts = {
+        "pause": [f["dialed"][0] - f["closed_at"] for f in timed],
+        "connect": [f["connected"][0] - f["dialed"][0] for f in timed],
+        "answer": [f["head_at"] - f["connected"][0] for f in timed],
+        "first_word": [f["back_at"] - f["head_at"] for f in timed],
+    }
     closes = sorted(f["closed_at"] - stopped_at for f in closed)
     everyone = moved + stayed
     missed = [f for f in everyone if f["job"] in finished and not f["terminal"]]
@@ -246,9 +261,30 @@ def summarize(
         "closes_last_s": round(closes[-1], 3) if closes else None,
         "back_ms": {key: ms(value) for key, value in percentiles(back, 50, 90, 99).items()}
         | {"max": ms(max(back)) if back else None},
+        "back_parts_ms": {
+            part: {key: ms(value) for key, value in percentiles(values, 50, 90, 99).items()}
+            | {"max": ms(max(values)) if values else None}
+            for part, values in parts.items()
+        },
+        "slowest_percent_parts_ms": slowest_percent(timed),
         "clients_of_finished_jobs": sum(1 for f in everyone if f["job"] in finished),
         "missed_final_status": len(missed),
         "errors": sorted({e for f in everyone for e in f["errors"]})[:10],
+    }
+
+
+def slowest_percent(timed: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Where the slowest 1 % of the reconnects (close → first word) spent their time, on average."""
+    slowest = sorted(timed, key=lambda f: f["back_at"] - f["closed_at"])[-max(1, len(timed) // 100) :] if timed else []
+
+    def mean(values: list[float]) -> float | None:
+        return ms(sum(values) / len(values)) if values else None
+
+    return {
+        "pause": mean([f["dialed"][0] - f["closed_at"] for f in slowest]),
+        "connect": mean([f["connected"][0] - f["dialed"][0] for f in slowest]),
+        "answer": mean([f["head_at"] - f["connected"][0] for f in slowest]),
+        "first_word": mean([f["back_at"] - f["head_at"] for f in slowest]),
     }
 
 
@@ -261,6 +297,7 @@ def run(
     scenarios: list[str],
     graceful: int = 10,
     settle: float = 6.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -280,6 +317,7 @@ def run(
                 finishing=finishing,
                 graceful=graceful,
                 settle=settle,
+                profile=profile,
             )
             for label in scenarios
         ]
@@ -302,6 +340,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "final statuses missed": f"{row['missed_final_status']} of {row['clients_of_finished_jobs']}",
             "API requests": f"{row['api_requests']:g} in {row['api_requests_window_seconds']} s",
             "A stopped in, s": row["stop_seconds"],
+            "B's CPU, s": row["survivor_cpu_seconds"],
         }
         for row in results["rows"]
     ]
@@ -323,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                 jobs=args.jobs,
                 finishing=args.finishing,
                 scenarios=args.scenarios.split(","),
+                profile=args.profile,
             )
         )
     finish(args, "No stampede on restart: two instances, one stopped", results, table(results))

@@ -42,5 +42,11 @@ def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_
         assert math.isfinite(row["back_ms"]["max"]), row
         assert row["api_requests"] < row["moved"], row  # no request per reconnect: the instances read their hub
         assert row["errors"] == [], row
+        parts = row["back_parts_ms"]  # close → first word, cut where the client saw each step
+        assert set(parts) == {"pause", "connect", "answer", "first_word"}, row
+        for part in parts.values():
+            assert 0 <= part["p50"] <= part["p99"] <= part["max"], row
+        assert sum(part["max"] for part in parts.values()) >= row["back_ms"]["max"] - 1, row  # no time unaccounted
+        assert row["survivor_cpu_seconds"] > 0, row
     before, after = results["rows"]
     assert before["stream_close_spread"] == 0 and after["stream_close_spread"] == 0.5
