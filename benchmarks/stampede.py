@@ -47,6 +47,9 @@ from tests.redis.conftest import RedisServer
 SCENARIOS: dict[str, dict[str, str]] = {
     "before": {"spread": "0", "policy": "fixed"},
     "after": {"spread": "0.5", "policy": "jittered"},
+    # the same release with a longer drain window: GRACEFUL_TIMEOUT=20 (deploy/ leaves 25 s of the pod's 30 after
+    # its preStop), so the closes are spread over 10 s and the survivor takes half as many a second
+    "after-graceful-20": {"spread": "0.5", "policy": "jittered", "graceful": "20"},
 }
 BIN_SECONDS = 0.1
 
@@ -161,6 +164,7 @@ def scenario(
     profile: Path | None = None,
 ) -> dict[str, Any]:
     settings = SCENARIOS[label]
+    graceful = int(settings.get("graceful", graceful))
     redis.flush()
     env = {"REDIS_URL": redis.url, "GRACEFUL_TIMEOUT": str(graceful), "STREAM_CLOSE_SPREAD": settings["spread"]}
     a, b = bench.jobpulse(**env), bench.jobpulse(**env)
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=10000, help="open streams over both instances")
     parser.add_argument("--jobs", type=int, default=20, help="running Jobs the streams follow")
     parser.add_argument("--finishing", type=int, default=10, help="Jobs that finish during the restart")
-    parser.add_argument("--scenarios", default="before,after", help="comma-separated: before, after")
+    parser.add_argument("--scenarios", default="before,after", help="comma-separated: before, after, after-graceful-20")
     args: argparse.Namespace = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine()}
     with session(args) as bench:
