@@ -24,12 +24,24 @@ clients back after a fixed 0.5 s on WebSocket, 2 s on SSE, its old
 ``retry: 2000``), and ``after``, this release (closes spread over half of a
 10 s ``GRACEFUL_TIMEOUT``, clients back after a random pause, SSE after its
 own ``retry:``).
+
+Two more scenarios measure what might bring the slowest reconnects down,
+on the same code: ``after-graceful-20`` (a 20 s ``GRACEFUL_TIMEOUT``, so
+the closes are spread over 10 s) and ``after-gc-rare`` (an experiment: the
+survivor's full garbage collections, which stop every greenlet, made rare
+by ``gc.set_threshold(700, 10, 1000)``). Every scenario notes the
+survivor's CPU, its full collections during the wave (a ``sitecustomize``
+loaded into both instances, :data:`GC_SITE`) and, with ``--profile``, a
+py-spy profile of it; each moved stream's time from close to first word is
+cut into the client's pause, the TCP connect, the server's answer (the
+``101`` or the SSE head) and the first status after it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,8 +62,35 @@ SCENARIOS: dict[str, dict[str, str]] = {
     # the same release with a longer drain window: GRACEFUL_TIMEOUT=20 (deploy/ leaves 25 s of the pod's 30 after
     # its preStop), so the closes are spread over 10 s and the survivor takes half as many a second
     "after-graceful-20": {"spread": "0.5", "policy": "jittered", "graceful": "20"},
+    # an experiment, not a setting of jobpulse's: Python's full collections made rare (gc threshold2 10 -> 1000)
+    "after-gc-rare": {"spread": "0.5", "policy": "jittered", "gc_threshold2": "1000"},
 }
 BIN_SECONDS = 0.1
+
+GC_SITE = """\
+# Written by benchmarks.stampede: notes every full (generation 2) collection of this process, and sets
+# the full-collection threshold when told. Inherited by gunicorn's workers at fork.
+import gc, os, time
+
+if os.environ.get("BENCH_GC_THRESHOLD2"):
+    gc.set_threshold(*gc.get_threshold()[:2], int(os.environ["BENCH_GC_THRESHOLD2"]))
+_started = [0.0]
+
+
+def _note_full_collection(phase, info):
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _started[0] = time.monotonic()
+    else:
+        with open(f"{os.environ['BENCH_GC_LOG']}.{os.getpid()}", "a") as log:
+            log.write(f"{_started[0]} {time.monotonic() - _started[0]}\\n")
+
+
+if os.environ.get("BENCH_GC_LOG"):
+    gc.callbacks.append(_note_full_collection)
+"""
+"""A ``sitecustomize`` for both instances: what the survivor's full collections cost during the wave."""
 
 
 class Followers:
@@ -167,6 +206,7 @@ def scenario(
     graceful = int(settings.get("graceful", graceful))
     redis.flush()
     env = {"REDIS_URL": redis.url, "GRACEFUL_TIMEOUT": str(graceful), "STREAM_CLOSE_SPREAD": settings["spread"]}
+    env |= gc_probe(bench, label, threshold2=settings.get("gc_threshold2"))
     a, b = bench.jobpulse(**env), bench.jobpulse(**env)
     names = bench.donate(a, jobs)
     for name in names:
@@ -200,6 +240,8 @@ def scenario(
         survivor_cpu = sum(survivor.cpu_times()[:2]) - cpu_before
     requests = bench.app_requests() - requests_before
     window = time.monotonic() - stopped_at
+    gc_log = Path(f"{env['BENCH_GC_LOG']}.{survivor.pid}")
+    pauses = full_collections(gc_log, since=stopped_at, until=stopped_at + window)
     by_server = followers.report()
     bench.stop(a)
     bench.stop(b)
@@ -220,9 +262,34 @@ def scenario(
             "api_requests": requests,
             "api_requests_window_seconds": round(window, 1),
             "survivor_cpu_seconds": round(survivor_cpu, 2),
+            "survivor_full_collections": len(pauses),
+            "survivor_full_collections_ms": [ms(pause) for pause in pauses],
+            "gc_threshold2": int(settings.get("gc_threshold2", 10)),
             "profile": profiled.summary,
         },
     )
+
+
+def gc_probe(bench: Bench, label: str, *, threshold2: str | None) -> dict[str, str]:
+    """The environment that loads :data:`GC_SITE` into both instances (and sets ``threshold2`` when given)."""
+    site = bench.workdir / "gc-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(GC_SITE)
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {"PYTHONPATH": os.pathsep.join(paths), "BENCH_GC_LOG": str(bench.workdir / f"gc-{label}")}
+    return env | ({"BENCH_GC_THRESHOLD2": threshold2} if threshold2 else {})
+
+
+def full_collections(log: Path, *, since: float, until: float) -> list[float]:
+    """The durations of the full collections a worker noted (:data:`GC_SITE`) that began in the window."""
+    if not log.exists():
+        return []
+    pauses = []
+    for line in log.read_text().splitlines():
+        began, seconds = (float(field) for field in line.split())
+        if since <= began <= until:
+            pauses.append(seconds)
+    return pauses
 
 
 def summarize(
@@ -345,6 +412,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "API requests": f"{row['api_requests']:g} in {row['api_requests_window_seconds']} s",
             "A stopped in, s": row["stop_seconds"],
             "B's CPU, s": row["survivor_cpu_seconds"],
+            "B's full GCs (longest ms)": (
+                f"{row['survivor_full_collections']} ({max(row['survivor_full_collections_ms'], default=0)})"
+            ),
         }
         for row in results["rows"]
     ]

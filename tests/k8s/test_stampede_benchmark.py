@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,5 +49,14 @@ def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_
             assert 0 <= part["p50"] <= part["p99"] <= part["max"], row
         assert sum(part["max"] for part in parts.values()) >= row["back_ms"]["max"] - 1, row  # no time unaccounted
         assert row["survivor_cpu_seconds"] > 0, row
+        assert row["gc_threshold2"] == 10, row  # Python's own: the GC experiment is a scenario of its own
+        assert len(row["survivor_full_collections_ms"]) == row["survivor_full_collections"], row
     before, after = results["rows"]
     assert before["stream_close_spread"] == 0 and after["stream_close_spread"] == 0.5
+
+
+def test_the_survivors_full_collections_are_read_from_its_log_within_the_window(tmp_path: Path) -> None:
+    log = tmp_path / "gc-after.1234"
+    log.write_text("9.0 0.5\n10.5 0.25\n12.0 0.125\n20.0 1.0\n")
+    assert stampede.full_collections(log, since=10.0, until=15.0) == [0.25, 0.125]
+    assert stampede.full_collections(tmp_path / "none", since=0.0, until=1.0) == []
