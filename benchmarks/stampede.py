@@ -411,9 +411,11 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "final statuses missed": f"{row['missed_final_status']} of {row['clients_of_finished_jobs']}",
             "API requests": f"{row['api_requests']:g} in {row['api_requests_window_seconds']} s",
             "A stopped in, s": row["stop_seconds"],
-            "B's CPU, s": row["survivor_cpu_seconds"],
+            "B's CPU, s": row.get("survivor_cpu_seconds", "—"),  # (not in results saved before it was measured)
             "B's full GCs (longest ms)": (
                 f"{row['survivor_full_collections']} ({max(row['survivor_full_collections_ms'], default=0)})"
+                if "survivor_full_collections" in row
+                else "—"
             ),
         }
         for row in results["rows"]

@@ -9,6 +9,7 @@ status, and the reconnects counted per 100 ms are the reconnects made.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks import stampede
-from benchmarks.common import Bench
+from benchmarks import report, stampede
+from benchmarks.common import Bench, machine
 
 pytestmark = [pytest.mark.redis, pytest.mark.live, pytest.mark.cluster]
 
@@ -28,7 +29,9 @@ def bench(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Be
         yield opened
 
 
-def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_missed(bench: Bench) -> None:
+def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_missed(
+    bench: Bench, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = stampede.run(bench, streams=8, jobs=2, finishing=1, scenarios=["before", "after"], graceful=2, settle=4.0)
     assert [row["scenario"] for row in results["rows"]] == ["before", "after"]
     for row in results["rows"]:
@@ -53,6 +56,11 @@ def test_every_stream_of_the_stopped_instance_comes_back_and_no_final_status_is_
         assert len(row["survivor_full_collections_ms"]) == row["survivor_full_collections"], row
     before, after = results["rows"]
     assert before["stream_close_spread"] == 0 and after["stream_close_spread"] == 0.5
+    saved = tmp_path / "stampede.json"
+    saved.write_text(json.dumps({**results, "machine": machine(), "command": "python -m benchmarks.stampede"}))
+    report.main([str(saved)])  # the saved results print again as the table
+    printed = capsys.readouterr().out
+    assert "| before | 8 (4) |" in printed and "| after | 8 (4) |" in printed, printed
 
 
 def test_the_survivors_full_collections_are_read_from_its_log_within_the_window(tmp_path: Path) -> None:
