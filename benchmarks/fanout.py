@@ -11,6 +11,10 @@ change: the time from sending the write until the *last* stream has it. The
 worker's resident memory before the streams open and once all are open gives
 memory per open stream. The baseline runs only up to ``--baseline-max``
 streams: at 5,000 it would ask the API server for 2,500 Job reads a second.
+The seed plan's example (``seed``, :mod:`benchmarks.seed_baseline`) runs
+on the same terms (up to ``--baseline-max``), with WebSocket streams only,
+the one transport it served (:func:`seed_rows`): for a poller "one change to
+N streams" is bounded below by its poll period, whatever N.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ def run(
     changes: int,
     interval: float = 2.0,
     baseline_max: int = 1000,
-    apps: tuple[str, ...] = ("baseline", "jobpulse"),
+    apps: tuple[str, ...] = ("baseline", "seed", "jobpulse"),
     transports: tuple[str, ...] = ("mixed",),
     profile: Any = None,
 ) -> dict[str, Any]:
     job = bench.running_job()
     rows = []
-    for app, transport, count in ((a, t, c) for a in apps for t in transports for c in counts):
+    if "seed" in apps:
+        small = [c for c in counts if c <= baseline_max]
+        rows += seed_rows(bench, job, counts=small, changes=changes, interval=interval)
+    for app, transport, count in ((a, t, c) for a in apps if a != "seed" for t in transports for c in counts):
         if app == "baseline" and count > baseline_max:
             continue
         with bench.running(bench.serve(app)) as server:
@@ -73,6 +80,45 @@ def run(
             }
         )
     return {"measure": "fanout", "rows": rows}
+
+
+def seed_rows(bench: Bench, job: str, *, counts: list[int], changes: int, interval: float) -> list[dict[str, Any]]:
+    """The seed's rows: N WebSocket streams on a fresh seed server each, measured as :func:`run` measures the others.
+
+    Its "worker" is uvicorn's one process; its memory per stream is that process's.
+    """
+    rows = []
+    for count in counts:
+        with bench.running(bench.serve("seed")) as server:
+            worker = bench.worker(server)
+            before = worker.memory_info().rss
+            load = bench.streams(server, transport="ws", jobs=[job], count=count, processes=2)
+            time.sleep(1.0)  # let the last accepted streams settle before reading memory
+            after = worker.memory_info().rss
+            done = bench.changes(load, job, worker=worker, count=changes, interval=max(interval, count / 2500))
+        lasts = [max(done.latencies(marker), default=float("nan")) for marker in done.sent]
+        rows.append(
+            {
+                "app": "seed",
+                "transport": "ws",
+                "streams": count,
+                "changes": changes,
+                "delivered": done.delivered,
+                "expected": done.expected,
+                "lost_streams": done.report["closed"],
+                "open_seconds": load.opened_seconds,
+                "last_median": statistics.median(lasts),
+                "last_max": max(lasts),
+                **percentiles(done.latencies(), 50),
+                "api_p50": percentiles(done.api_latencies(), 50)["p50"],
+                "rss_before": before,
+                "rss_after": after,
+                "rss_per_stream": (after - before) / count,
+                "cpu_per_delivery": done.worker_cpu_seconds / max(done.delivered, 1),
+                "profile": None,
+            }
+        )
+    return rows
 
 
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -480,14 +480,20 @@ class Follower:
         self.terminal = False
         self.closed_at: float | None = None
         """When the first server ended the stream (its close reached us)."""
+        self.dialed: list[float] = []
+        """When each new connection was begun after that (the client's pause over)."""
         self.connected: list[float] = []
         """When each new connection was made after that."""
+        self.head_at: float | None = None
+        """When the first new connection's response head came (the 101, or the SSE 200)."""
         self.back_at: float | None = None
         """When the first word came on a new connection."""
         self.tries = 0
         self.errors: list[str] = []
 
     def connect(self) -> None:
+        if self.closed_at is not None:
+            self.dialed.append(time.monotonic())
         base = urlsplit(self.bases[self.base_index])
         path = f"/{'sse' if self.kind == 'sse' else 'ws'}/task-status/{self.job}"
         factory = SseConnection if self.kind == "sse" else WsConnection
@@ -508,6 +514,11 @@ class Follower:
         self.connection = connection
         if self.closed_at is not None:
             self.connected.append(at)
+
+    def answered(self, at: float) -> None:
+        """The server's response head on this connection: it took the request."""
+        if self.closed_at is not None and self.head_at is None and self.connected:
+            self.head_at = at
 
     def word(self, at: float) -> None:
         """A status, or (SSE, ``Last-Event-ID`` current) the stream's opening: this connection is live."""
@@ -551,7 +562,9 @@ class Follower:
             "kind": self.kind,
             "job": self.job,
             "closed_at": self.closed_at,
+            "dialed": self.dialed,
             "connected": self.connected,
+            "head_at": self.head_at,
             "back_at": self.back_at,
             "terminal": self.terminal,
             "seq": self.seq,
@@ -599,6 +612,7 @@ class SseConnection(FollowerConnection):
                 self.buffer = buffer
                 return
             head = buffer[:end]
+            self.follower.answered(at)
             if head.startswith(b"HTTP/1.1 204"):  # it has the final status already
                 self.follower.terminal = True
             elif not head.startswith(b"HTTP/1.1 200"):
@@ -643,6 +657,7 @@ class WsConnection(FollowerConnection):
             if end < 0:
                 self.buffer = buffer
                 return
+            self.follower.answered(at)
             if not buffer.startswith(b"HTTP/1.1 101"):
                 self.follower.note(buffer[: buffer.find(b"\r\n")].decode(errors="replace"))
                 self.transport.close()

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import api_requests, fanout, latency, launches, progress
+from benchmarks import api_requests, fanout, latency, launches, progress, stampede
 from benchmarks.common import print_report
 
 TABLES = {
@@ -19,6 +19,7 @@ TABLES = {
     "fanout": fanout.table,
     "launches": launches.table,
     "progress": progress.table,
+    "stampede": stampede.table,
 }
 
 

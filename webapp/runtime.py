@@ -144,7 +144,14 @@ class Runtime:
             return True  # cannot tell: an admitter with nothing to admit costs one read every few seconds
 
     def unready_reasons(self) -> list[str]:
-        reasons = [
+        """Why the process should not be sent new work now (``/readyz``): none when ready.
+
+        A stopping process is not ready from the first instant of :meth:`stop`, while it spreads
+        its streams' ends: a load balancer that asks then sends new connections elsewhere instead
+        of to streams about to be closed.
+        """
+        reasons = ["stopping: the process is shutting down"] if self._stopping.is_set() else []
+        reasons += [
             f"{mode}: {reason}"
             for mode, executor in self.executors.items()
             if (reason := executor.unready_reason()) is not None

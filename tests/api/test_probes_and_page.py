@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 
+from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -11,6 +12,15 @@ def test_healthz_and_readyz(client: FlaskClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json() == {"status": "ready", "mode": "legacy"}
+
+
+def test_a_stopping_process_is_not_ready(app: Flask, client: FlaskClient) -> None:
+    app.extensions["jobpulse"].stop()
+    assert client.get("/healthz").status_code == 200  # alive: a stop is no reason to kill it
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["error"] == "not_ready"
+    assert "stopping: the process is shutting down" in ready.get_json()["reasons"]
 
 
 def test_metrics_count_launches_and_transitions(client: FlaskClient, admin: dict[str, str]) -> None:

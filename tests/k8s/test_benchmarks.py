@@ -37,6 +37,12 @@ def test_api_requests_counts_the_baselines_polls_and_none_from_jobpulse(bench: B
     assert row["jobpulse"] * 4.0 < 1, row  # not one request while its streams were open
     assert row["baseline_lost_streams"] == row["jobpulse_lost_streams"] == 0
     assert results["idle"]["jobpulse"] * 4.0 < 1
+    # the seed's 6 WebSockets poll every 2 s too: its requests grow with N as the baseline's do
+    assert 1.5 <= row["seed"] <= 4.5, row
+    assert row["seed_lost_streams"] == 0, row
+    assert results["idle"]["seed"] * 4.0 < 1  # no stream, no poll
+    [_idle, printed] = api_requests.table(json.loads(json.dumps(results)))
+    assert printed["seed (WS only) req/s"].startswith(f"{row['seed']:.2f}"), printed
 
 
 def test_latency_sees_every_change_arrive_at_every_stream(bench: Bench) -> None:
@@ -76,6 +82,18 @@ def test_fanout_reaches_every_stream_of_both_transports_and_reads_the_workers_me
     assert row["delivered"] == row["expected"] == 16, row
     assert 0 < row["p50"] <= row["last_median"] <= row["last_max"], row
     assert row["rss_before"] > 10 * 2**20 and row["rss_after"] > 0, row
+
+
+def test_fanout_has_a_seed_row_of_websockets_on_a_seed_server(bench: Bench) -> None:
+    # changes 2.2 s apart: the seed polls every 2 s, so each change reaches every stream before the next
+    results = fanout.run(bench, counts=[4], changes=2, interval=2.2, apps=("seed",), transports=("mixed", "sse"))
+    [row] = results["rows"]  # one row per N whatever --transports: the seed served WebSocket only
+    assert (row["app"], row["transport"], row["streams"]) == ("seed", "ws", 4), row
+    assert row["delivered"] == row["expected"] == 8 and row["lost_streams"] == 0, row
+    assert 0 < row["p50"] <= row["last_median"] <= row["last_max"] < 2 * 2.2 * 1.2, row
+    assert row["rss_before"] > 10 * 2**20 and row["rss_after"] > 0, row  # uvicorn's one process
+    [printed] = fanout.table(json.loads(json.dumps(results)))
+    assert (printed["app"], printed["transport"]) == ("seed", "ws"), printed
 
 
 def test_fanout_measures_each_transport_on_a_server_of_its_own(bench: Bench) -> None:
