@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import api_requests, fanout, latency, launches, progress, stampede
+from benchmarks import api_requests, consoles, fanout, latency, launches, progress, scaleout, stampede
 from benchmarks.common import print_report
 
 TABLES = {
@@ -20,6 +20,8 @@ TABLES = {
     "launches": launches.table,
     "progress": progress.table,
     "stampede": stampede.table,
+    "consoles": consoles.table,
+    "scaleout": scaleout.table,
 }
 
 

@@ -36,3 +36,18 @@ def test_the_role_grants_only_what_the_app_uses() -> None:
 def test_every_manifest_parses() -> None:
     for path in DEPLOY.rglob("*.yaml"):
         assert list(yaml.safe_load_all(path.read_text())), path
+
+
+def test_a_stopping_pod_fits_its_grace_period() -> None:
+    # The kubelet kills the pod terminationGracePeriodSeconds after deletion: the
+    # preStop pause and gunicorn's whole graceful stop (over half of which the
+    # open streams' ends are spread) must end before that, with room to exit.
+    deployment = next(
+        d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d and d["kind"] == "Deployment"
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "jobpulse")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    graceful = int(env.get("GRACEFUL_TIMEOUT") or 10)
+    assert pre_stop + graceful + 5 <= pod["terminationGracePeriodSeconds"]
