@@ -30,6 +30,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from webapp.api.errors import register_error_handlers
     from webapp.api.ratelimit import MEMORY_STORAGE_URI, limiter
     from webapp.api.stream_slots import StreamSlots
+    from webapp.api.ws_reader import WebSocketReader
     from webapp.logs import configure_logging
     from webapp.runtime import build_runtime
 
@@ -47,6 +48,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         SOCK_SERVER_OPTIONS={
             "ping_interval": settings.ws_ping_seconds,
             "max_message_size": streams.WS_MAX_MESSAGE_BYTES,
+            "thread_class": WebSocketReader,  # under gevent, no reader greenlet per WebSocket
         },
         RATELIMIT_STORAGE_URI=settings.redis_url or MEMORY_STORAGE_URI,
         RATELIMIT_SWALLOW_ERRORS=True,  # Redis down: the request goes on and the run store answers 503

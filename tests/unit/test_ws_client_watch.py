@@ -16,6 +16,7 @@ from simple_websocket import Server
 from tests.helpers import wait_for
 from webapp.api.express import GuardedSocket
 from webapp.api.streams import WS_MAX_MESSAGE_BYTES, _ClientWatch
+from webapp.api.ws_reader import WebSocketReader
 from webapp.hub import HubClosed, Subscription
 
 HANDSHAKE = {
@@ -44,12 +45,19 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes]:
     return head[0] & 0x0F, sock.recv(length, socket.MSG_WAITALL) if length else b""
 
 
-@pytest.fixture
-def connection() -> Iterator[tuple[Server, socket.socket]]:
-    """An open WebSocket: (the server, its reader running; the client's socket, past the 101)."""
+@pytest.fixture(params=[None, WebSocketReader], ids=["simple-websocket's thread", "WebSocketReader as a thread"])
+def connection(request: pytest.FixtureRequest) -> Iterator[tuple[Server, socket.socket]]:
+    """An open WebSocket: (the server, its reader running; the client's socket, past the 101).
+
+    Its reader is simple-websocket's own thread, or :class:`WebSocketReader`, which runs that same thread
+    where it cannot be parked on the stream (here: no gevent).
+    """
     server_side, client = socket.socketpair()
     ws = Server(
-        {**HANDSHAKE, "gunicorn.socket": server_side}, ping_interval=None, max_message_size=WS_MAX_MESSAGE_BYTES
+        {**HANDSHAKE, "gunicorn.socket": server_side},
+        ping_interval=None,
+        max_message_size=WS_MAX_MESSAGE_BYTES,
+        thread_class=request.param,
     )
     answer = b""
     while b"\r\n\r\n" not in answer:
@@ -105,3 +113,23 @@ def test_a_client_that_left_before_the_watch_was_installed_is_seen_at_once(
     assert watch.left
     with pytest.raises(HubClosed):
         subscription.get(timeout=0)
+
+
+def test_without_gevent_the_reader_is_a_thread_and_the_upgrade_drops_wsprotos_http_handshake() -> None:
+    server_side, client = socket.socketpair()
+    ws = Server({**HANDSHAKE, "gunicorn.socket": server_side}, thread_class=WebSocketReader)
+    try:
+        assert isinstance(ws.thread, WebSocketReader)
+        assert not ws.thread.parked and ws.thread.is_alive()
+        assert list(ws.ws.events()) == []
+        assert not hasattr(ws.ws.handshake, "_h11_connection"), "the h11 connection of the upgrade is let go"
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += client.recv(4096)
+        client.sendall(client_frame(0x9, b"still here"))
+        assert read_frame(client) == (0xA, b"still here")
+    finally:
+        client.close()
+        ws.thread.join(timeout=5)
+        server_side.close()
+    assert not ws.thread.is_alive()

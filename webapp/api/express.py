@@ -46,6 +46,21 @@ def _cooperative() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("socket"))
 
 
+def cooperative_socket(sock: Any) -> bool:
+    """Whether ``sock`` is a plain non-blocking socket of a gevent worker: bytes may go to and from its fd as they are.
+
+    Then nothing runs between a check and the write or read that follows it,
+    and a read or write never waits; not so with TLS (bytes must go through
+    SSL) or under threads.
+    """
+    if sock is None or not _cooperative() or hasattr(sock, "getpeercert"):
+        return False
+    try:
+        return not os.get_blocking(sock.fileno())
+    except (OSError, ValueError):
+        return False
+
+
 class ClientGone(Exception):
     """Finishing an express write failed: the client has gone."""
 
@@ -104,14 +119,7 @@ class ExpressWriter:
     @classmethod
     def attach(cls, sock: Any, encode: Callable[[JobStatus], bytes], **kwargs: Any) -> ExpressWriter | None:
         """A writer for ``sock`` if the express path is safe there, else ``None``."""
-        if sock is None or not _cooperative() or hasattr(sock, "getpeercert"):  # TLS: bytes must go through SSL
-            return None
-        try:
-            if os.get_blocking(sock.fileno()):
-                return None
-        except (OSError, ValueError):
-            return None
-        return cls(sock, encode, **kwargs)
+        return cls(sock, encode, **kwargs) if cooperative_socket(sock) else None
 
     def __call__(self, status: JobStatus) -> bool:
         """Write ``status`` now; ``True`` if the client's socket took it whole."""

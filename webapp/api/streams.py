@@ -57,6 +57,7 @@ from webapp.api.runs_feed import (
     ws_runs_message,
 )
 from webapp.api.stream_slots import StreamSlot, StreamSlots
+from webapp.api.ws_reader import WebSocketReader
 from webapp.errors import (
     ExecutorUnavailable,
     InvalidJobName,
@@ -371,6 +372,11 @@ class _ClientWatch:
     stream reads nothing more; told of the socket's close (through
     :class:`GuardedSocket`), it notes that the client :attr:`left` and closes
     the subscription, which wakes the stream for good (:class:`HubClosed`).
+
+    Under gevent that reader is no greenlet either (:mod:`webapp.api.ws_reader`):
+    the client's data and each ping that falls due nudge the subscription, and
+    the stream, woken with nothing new, lets the reader do its work
+    (:meth:`tend`).
     """
 
     __slots__ = ("_event", "_subscription", "_ws", "left")
@@ -393,7 +399,14 @@ class _ClientWatch:
         sock.on_close = watch.reader_ended
         if sock.closed or not ws.connected:  # it ended before it could tell us
             watch.reader_ended()
+        elif isinstance(ws.thread, WebSocketReader):
+            ws.thread.follow(subscription)
         return watch
+
+    def tend(self) -> None:
+        """The stream was woken with nothing new: let a reader parked on this stream read and ping."""
+        if isinstance(self._ws.thread, WebSocketReader):
+            self._ws.thread.tend()
 
     def reader_ended(self) -> None:
         self.left = True
@@ -453,7 +466,9 @@ def _stream_status(ws: Server, job_name: str) -> None:
             ws.send(ws_message(current))
             _delivered("ws", current)
             for status in _changes(subscription, current, express):
-                if status is not None:
+                if status is None:
+                    watch.tend()
+                else:
                     ws.send(ws_message(status))
                     _delivered("ws", status)
             ws.close(reason=WS_CLOSE_NORMAL, message="finished")
@@ -489,7 +504,7 @@ def _ws_operator(ws: Server) -> str | None:
         name = operator_of(given.strip(), operators) if scheme.lower() == "bearer" else None
     else:
         try:
-            first = ws.receive(timeout=WS_AUTH_SECONDS)
+            first = _receive(ws, timeout=WS_AUTH_SECONDS)
         except ConnectionClosed:
             return None
         token = _token_of(first)
@@ -498,6 +513,13 @@ def _ws_operator(ws: Server) -> str | None:
         logger.info("stream.refused", extra={"transport": "ws", "stream": "runs", "reason": "unauthorized"})
         ws.close(reason=WS_CLOSE_UNAUTHORIZED, message="unauthorized")
     return name
+
+
+def _receive(ws: Server, *, timeout: float) -> str | bytes | None:
+    """The client's next message, or ``None`` after ``timeout`` seconds (read here if its reader is parked)."""
+    reader = ws.thread
+    message = reader.receive(timeout) if isinstance(reader, WebSocketReader) else ws.receive(timeout=timeout)
+    return message  # type: ignore[no-any-return]
 
 
 def _token_of(message: str | bytes | None) -> str | None:
@@ -544,9 +566,11 @@ def _stream_runs(ws: Server) -> None:
             watch = _ClientWatch.install(ws, subscription)  # after its token a client has nothing more to say
             try:
                 for message in runs_feed(subscription, first=first, list_runs=list_runs, wanted=wanted):
-                    if isinstance(message, RunsList):
+                    if message is None:
+                        watch.tend()
+                    elif isinstance(message, RunsList):
                         ws.send(ws_runs_message(message.runs))
-                    elif message is not None:
+                    else:
                         ws.send(ws_run_status_message(message))
                         _delivered("ws", message)
             except HubClosed:
