@@ -17,7 +17,8 @@ from gunicorn.http.body import Body, ChunkedReader
 from gunicorn.http.unreader import SocketUnreader
 from werkzeug.exceptions import BadRequest, RequestTimeout
 
-from webapp.api.body_deadline import _TimedBody
+from tests.helpers import wait_for
+from webapp.api.body_deadline import _WATCHDOG, _TimedBody
 
 
 @pytest.fixture
@@ -51,3 +52,33 @@ def test_broken_chunked_framing_is_a_400(pair: tuple[socket.socket, socket.socke
         body.read()
     assert raised.value.code == 400
     body.finish()
+
+
+def test_a_sooner_deadline_wakes_the_one_watchdog(pair: tuple[socket.socket, socket.socket]) -> None:
+    # one thread keeps every deadline: one due sooner than all it waits for must wake it
+    client, server = pair
+    later_client, later_server = socket.socketpair()
+    try:
+        later = _chunked_body(later_server, seconds=60)
+        # the thread is asleep until the later deadline (CPython's Condition lists its waiters)
+        wait_for(lambda: _WATCHDOG._due._waiters, what="the watchdog waiting")  # type: ignore[attr-defined]
+        client.sendall(b"1\r\n{")
+        sooner = _chunked_body(server, seconds=0.2)
+        with pytest.raises(RequestTimeout):  # not the socket's own 30 s timeout
+            sooner.read()
+        later.finish()
+    finally:
+        later_client.close()
+        later_server.close()
+
+
+def test_a_finished_body_is_left_alone_when_its_deadline_passes(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    client.sendall(b"2\r\n{}\r\n0\r\n\r\n")
+    body = _chunked_body(server, seconds=0.2)
+    assert body.read() == b"{}"
+    body.finish()  # as the middleware does when the answer is done
+    wait_for(lambda: all(entry[2] is not body for entry in list(_WATCHDOG._deadlines)), what="the deadline passing")
+    assert not body.expired
+    client.sendall(b"next request")  # the connection is still whole: kept alive for the next request
+    assert server.recv(64) == b"next request"

@@ -18,8 +18,12 @@ whole body before calling the app (waitress) apply their own timeouts.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -62,18 +66,19 @@ class _TimedBody:
         self._sock = sock
         self._left = expected
         self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self.finished = False
+        _WATCHDOG.watch(self, time.monotonic() + seconds)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        if self.finished:
+            return
         self.expired = True
         with contextlib.suppress(OSError):  # already gone
             self._sock.shutdown(socket.SHUT_RD)  # a waiting read returns at once; the answer can still be written
 
     def finish(self) -> None:
         """The body is read, or the answer is done: no deadline any more."""
-        self._timer.cancel()
+        self.finished = True
 
     def _checked(self, data: bytes, *, wanted: int | None) -> bytes:
         if self.expired:
@@ -103,3 +108,41 @@ class _TimedBody:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+class _Watchdog:
+    """One thread keeps every body's deadline: a timer per request would start a thread each.
+
+    (Under gevent a thread is a greenlet, and a ``threading.Timer`` per
+    donation was a visible share of a launch's CPU.) Deadlines are kept in a
+    heap; a finished body stays in it until its deadline passes and is then
+    dropped unread, so the heap holds at most the requests of the last
+    ``BODY_TIMEOUT_SECONDS``. The thread is started by the first request of
+    each process (gunicorn forks its workers after loading the app).
+    """
+
+    def __init__(self) -> None:
+        self._due = threading.Condition()
+        self._deadlines: list[tuple[float, int, _TimedBody]] = []
+        self._order = itertools.count()  # equal deadlines never compare bodies
+        self._running_in: int | None = None
+
+    def watch(self, body: _TimedBody, deadline: float) -> None:
+        with self._due:
+            heapq.heappush(self._deadlines, (deadline, next(self._order), body))
+            if self._running_in != os.getpid():
+                self._running_in = os.getpid()
+                threading.Thread(target=self._run, name="body-deadlines", daemon=True).start()
+            elif self._deadlines[0][2] is body:  # sooner than what the thread waits for
+                self._due.notify()
+
+    def _run(self) -> None:
+        with self._due:
+            while True:
+                now = time.monotonic()
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    heapq.heappop(self._deadlines)[2].expire()
+                self._due.wait(self._deadlines[0][0] - now if self._deadlines else None)
+
+
+_WATCHDOG = _Watchdog()
