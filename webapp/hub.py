@@ -117,14 +117,20 @@ class Subscription(_Mailbox):
         self._wake.set()
 
     def get(self, timeout: float | None = None) -> JobStatus | None:
-        """The next status; ``None`` when nudged, or after ``timeout`` seconds without one."""
+        """The next status; ``None`` when nudged (after the status that waited, if any), or after ``timeout`` seconds.
+
+        A nudge is not always a heartbeat to skip: a WebSocket's parked reader
+        (:mod:`webapp.api.ws_reader`) nudges when its client sent something, and
+        reads only once woken with ``None``. So a nudge that meets a status waits
+        behind it, for the next ``get``, as :meth:`AllRunsSubscription.get` does.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
                 self._wake.clear()
                 closed = self._closed
                 status, self._latest = self._latest, None
-                nudged, self._nudged = self._nudged, False
+                nudged, self._nudged = self._nudged, self._nudged and status is not None
             if closed:
                 raise HubClosed(self.job_name)
             if status is not None or nudged:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
 import websocket
-from wsproto.events import BytesMessage
+from wsproto.events import BytesMessage, TextMessage
 
 from tests.helpers import wait_for
 from tests.live.clients import (
@@ -181,6 +182,22 @@ def test_a_message_over_the_limit_is_closed_1009_and_the_worker_stays_small(
     assert grown < 48 * MiB, f"the worker grew by {grown / MiB:.0f} MiB"
     assert close is not None, "the server closed the connection"
     assert close.code == 1009
+
+
+def test_a_client_that_floods_instead_of_answering_the_close_leaves_the_worker_small(live_server: LiveServer) -> None:
+    """While the server waits for the client's Close (nobody reads its messages then), what it sends is dropped."""
+    ws = RawWebSocket(live_server, "task-runner-nobody-00000000")  # refused 4404: no subscription, no slot
+    flood = ws.ws.send(TextMessage(data="y" * 4000)) * 16  # each message under the size limit
+    close = ws.until_close()
+    assert close is not None and close.code == 4404
+    before = largest = worker_rss(live_server)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and ws.send_raw(flood):  # until the server gives up on its Close
+        largest = max(largest, worker_rss(live_server))
+    ws.shutdown()
+    assert time.monotonic() < deadline, "the server ends the connection once its wait for the Close is over"
+    grown = largest - before
+    assert grown < 48 * MiB, f"the worker grew by {grown / MiB:.0f} MiB"
 
 
 @pytest.mark.parametrize(("job", "close_code"), [("finished", 1000), ("unknown", 4404)])

@@ -8,8 +8,10 @@ the subscription, and what the client sends is dropped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import psutil
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from tests.helpers import wait_for
@@ -83,4 +85,32 @@ def test_a_client_that_misses_a_pong_is_closed_1008(make_live_server: Callable[.
     assert close is not None
     assert (close.code, close.reason) == (1008, "Ping/Pong timeout")
     wait_for(lambda: open_streams(server, "ws") == 0, timeout=5, what="the subscription to be freed")
+    ws.shutdown()
+
+
+def test_a_pong_that_came_while_the_worker_was_held_up_counts_when_the_next_ping_falls_due(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    """The worker held up past a ping's time (a long collection, a busy loop): the pong that came meanwhile counts.
+
+    On waking, the socket's data and the ping timer nudge the stream together: the pong is read before the ping
+    is checked, and the next ping falls due an interval after the late one, not at once as the timer catches up;
+    either way round a healthy client was closed ``1008``.
+    """
+    server = make_live_server(WS_PING_SECONDS="0.5")
+    ws = _streaming(server)
+    ws.sock.settimeout(30)
+    ping = ws._next_event()
+    assert isinstance(ping, Ping), ping
+    assert server.process is not None
+    (worker,) = psutil.Process(server.process.pid).children()
+    worker.suspend()
+    try:
+        ws.send(ping.response())  # it reaches the worker's socket at once, and waits there to be read
+        time.sleep(1.2)  # past the next ping's time
+    finally:
+        worker.resume()
+    pings, close = _pings_until(ws, answer=True, enough=lambda pings: pings >= 3)
+    assert (pings, close) == (3, None)
+    assert open_streams(server, "ws") == 1
     ws.shutdown()

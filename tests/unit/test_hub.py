@@ -149,6 +149,30 @@ def test_heartbeats_wake_only_the_subscriptions_that_want_them() -> None:
         assert ws.get() == first  # its first wake is the change: the heartbeat passed it by
 
 
+def test_a_nudge_that_meets_a_change_waits_behind_it_for_the_next_get() -> None:
+    """A WebSocket's parked reader nudges when its client sent something, and reads only when woken with ``None``."""
+    hub = StatusHub()
+    first = status()
+    with hub.subscribe(first.job_name) as subscription:
+        hub.publish(first)
+        subscription.nudge()  # the client's Close arrives as the change does
+        assert subscription.get() == first
+        got: list[JobStatus | str | None] = []
+
+        def read() -> None:  # no timeout: only a wake ends it
+            try:
+                got.append(subscription.get())
+            except HubClosed:
+                got.append("closed")
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(timeout=5)
+        subscription.close()  # frees the reader if the nudge was lost
+        reader.join(timeout=5)
+        assert got == [None], "the nudge was lost: the reader would never read the client's Close"
+
+
 def test_a_listener_meeting_an_unavailable_store_is_a_warning_without_traceback() -> None:
     hub = StatusHub()
 

@@ -357,11 +357,44 @@ def _await_peer_close(ws: Server) -> None:
     closing handshake is complete. simple-websocket's reader answers the
     client's Close and then ends; closing before it arrives makes the client's
     Close meet a closed socket, a reset (browsers: ``wasClean`` false).
+    Meanwhile the reader reads on, and nobody takes the client's messages:
+    they are dropped as they come (:class:`_DroppedMessages`), else a client
+    that floods instead of answering holds hundreds of MiB in the worker.
     """
+    if not isinstance(ws.event, _DroppedMessages):
+        ws.event = _DroppedMessages(ws)
+    ws.input_buffer.clear()
     ws.thread.join(timeout=WS_CLOSE_TIMEOUT)
 
 
-class _ClientWatch:
+class _DroppedMessages:
+    """Stands in for ``ws.event``, which simple-websocket's reader sets at each message: the message is dropped.
+
+    For a WebSocket whose server reads no more messages of its client's (the
+    stream, the wait for the client's Close), so that none may pile up.
+    """
+
+    __slots__ = ("_event", "_ws")
+
+    def __init__(self, ws: Server) -> None:
+        self._ws = ws
+        self._event = ws.event
+
+    def set(self) -> None:
+        self._ws.input_buffer.clear()
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._event.wait(timeout))
+
+
+class _ClientWatch(_DroppedMessages):
     """Ends a WebSocket's subscription when its client has gone, told by simple-websocket's own reader.
 
     That reader already reads every frame (it answers pings and the client's
@@ -379,11 +412,10 @@ class _ClientWatch:
     (:meth:`tend`).
     """
 
-    __slots__ = ("_event", "_subscription", "_ws", "left")
+    __slots__ = ("_subscription", "left")
 
     def __init__(self, ws: Server, subscription: Subscription | AllRunsSubscription) -> None:
-        self._ws = ws
-        self._event = ws.event
+        super().__init__(ws)
         self._subscription = subscription
         self.left = False
         """Whether the client has gone (or the closing handshake is over): nothing more may be sent."""
@@ -411,21 +443,6 @@ class _ClientWatch:
     def reader_ended(self) -> None:
         self.left = True
         self._subscription.close()
-
-    # -- as ``ws.event``, to simple-websocket ---------------------------------------
-
-    def set(self) -> None:
-        self._ws.input_buffer.clear()  # the stream reads no message of its client's: none may pile up
-        self._event.set()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    def is_set(self) -> bool:
-        return bool(self._event.is_set())
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return bool(self._event.wait(timeout))
 
 
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]

@@ -142,8 +142,15 @@ class WebSocketReader:
         self._subscription.nudge()
 
     def tend(self) -> None:
-        """The reader's work, when the stream was nudged: a ping if one is due, what the client sent if anything."""
+        """The reader's work, when the stream was nudged: what the client sent if anything, then a ping if one is due.
+
+        Reading comes first: when the socket's data and the ping timer nudge the stream together (the stream
+        was busy, or the worker held up, past a ping's time), a pong that came in time is in that data.
+        """
         if self._io is None or self.ended:
+            return
+        self._read()
+        if self.ended:
             return
         ws = self._ws
         if self._ping_due:
@@ -160,9 +167,10 @@ class WebSocketReader:
             except OSError:
                 self._end()
                 return
-        self._read()
-        if not self.ended:
-            self._io.start(self._readable)
+            # The next one falls due a whole interval after this ping, however late it went: a timer left on its
+            # schedule fires at once after a hold-up (libev catches up), before the client could answer.
+            self._timer.again(self._ping_falls_due)
+        self._io.start(self._readable)
 
     # -- the reader's own steps --------------------------------------------------------
 
