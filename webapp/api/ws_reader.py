@@ -170,6 +170,7 @@ class WebSocketReader:
             # The next one falls due a whole interval after this ping, however late it went: a timer left on its
             # schedule fires at once after a hold-up (libev catches up), before the client could answer.
             self._timer.again(self._ping_falls_due)
+            self._ping_due = False  # a tick while a slow client took the ping belongs to this ping, not the next
         self._io.start(self._readable)
 
     # -- the reader's own steps --------------------------------------------------------
