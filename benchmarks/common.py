@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.controlplane import ControlPlane, die_with_parent
 from tests.k8s.identity import APP_SERVICE_ACCOUNT, apply_app_identity
 from tests.live.server import PROJECT_ROOT, LiveServer
+from tests.redis.conftest import RedisServer
 
 BENCH_JOBSPECS = Path(__file__).resolve().parent / "jobspecs"
 BENCH_SPEC = "benchmark"
@@ -438,6 +439,21 @@ class Bench:
         finally:
             if not keep:
                 self.stop(server)
+
+    @contextlib.contextmanager
+    def redis(self) -> Iterator[RedisServer]:
+        """A real ``redis-server`` of the bench's own for the block (the instances' run store and status channel)."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian package redis-server; see tests/system-deps.sh)")
+        workdir = self.workdir / "redis"
+        workdir.mkdir(parents=True, exist_ok=True)
+        redis = RedisServer(binary=binary, workdir=workdir)
+        redis.start()
+        try:
+            yield redis
+        finally:
+            redis.stop()
 
     @contextlib.contextmanager
     def profiling(self, server: LiveServer, folder: Path | None, name: str) -> Iterator[ProfileResult]:

@@ -13,7 +13,7 @@ memory per open stream. The baseline runs only up to ``--baseline-max``
 streams: at 5,000 it would ask the API server for 2,500 Job reads a second.
 The seed plan's example (``seed``, :mod:`benchmarks.seed_baseline`) runs
 on the same terms (up to ``--baseline-max``), with WebSocket streams only,
-the one transport it served (:func:`seed_rows`): for a poller "one change to
+the one transport it served: for a poller "one change to
 N streams" is bounded below by its poll period, whatever N.
 """
 
@@ -40,11 +40,8 @@ def run(
 ) -> dict[str, Any]:
     job = bench.running_job()
     rows = []
-    if "seed" in apps:
-        small = [c for c in counts if c <= baseline_max]
-        rows += seed_rows(bench, job, counts=small, changes=changes, interval=interval)
-    for app, transport, count in ((a, t, c) for a in apps if a != "seed" for t in transports for c in counts):
-        if app == "baseline" and count > baseline_max:
+    for app, transport, count in ((a, t, c) for a in apps for t in _transports(a, transports) for c in counts):
+        if app in ("baseline", "seed") and count > baseline_max:
             continue
         with bench.running(bench.serve(app)) as server:
             worker = bench.worker(server)
@@ -82,43 +79,9 @@ def run(
     return {"measure": "fanout", "rows": rows}
 
 
-def seed_rows(bench: Bench, job: str, *, counts: list[int], changes: int, interval: float) -> list[dict[str, Any]]:
-    """The seed's rows: N WebSocket streams on a fresh seed server each, measured as :func:`run` measures the others.
-
-    Its "worker" is uvicorn's one process; its memory per stream is that process's.
-    """
-    rows = []
-    for count in counts:
-        with bench.running(bench.serve("seed")) as server:
-            worker = bench.worker(server)
-            before = worker.memory_info().rss
-            load = bench.streams(server, transport="ws", jobs=[job], count=count, processes=2)
-            time.sleep(1.0)  # let the last accepted streams settle before reading memory
-            after = worker.memory_info().rss
-            done = bench.changes(load, job, worker=worker, count=changes, interval=max(interval, count / 2500))
-        lasts = [max(done.latencies(marker), default=float("nan")) for marker in done.sent]
-        rows.append(
-            {
-                "app": "seed",
-                "transport": "ws",
-                "streams": count,
-                "changes": changes,
-                "delivered": done.delivered,
-                "expected": done.expected,
-                "lost_streams": done.report["closed"],
-                "open_seconds": load.opened_seconds,
-                "last_median": statistics.median(lasts),
-                "last_max": max(lasts),
-                **percentiles(done.latencies(), 50),
-                "api_p50": percentiles(done.api_latencies(), 50)["p50"],
-                "rss_before": before,
-                "rss_after": after,
-                "rss_per_stream": (after - before) / count,
-                "cpu_per_delivery": done.worker_cpu_seconds / max(done.delivered, 1),
-                "profile": None,
-            }
-        )
-    return rows
+def _transports(app: str, asked: tuple[str, ...]) -> tuple[str, ...]:
+    """The seed served WebSocket only: its rows are WebSocket streams whatever was asked."""
+    return ("ws",) if app == "seed" else asked
 
 
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:

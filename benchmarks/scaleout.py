@@ -31,7 +31,6 @@ costs (:func:`computed`), and marked so.
 from __future__ import annotations
 
 import argparse
-import shutil
 import threading
 import time
 from collections import Counter
@@ -438,14 +437,7 @@ def run(
     project: list[tuple[int, int]] | None = None,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (Debian package redis-server; see tests/system-deps.sh)")
-    workdir = bench.workdir / "redis"
-    workdir.mkdir(parents=True, exist_ok=True)
-    redis = RedisServer(binary=binary, workdir=workdir)
-    redis.start()
-    try:
+    with bench.redis() as redis:
         rows = [
             configuration(
                 bench,
@@ -460,8 +452,6 @@ def run(
             )
             for instances, workers in configs
         ]
-    finally:
-        redis.stop()
     watch_rows = watch_cost(bench, counts=watches, changes=watch_changes, rate=rate, idle=idle) if watches else []
     return {
         "measure": "scaleout",

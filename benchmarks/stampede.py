@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -370,14 +369,7 @@ def run(
     settle: float = 6.0,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (Debian package redis-server; see tests/system-deps.sh)")
-    workdir = bench.workdir / "redis"
-    workdir.mkdir(parents=True, exist_ok=True)
-    redis = RedisServer(binary=binary, workdir=workdir)
-    redis.start()
-    try:
+    with bench.redis() as redis:
         rows = [
             scenario(
                 bench,
@@ -392,8 +384,6 @@ def run(
             )
             for label in scenarios
         ]
-    finally:
-        redis.stop()
     return {"measure": "stampede", "rows": rows}
 
 
