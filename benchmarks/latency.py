@@ -158,7 +158,7 @@ def run(
                     batch=accept_batch,
                 )
                 waits = [first_status_wait(server, transport=transport, job=job) for _ in range(probes)]
-                before = bench.propagation(server)
+                seen_before = bench.propagation(server)
                 requests_before, window_start = bench.app_requests(), time.monotonic()
                 name = f"latency-{transport}-before" if app == "jobpulse before" else f"latency-{transport}"
                 with bench.profiling(server, profile, name) as where:
@@ -168,7 +168,9 @@ def run(
                 requests_made, window = bench.app_requests() - requests_before, time.monotonic() - window_start
                 done = merged(bench, done, held.loads[1:])
                 after = bench.propagation(server)
-            inside = (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else float("nan")
+            inside = (
+                (after[0] - seen_before[0]) / (after[1] - seen_before[1]) if after[1] > seen_before[1] else float("nan")
+            )
             latencies = done.latencies()
             rows.append(
                 {
