@@ -172,6 +172,7 @@ def run(
                 (after[0] - seen_before[0]) / (after[1] - seen_before[1]) if after[1] > seen_before[1] else float("nan")
             )
             latencies = done.latencies()
+            gaps = after_the_watch(done)
             rows.append(
                 {
                     "app": app,
@@ -193,10 +194,40 @@ def run(
                     "mean": statistics.fmean(latencies) if latencies else float("nan"),
                     "max": max(latencies, default=float("nan")),
                     **percentiles(latencies, 50, 95, 99),
+                    **{f"gap_{name}": value for name, value in percentiles(gaps, 50, 99).items()},
+                    "per_change": per_change(done),
                     "profile": where.summary,
                 }
             )
     return {"measure": "latency", "rows": rows}
+
+
+def after_the_watch(done: Changes) -> list[float]:
+    """Seconds from each change becoming visible to the benchmark's own watch to each stream reading it.
+
+    Issue #15's "near the floor": the API server's part taken out, change by change.
+    """
+    arrivals = done.report["arrivals"]
+    return [
+        at - seen for marker, seen in done.api_seen.items() if marker in done.sent for at in arrivals.get(marker, ())
+    ]
+
+
+def per_change(done: Changes) -> list[dict[str, float]]:
+    """For each change, seconds from its write: the watch saw it, the first, median and last stream read it."""
+    rows = []
+    for marker, sent in done.sent.items():
+        times = sorted(at - sent for at in done.report["arrivals"].get(marker, ()))
+        seen = done.api_seen.get(marker)
+        rows.append(
+            {
+                "api": seen - sent if seen is not None else float("nan"),
+                "first": times[0] if times else float("nan"),
+                "p50": statistics.median(times) if times else float("nan"),
+                "last": times[-1] if times else float("nan"),
+            }
+        )
+    return rows
 
 
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -228,6 +259,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "API server p50 ms": ms(row["api_p50"]),
                 "in jobpulse, mean ms": ms(row["inside_mean"]) if row["app"].startswith("jobpulse") else "",
                 "p50 ms": ms(row["p50"]),
+                "after the watch, p50 / p99 ms": (
+                    f"{ms(row['gap_p50'])} / {ms(row['gap_p99'])}" if "gap_p50" in row else ""
+                ),
                 "p95 ms": ms(row["p95"]),
                 "p99 ms": ms(row["p99"]),
                 "mean ms": ms(row["mean"]),

@@ -57,6 +57,10 @@ def test_latency_before_and_after_serve_two_checkouts_in_one_run(bench: Bench) -
     for row in results["rows"]:
         assert row["delivered"] == row["expected"] == 4 and row["lost_streams"] == 0, row
         assert row["inside_mean"] > 0, row  # every message written was counted with its delay
+        assert row["gap_p50"] <= row["gap_p99"] < row["p99"], row  # the API server's part taken out
+        assert len(row["per_change"]) == 2, row
+        for change in row["per_change"]:
+            assert change["api"] > 0 and 0 < change["first"] <= change["p50"] <= change["last"], change
     printed = latency.table(json.loads(json.dumps(results, default=str)))
     assert all(line["in jobpulse, mean ms"] != "" for line in printed), printed
 
