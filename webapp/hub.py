@@ -12,7 +12,9 @@ the whole state, so a slow subscriber gets the latest, never a backlog.
 The hub hands changes to :class:`StatusSink` objects, which have one method,
 ``offer``. A subscription is one; a transport may put its own sink in front
 of its subscription (:meth:`StatusHub.subscribe`'s ``sink``). The hub knows
-nothing of frames or sockets.
+nothing of frames or sockets. A sink's bookkeeping (a message counted) can
+wait until every sink has had the change (:func:`after_fan_out`), so the
+last stream of a fan-out waits for the others' writes only.
 
 An operator's console follows every job at once (:meth:`StatusHub.subscribe_all`):
 an :class:`AllRunsSubscription` keeps the latest status per job, at most
