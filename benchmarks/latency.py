@@ -1,6 +1,7 @@
 """Measure 2: a status change in the API server → the message at the client, with 1,000 open streams.
 
     python -m benchmarks.latency [--streams 1000] [--changes 12] [--apps baseline,seed,jobpulse] [--accept-cap 120]
+                                 [--before CHECKOUT]
 
 One running Job, ``--streams`` streams on it (SSE, then WebSocket, each on a
 fresh server), and ``--changes`` changes written to the Job's status in the
@@ -20,6 +21,11 @@ accepts connections so slowly that ``--accept-cap`` (seconds) bounds its
 accept phase: it opens ``--accept-batch`` streams at a time until the cap,
 and the row reports how many it accepted, at what rate, and measures the
 changes on those.
+
+``--before`` adds "jobpulse before": the code of another checkout (e.g. a
+``git worktree`` of the commit before a change), under the same settings, in
+the same run, just ahead of "jobpulse": before and after on the same machine
+state.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 import dataclasses
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -126,14 +133,20 @@ def run(
     probes: int = 0,
     accept_cap: float | None = None,
     accept_batch: int = 100,
+    before: Path | None = None,
 ) -> dict[str, Any]:
+    """One row per app and transport; with ``before``, "jobpulse before" rows (that checkout) ahead of "jobpulse"."""
+    if before is not None and "jobpulse" in apps:
+        at = apps.index("jobpulse")
+        apps = (*apps[:at], "jobpulse before", *apps[at:])
     job = bench.running_job()
     rows = []
     for app in apps:
         for transport in transports:
             if app == "seed" and transport != "ws":
                 continue  # the seed's example served WebSocket only
-            with bench.running(bench.serve(app)) as server:
+            served = bench.jobpulse(checkout=before) if app == "jobpulse before" else bench.serve(app)
+            with bench.running(served) as server:
                 held = accept(
                     bench,
                     server,
@@ -145,17 +158,21 @@ def run(
                     batch=accept_batch,
                 )
                 waits = [first_status_wait(server, transport=transport, job=job) for _ in range(probes)]
-                before = bench.propagation(server)
+                seen_before = bench.propagation(server)
                 requests_before, window_start = bench.app_requests(), time.monotonic()
-                with bench.profiling(server, profile, f"latency-{transport}") as where:
+                name = f"latency-{transport}-before" if app == "jobpulse before" else f"latency-{transport}"
+                with bench.profiling(server, profile, name) as where:
                     done = bench.changes(
                         held.loads[0], job, worker=bench.worker(server), count=changes, interval=interval
                     )
                 requests_made, window = bench.app_requests() - requests_before, time.monotonic() - window_start
                 done = merged(bench, done, held.loads[1:])
                 after = bench.propagation(server)
-            inside = (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else float("nan")
+            inside = (
+                (after[0] - seen_before[0]) / (after[1] - seen_before[1]) if after[1] > seen_before[1] else float("nan")
+            )
             latencies = done.latencies()
+            gaps = after_the_watch(done)
             rows.append(
                 {
                     "app": app,
@@ -177,10 +194,40 @@ def run(
                     "mean": statistics.fmean(latencies) if latencies else float("nan"),
                     "max": max(latencies, default=float("nan")),
                     **percentiles(latencies, 50, 95, 99),
+                    **{f"gap_{name}": value for name, value in percentiles(gaps, 50, 99).items()},
+                    "per_change": per_change(done),
                     "profile": where.summary,
                 }
             )
     return {"measure": "latency", "rows": rows}
+
+
+def after_the_watch(done: Changes) -> list[float]:
+    """Seconds from each change becoming visible to the benchmark's own watch to each stream reading it.
+
+    Issue #15's "near the floor": the API server's part taken out, change by change.
+    """
+    arrivals = done.report["arrivals"]
+    return [
+        at - seen for marker, seen in done.api_seen.items() if marker in done.sent for at in arrivals.get(marker, ())
+    ]
+
+
+def per_change(done: Changes) -> list[dict[str, float]]:
+    """For each change, seconds from its write: the watch saw it, the first, median and last stream read it."""
+    rows = []
+    for marker, sent in done.sent.items():
+        times = sorted(at - sent for at in done.report["arrivals"].get(marker, ()))
+        seen = done.api_seen.get(marker)
+        rows.append(
+            {
+                "api": seen - sent if seen is not None else float("nan"),
+                "first": times[0] if times else float("nan"),
+                "p50": statistics.median(times) if times else float("nan"),
+                "last": times[-1] if times else float("nan"),
+            }
+        )
+    return rows
 
 
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -210,8 +257,11 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "API req/s": round(row["api_requests_per_second"], 1) if "api_requests_per_second" in row else "",
                 "delivered": f"{row['delivered']}/{row['expected']}",
                 "API server p50 ms": ms(row["api_p50"]),
-                "in jobpulse, mean ms": ms(row["inside_mean"]) if row["app"] == "jobpulse" else "",
+                "in jobpulse, mean ms": ms(row["inside_mean"]) if row["app"].startswith("jobpulse") else "",
                 "p50 ms": ms(row["p50"]),
+                "after the watch, p50 / p99 ms": (
+                    f"{ms(row['gap_p50'])} / {ms(row['gap_p99'])}" if "gap_p50" in row else ""
+                ),
                 "p95 ms": ms(row["p95"]),
                 "p99 ms": ms(row["p99"]),
                 "mean ms": ms(row["mean"]),
@@ -235,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         "--accept-cap", type=float, default=120.0, help="seconds the seed may take to accept its streams (0: no cap)"
     )
     parser.add_argument("--accept-batch", type=int, default=100, help="streams opened at a time under --accept-cap")
+    parser.add_argument(
+        "--before", type=Path, help='also serve this checkout\'s jobpulse ("jobpulse before"), same settings, same run'
+    )
     args: argparse.Namespace = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine()}
     with session(args) as bench:
@@ -250,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
                 probes=args.probes,
                 accept_cap=args.accept_cap or None,
                 accept_batch=args.accept_batch,
+                before=args.before,
             )
         )
     finish(args, "Status change in the API server → message at the client", results, table(results))

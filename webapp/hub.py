@@ -12,7 +12,9 @@ the whole state, so a slow subscriber gets the latest, never a backlog.
 The hub hands changes to :class:`StatusSink` objects, which have one method,
 ``offer``. A subscription is one; a transport may put its own sink in front
 of its subscription (:meth:`StatusHub.subscribe`'s ``sink``). The hub knows
-nothing of frames or sockets.
+nothing of frames or sockets. A sink's bookkeeping (a message counted) can
+wait until every sink has had the change (:func:`after_fan_out`), so the
+last stream of a fan-out waits for the others' writes only.
 
 An operator's console follows every job at once (:meth:`StatusHub.subscribe_all`):
 an :class:`AllRunsSubscription` keeps the latest status per job, at most
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from webapp.errors import RunStoreUnavailable
 from webapp.status import JobStatus
@@ -48,6 +50,31 @@ class StatusSink(Protocol):
     """Where the hub offers one job's changes: called on the publisher's thread, so it must not block."""
 
     def offer(self, status: JobStatus) -> None: ...
+
+
+class _FanOut(threading.local):
+    """The work this thread's (greenlet's) current fan-out put off until every sink has been offered the change."""
+
+    deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] | None = None
+
+
+_FAN_OUT = _FanOut()
+
+
+def after_fan_out(call: Callable[..., None], *args: Any) -> None:
+    """Run ``call(*args)`` once the fan-out in progress has offered its change to every sink; outside one, now.
+
+    For a sink's own bookkeeping (a message counted, its delay observed): done
+    inside the fan-out it would hold up every sink after it, so the last
+    stream would wait for all the others' bookkeeping as well as their writes.
+    A value that must be taken at the moment (when a message was written) is
+    taken by the caller and passed in ``args``.
+    """
+    deferred = _FAN_OUT.deferred
+    if deferred is None:
+        call(*args)
+    else:
+        deferred.append((call, args))
 
 
 class HubClosed(Exception):
@@ -244,10 +271,7 @@ class StatusHub:
             self._latest[status.job_name] = status
             sinks = tuple(self._subscriptions.get(status.job_name, {}).values())
             followers = self._all_runs
-        for sink in sinks:
-            sink.offer(status)
-        for follower in followers:
-            follower.offer(status)
+        self._fan_out(status, sinks, followers)
         for listener in self._listeners:
             try:
                 listener(status, previous)
@@ -256,6 +280,30 @@ class StatusHub:
             except Exception:
                 logger.exception("hub.listener_failed", extra={"job_name": status.job_name})
         return True
+
+    @staticmethod
+    def _fan_out(status: JobStatus, sinks: tuple[StatusSink, ...], followers: tuple[AllRunsSubscription, ...]) -> None:
+        """Offer ``status`` to every sink, then run what they put off (:func:`after_fan_out`)."""
+        if _FAN_OUT.deferred is not None:  # a sink published again, inside a fan-out: the outer one runs it all
+            for sink in sinks:
+                sink.offer(status)
+            for follower in followers:
+                follower.offer(status)
+            return
+        deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        _FAN_OUT.deferred = deferred
+        try:
+            for sink in sinks:
+                sink.offer(status)
+            for follower in followers:
+                follower.offer(status)
+        finally:
+            _FAN_OUT.deferred = None
+            for call, args in deferred:
+                try:
+                    call(*args)
+                except Exception:  # bookkeeping: its failure must not keep the change from the listeners
+                    logger.exception("hub.deferred_failed", extra={"job_name": status.job_name})
 
     def forget(self, job_name: str) -> None:
         """Drop a finished job from memory (the run store still answers for it)."""

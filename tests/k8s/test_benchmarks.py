@@ -58,6 +58,22 @@ def test_latency_sees_every_change_arrive_at_every_stream(bench: Bench) -> None:
         assert 0 < row["p50"] <= row["p99"] <= row["max"] < 2 * 2.2 * 1.2, row  # after the write, before the next
 
 
+def test_latency_before_and_after_serve_two_checkouts_in_one_run(bench: Bench) -> None:
+    results = latency.run(
+        bench, streams=2, changes=2, interval=2.2, apps=("jobpulse",), transports=("ws",), before=PROJECT_ROOT
+    )
+    assert [(r["app"], r["transport"]) for r in results["rows"]] == [("jobpulse before", "ws"), ("jobpulse", "ws")]
+    for row in results["rows"]:
+        assert row["delivered"] == row["expected"] == 4 and row["lost_streams"] == 0, row
+        assert row["inside_mean"] > 0, row  # every message written was counted with its delay
+        assert row["gap_p50"] <= row["gap_p99"] < row["p99"], row  # the API server's part taken out
+        assert len(row["per_change"]) == 2, row
+        for change in row["per_change"]:
+            assert change["api"] > 0 and 0 < change["first"] <= change["p50"] <= change["last"], change
+    printed = latency.table(json.loads(json.dumps(results, default=str)))
+    assert all(line["in jobpulse, mean ms"] != "" for line in printed), printed
+
+
 def test_the_seed_baseline_serves_websockets_and_sits_in_the_latency_table(bench: Bench) -> None:
     # a cap with batches of 2: the seed's streams are opened as the full-size run opens them, then merged
     results = latency.run(

@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import captured_logs
 from webapp.errors import RunStoreUnavailable
-from webapp.hub import HubClosed, StatusHub
+from webapp.hub import HubClosed, StatusHub, after_fan_out
 from webapp.status import JobStatus, Phase
 
 
@@ -216,3 +216,51 @@ def test_changes_go_to_the_sink_put_in_front_of_a_subscription_and_control_to_th
         with pytest.raises(HubClosed):
             subscription.get(timeout=0)
     assert hub.subscriber_count() == 0
+
+
+class Recording:
+    """A sink that notes each offer and puts off its bookkeeping until the fan-out is over."""
+
+    def __init__(self, name: str, notes: list[str]) -> None:
+        self.name = name
+        self.notes = notes
+
+    def offer(self, status: JobStatus) -> None:
+        self.notes.append(f"offered {self.name}")
+        after_fan_out(self.notes.append, f"counted {self.name}")
+
+
+def test_bookkeeping_a_sink_puts_off_runs_once_every_sink_has_the_change_and_before_the_listeners() -> None:
+    hub = StatusHub()
+    notes: list[str] = []
+    hub.add_listener(lambda new, previous: notes.append("listener"))
+    with (
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Recording("a", notes)),
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Recording("b", notes)),
+    ):
+        hub.publish(status())
+        assert notes == ["offered a", "offered b", "counted a", "counted b", "listener"]
+        notes.clear()
+        after_fan_out(notes.append, "now")  # outside a fan-out: at once
+        assert notes == ["now"]
+
+
+def test_bookkeeping_that_fails_is_logged_and_the_rest_still_runs() -> None:
+    hub = StatusHub()
+    notes: list[str] = []
+    hub.add_listener(lambda new, previous: notes.append("listener"))
+
+    class Failing:
+        def offer(self, status: JobStatus) -> None:
+            after_fan_out(lambda: 1 / 0)
+
+    with (
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Failing()),
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Recording("b", notes)),
+        captured_logs() as records,
+    ):
+        assert hub.publish(status())
+    assert notes == ["offered b", "counted b", "listener"]
+    assert [r.getMessage() for r in records] == ["hub.deferred_failed"]
+    after_fan_out(notes.append, "later")  # the failed fan-out left no fan-out behind
+    assert notes[-1] == "later"

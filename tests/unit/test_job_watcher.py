@@ -233,3 +233,25 @@ def test_an_indexed_jobs_progress_is_stamped_and_grows(door: StatusDoor, watcher
     later = status_of(door, "task-runner-w-00000014")
     assert later.progress is not None and later.progress.done == 2 and later.seq == first.seq + 1
     assert [t.status for t in later.history] == [t.status for t in first.history], "progress adds no history"
+
+
+def test_a_job_whose_only_news_is_its_resource_version_is_neither_saved_nor_published(
+    door: StatusDoor, watcher: JobWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the launch's own Pending, then the watch's ADDED of the Job just created: nothing it says is new
+    run(door, "task-runner-w-0000000a")
+    door.change("task-runner-w-0000000a", status=Phase.PENDING)
+    saved: list[int] = []
+    real_save = door.store.save
+    monkeypatch.setattr(door.store, "save", lambda status, **kw: saved.append(status.seq) or real_save(status, **kw))
+    published: list[int] = []
+    door.hub.add_listener(lambda new, previous: published.append(new.seq))
+    before = status_of(door, "task-runner-w-0000000a")
+
+    watcher.on_event("ADDED", job("task-runner-w-0000000a", "11"))
+    watcher.on_event("MODIFIED", job("task-runner-w-0000000a", "12"))  # a Job controller's write we show nothing of
+
+    assert (saved, published) == ([], [])
+    assert status_of(door, "task-runner-w-0000000a") == before
+    watcher.on_event("MODIFIED", job("task-runner-w-0000000a", "13", active=1))  # news: one save, one publish
+    assert saved == published == [before.seq + 1]
