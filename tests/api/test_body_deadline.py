@@ -9,6 +9,7 @@ second case every time: the waiting ``recv`` returns ``b""``.
 from __future__ import annotations
 
 import socket
+import threading
 import types
 from collections.abc import Iterator
 
@@ -82,3 +83,41 @@ def test_a_finished_body_is_left_alone_when_its_deadline_passes(pair: tuple[sock
     assert not body.expired
     client.sendall(b"next request")  # the connection is still whole: kept alive for the next request
     assert server.recv(64) == b"next request"
+
+
+def test_a_body_finished_while_its_deadline_fires_keeps_its_socket() -> None:
+    # Under threads the watchdog may find the body unfinished, then the request finish and its
+    # connection go on to the next request (keep-alive): the read side must not be shut after that.
+    events: list[str] = []
+    in_window, go_on = threading.Event(), threading.Event()
+
+    class Socket:
+        def shutdown(self, how: int) -> None:
+            events.append("shut")
+
+    class Racing(_TimedBody):
+        @property  # type: ignore[override]
+        def expired(self) -> bool:
+            return bool(self.__dict__.get("_expired", False))
+
+        @expired.setter
+        def expired(self, value: bool) -> None:
+            if value:  # the watchdog found it unfinished and is about to shut its socket
+                in_window.set()
+                go_on.wait(5)
+            self.__dict__["_expired"] = value
+
+    body = Racing(None, Socket(), seconds=0.05, expected=None)  # type: ignore[arg-type]
+    assert in_window.wait(5), "the watchdog never fired"
+
+    def finish() -> None:
+        body.finish()
+        events.append("finished")  # from here on the connection may carry the next request
+
+    finishing = threading.Thread(target=finish)
+    finishing.start()
+    finishing.join(0.2)
+    go_on.set()
+    finishing.join(5)
+    wait_for(lambda: "shut" in events and "finished" in events, what="both ends of the race")
+    assert events == ["shut", "finished"]

@@ -70,6 +70,7 @@ class _TimedBody:
         _WATCHDOG.watch(self, time.monotonic() + seconds)
 
     def expire(self) -> None:
+        """The deadline passed: shut the read side, unless the body is finished (the watchdog calls it, locked)."""
         if self.finished:
             return
         self.expired = True
@@ -77,8 +78,15 @@ class _TimedBody:
             self._sock.shutdown(socket.SHUT_RD)  # a waiting read returns at once; the answer can still be written
 
     def finish(self) -> None:
-        """The body is read, or the answer is done: no deadline any more."""
-        self.finished = True
+        """The body is read, or the answer is done: no deadline any more.
+
+        Under the watchdog's lock: once this returns the socket is never shut
+        (under threads the watchdog may be expiring this very body; the
+        connection goes on to its next request, kept alive, when this returns).
+        """
+        if not self.finished:
+            with _WATCHDOG.lock:
+                self.finished = True
 
     def _checked(self, data: bytes, *, wanted: int | None) -> bytes:
         if self.expired:
@@ -118,11 +126,13 @@ class _Watchdog:
     heap; a finished body stays in it until its deadline passes and is then
     dropped unread, so the heap holds at most the requests of the last
     ``BODY_TIMEOUT_SECONDS``. The thread is started by the first request of
-    each process (gunicorn forks its workers after loading the app).
+    each process (a worker forked from a process that had one starts its own).
     """
 
     def __init__(self) -> None:
         self._due = threading.Condition()
+        self.lock = self._due
+        """Held while a body is expired: :meth:`_TimedBody.finish` takes it too, so the two never interleave."""
         self._deadlines: list[tuple[float, int, _TimedBody]] = []
         self._order = itertools.count()  # equal deadlines never compare bodies
         self._running_in: int | None = None
