@@ -68,6 +68,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     streams.sock.init_app(app)
     app.wsgi_app = BodyDeadline(app.wsgi_app, seconds=settings.body_timeout_seconds)  # type: ignore[method-assign]
+    runtime.services.append(BodyDeadline.watchdog)  # stops with the runtime
     trust_proxies(app, hops=settings.trusted_proxy_hops)  # outermost: everything inside sees the real client
 
     runtime.start()

@@ -121,3 +121,39 @@ def test_a_body_finished_while_its_deadline_fires_keeps_its_socket() -> None:
     finishing.join(5)
     wait_for(lambda: "shut" in events and "finished" in events, what="both ends of the race")
     assert events == ["shut", "finished"]
+
+
+def test_the_watchdog_stops_within_a_second_and_a_later_body_starts_it_again(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = pair
+    _chunked_body(server, seconds=60).finish()
+    thread = _WATCHDOG._thread
+    assert thread is not None and thread.is_alive()
+    _WATCHDOG.stop()  # as the runtime's stop does
+    assert not thread.is_alive()  # stop() joins it, for at most a second
+    client.sendall(b"1\r\n{")
+    with pytest.raises(RequestTimeout):  # a new thread keeps the next body's deadline
+        _chunked_body(server, seconds=0.2).read()
+
+
+def test_a_body_whose_expiry_fails_does_not_end_every_deadline(
+    pair: tuple[socket.socket, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, server = pair
+
+    class Broken(_TimedBody):
+        def expire(self) -> None:
+            raise RuntimeError("broken")
+
+    other_client, other_server = socket.socketpair()
+    try:
+        reader = ChunkedReader(types.SimpleNamespace(), SocketUnreader(other_server))
+        Broken(Body(reader), other_server, seconds=0.05, expected=None)
+        client.sendall(b"1\r\n{")
+        with pytest.raises(RequestTimeout):
+            _chunked_body(server, seconds=0.3).read()
+    finally:
+        other_client.close()
+        other_server.close()
+    assert "body_deadline.expire_failed" in caplog.text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -31,11 +32,16 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, RequestTimeout
 from werkzeug.wsgi import ClosingIterator
 
+logger = logging.getLogger(__name__)
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class BodyDeadline:
     """WSGI middleware: the body of a request must be read within ``seconds`` of its start."""
+
+    watchdog: _Watchdog
+    """The thread that keeps every body's deadline in this process (one for all apps)."""
 
     def __init__(self, app: WSGIApp, *, seconds: float) -> None:
         self._app = app
@@ -129,30 +135,56 @@ class _Watchdog:
     each process (a worker forked from a process that had one starts its own).
     """
 
+    name = "body-deadlines"
+
     def __init__(self) -> None:
         self._due = threading.Condition()
         self.lock = self._due
         """Held while a body is expired: :meth:`_TimedBody.finish` takes it too, so the two never interleave."""
         self._deadlines: list[tuple[float, int, _TimedBody]] = []
         self._order = itertools.count()  # equal deadlines never compare bodies
+        self._thread: threading.Thread | None = None
         self._running_in: int | None = None
 
     def watch(self, body: _TimedBody, deadline: float) -> None:
         with self._due:
             heapq.heappush(self._deadlines, (deadline, next(self._order), body))
-            if self._running_in != os.getpid():
+            if self._thread is None or self._running_in != os.getpid():
                 self._running_in = os.getpid()
-                threading.Thread(target=self._run, name="body-deadlines", daemon=True).start()
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
             elif self._deadlines[0][2] is body:  # sooner than what the thread waits for
                 self._due.notify()
 
-    def _run(self) -> None:
+    # A runtime service (webapp.runtime.Service): the app's stop ends the thread.
+
+    def start(self) -> None:
+        """Nothing yet: the thread starts with the first body to watch."""
+
+    def stop(self) -> None:
+        """End the thread, within a second; a body watched later starts another."""
         with self._due:
-            while True:
+            thread, self._thread = self._thread, None
+            self._due.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+
+    def unready_reason(self) -> str | None:
+        return None
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        with self._due:
+            while self._thread is me:
                 now = time.monotonic()
                 while self._deadlines and self._deadlines[0][0] <= now:
-                    heapq.heappop(self._deadlines)[2].expire()
+                    body = heapq.heappop(self._deadlines)[2]
+                    try:
+                        body.expire()
+                    except Exception:  # one body's trouble must not end every deadline
+                        logger.exception("body_deadline.expire_failed")
                 self._due.wait(self._deadlines[0][0] - now if self._deadlines else None)
 
 
 _WATCHDOG = _Watchdog()
+BodyDeadline.watchdog = _WATCHDOG
