@@ -25,7 +25,7 @@ MAX_BODY_BYTES = 16 * 1024
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """Build the app. ``test_config`` overrides environment variables (same names, same checks)."""
     from webapp.api import audit, console, donations, jobs, page, probes, progress, streams
-    from webapp.api.body_deadline import BodyDeadline
+    from webapp.api.body_deadline import BODY_WATCHDOG, body_deadline
     from webapp.api.clients import trust_proxies
     from webapp.api.errors import register_error_handlers
     from webapp.api.ratelimit import MEMORY_STORAGE_URI, limiter
@@ -67,8 +67,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     for blueprint in (page.bp, donations.bp, jobs.bp, audit.bp, console.bp, progress.bp, streams.bp, probes.bp):
         app.register_blueprint(blueprint)
     streams.sock.init_app(app)
-    app.wsgi_app = BodyDeadline(app.wsgi_app, seconds=settings.body_timeout_seconds)  # type: ignore[method-assign]
-    runtime.services.append(BodyDeadline.watchdog)  # stops with the runtime
+    # functions, not instances: each stream's greenlet parks under every layer (see body_deadline)
+    app.wsgi_app = body_deadline(app.wsgi_app, seconds=settings.body_timeout_seconds)  # type: ignore[method-assign,assignment]
+    runtime.services.append(BODY_WATCHDOG)  # stops with the runtime
     trust_proxies(app, hops=settings.trusted_proxy_hops)  # outermost: everything inside sees the real client
 
     runtime.start()

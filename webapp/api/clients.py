@@ -49,7 +49,8 @@ def trust_proxies(app: Flask, *, hops: int) -> None:
     proxy's, whatever the number of proxies.
     """
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+        # its bound ``__call__``, not the instance: a call CPython 3.11 runs without a C frame (see body_deadline)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1, x_host=1, x_port=1).__call__  # type: ignore[method-assign]
 
 
 def own_root() -> str:
