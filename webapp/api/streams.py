@@ -29,7 +29,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
-from werkzeug.wsgi import ClosingIterator
 
 from webapp import metrics
 from webapp.api import runtime
@@ -162,22 +161,66 @@ def _delivered_ws(status: JobStatus) -> None:
     _delivered("ws", status)
 
 
+def _next_change(subscription: Subscription, current: JobStatus, express: ExpressWriter | None) -> JobStatus | None:
+    """Wait for the next thing to send after ``current``: a newer status, ``None`` at a heartbeat.
+
+    Returns ``current`` itself when what came is not to be sent (not newer,
+    or already sent express). A plain call, not a generator: the streams loop
+    over it, so their greenlets park one generator level (a C frame) shallower.
+    With ``express`` (in front of ``subscription``), changes are read through
+    it. Raises :class:`ClientGone` when the client left in the middle of an
+    express write.
+    """
+    following = subscription.get() if express is None else express.next_change()
+    if following is None:
+        return None
+    if following.seq > current.seq and not (express is not None and express.already_sent(following)):
+        return following
+    return current
+
+
 def _changes(
     subscription: Subscription, current: JobStatus, express: ExpressWriter | None
 ) -> Iterator[JobStatus | None]:
     """Each newer status not already sent express, until a terminal one; ``None`` at each heartbeat.
 
-    With ``express`` (in front of ``subscription``), changes are read through
-    it. Raises :class:`ClientGone` when the client left in the middle of an
-    express write.
+    What the streams send, as a generator (they loop over :func:`_next_change`
+    themselves).
     """
     while not current.terminal:
-        following = subscription.get() if express is None else express.next_change()
+        following = _next_change(subscription, current, express)
         if following is None:
             yield None
-        elif following.seq > current.seq and not (express is not None and express.already_sent(following)):
+        elif following is not current:
             current = following
             yield current
+
+
+class _Answer:
+    """An SSE answer: the server iterates the stream's own generator and closes this.
+
+    Werkzeug's ``ClosingIterator`` would do, but the server would then call
+    its ``__next__`` (a Python method, so a C frame) for each item, and each
+    stream's greenlet parks under it: ~0.9 KiB per open stream. ``close``
+    runs ``then`` even for an answer the server never started.
+    """
+
+    __slots__ = ("_stream", "_then")
+
+    def __init__(self, stream: Iterator[bytes], then: Callable[[], object]) -> None:
+        self._stream = stream
+        self._then = then
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._stream
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._then()
 
 
 # -- Server-Sent Events ----------------------------------------------------------
@@ -217,10 +260,15 @@ def sse_status(job_name: str) -> Response:
                     yield sse_event(current)
                 _delivered("sse", current)
             try:
-                for status in _changes(subscription, current, express):
-                    with writing:
-                        yield SSE_PING if status is None else sse_event(status)
-                    if status is not None:
+                while not current.terminal:  # not over _changes: one generator level fewer while parked
+                    status = _next_change(subscription, current, express)
+                    if status is None:
+                        with writing:
+                            yield SSE_PING
+                    elif status is not current:
+                        current = status
+                        with writing:
+                            yield sse_event(status)
                         _delivered("sse", status)
             except HubClosed:
                 return  # shutting down: the client reconnects to another process
@@ -230,7 +278,7 @@ def sse_status(job_name: str) -> Response:
                 yield SSE_END
 
     # bytes, as they are; the slot is given back when the server closes the answer, even one it never started
-    response = Response(ClosingIterator(stream(), slot.release), mimetype="text/event-stream", direct_passthrough=True)
+    response = Response(_Answer(stream(), slot.release), mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -281,7 +329,7 @@ def sse_runs() -> Response:
                 return
 
     # the subscription and the slot are given back when the server closes the answer, even one it never started
-    response = Response(ClosingIterator(stream(), held.close), mimetype="text/event-stream", direct_passthrough=True)
+    response = Response(_Answer(stream(), held.close), mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -486,10 +534,12 @@ def _stream_status(ws: Server, job_name: str) -> None:
         try:
             ws.send(ws_message(current))
             _delivered("ws", current)
-            for status in _changes(subscription, current, express):
+            while not current.terminal:  # not over _changes: one generator level fewer while parked
+                status = _next_change(subscription, current, express)
                 if status is None:
                     watch.tend()
-                else:
+                elif status is not current:
+                    current = status
                     ws.send(ws_message(status))
                     _delivered("ws", status)
             ws.close(reason=WS_CLOSE_NORMAL, message="finished")
