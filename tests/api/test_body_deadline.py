@@ -8,18 +8,21 @@ second case every time: the waiting ``recv`` returns ``b""``.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from gunicorn.http.body import Body, ChunkedReader
 from gunicorn.http.unreader import SocketUnreader
 from werkzeug.exceptions import BadRequest, RequestTimeout
 
 from tests.helpers import wait_for
-from webapp.api.body_deadline import _WATCHDOG, _TimedBody
+from webapp.api.body_deadline import _WATCHDOG, WSGIApp, _TimedBody, body_deadline
 
 
 @pytest.fixture
@@ -157,3 +160,53 @@ def test_a_body_whose_expiry_fails_does_not_end_every_deadline(
         other_client.close()
         other_server.close()
     assert "body_deadline.expire_failed" in caplog.text
+
+
+# -- the dispatch: how the deadline sits in front of the app -----------------------------
+
+
+def _answering(seen: list[dict[str, Any]], answer: Iterable[bytes]) -> WSGIApp:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        seen.append(environ)
+        return answer
+
+    return app
+
+
+def test_a_request_without_a_body_goes_straight_to_the_app(pair: tuple[socket.socket, socket.socket]) -> None:
+    # every stream: nothing wraps its input or its answer, so no frame of ours stays under its parked greenlet
+    _, server = pair
+    seen: list[dict[str, Any]] = []
+    answer = [b"ok"]
+    stream_input = object()
+    environ = {"gunicorn.socket": server, "CONTENT_LENGTH": "", "wsgi.input": stream_input}
+    assert body_deadline(_answering(seen, answer), seconds=30)(environ, lambda *a: None) is answer
+    assert seen[0]["wsgi.input"] is stream_input
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"CONTENT_LENGTH": "2"}, {"HTTP_TRANSFER_ENCODING": "chunked"}],
+    ids=["length", "chunked"],
+)
+def test_a_request_with_a_body_reads_it_against_the_deadline(
+    pair: tuple[socket.socket, socket.socket], headers: dict[str, str]
+) -> None:
+    _, server = pair
+    seen: list[dict[str, Any]] = []
+    environ = {"gunicorn.socket": server, "wsgi.input": object(), **headers}
+    answer = body_deadline(_answering(seen, [b"ok"]), seconds=30)(environ, lambda *a: None)
+    body = seen[0]["wsgi.input"]
+    assert isinstance(body, _TimedBody)
+    assert list(answer) == [b"ok"]
+    answer.close()  # type: ignore[attr-defined]  # as the server does
+    assert body.finished
+
+
+@pytest.mark.parametrize("hops", ["0", "1"])
+def test_the_app_is_wrapped_in_plain_calls_that_python_runs_without_a_c_frame(
+    make_app: Callable[..., Flask], hops: str
+) -> None:
+    # an instance with __call__ as a WSGI layer costs every parked stream ~1 KiB (docs/PERFORMANCE.md, fourth pass)
+    app = make_app(TRUSTED_PROXY_HOPS=hops)
+    assert inspect.isfunction(app.wsgi_app) or inspect.ismethod(app.wsgi_app), app.wsgi_app
