@@ -22,6 +22,15 @@ accept phase: it opens ``--accept-batch`` streams at a time until the cap,
 and the row reports how many it accepted, at what rate, and measures the
 changes on those.
 
+Issue #15's target 1 is read per row as "after the watch" (each delivery
+less the moment the benchmark's own watch saw its change) and cut in two:
+the worker's own fan-out (``jobpulse_fan_out_seconds``: from its first
+stream's write to its last, mean per change; empty for a checkout without
+that metric) and the spread the load generators saw (per change, from the
+first stream reading it to the last, median over the changes). With
+``--clients`` the streams are spread over that many load-generator
+processes, so the reading is shared out too.
+
 ``--before`` adds "jobpulse before": the code of another checkout (e.g. a
 ``git worktree`` of the commit before a change), under the same settings, in
 the same run, just ahead of "jobpulse": before and after on the same machine
@@ -39,6 +48,7 @@ from typing import Any
 
 import requests
 import websocket
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import Bench, Changes, Streams, arguments, finish, machine, ms, percentiles, session
 from tests.live.server import LiveServer
@@ -62,6 +72,22 @@ def first_status_wait(server: LiveServer, *, transport: str, job: str, timeout: 
             if line.startswith(b"data:") and b'"active"' in line:
                 return time.monotonic() - started
     raise RuntimeError(f"{server.name}: the new SSE stream ended before a status")
+
+
+def fan_out_seconds(server: LiveServer) -> tuple[float, float]:
+    """jobpulse's own ``jobpulse_fan_out_seconds``: (sum, count), first write → last; (0, 0) if it has none."""
+    total = count = 0.0
+    response = requests.get(f"{server.url}/metrics", timeout=30)
+    if response.status_code != 200:
+        return total, count
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "jobpulse_fan_out_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    total += sample.value
+                elif sample.name.endswith("_count"):
+                    count += sample.value
+    return total, count
 
 
 @dataclasses.dataclass
@@ -159,6 +185,7 @@ def run(
                 )
                 waits = [first_status_wait(server, transport=transport, job=job) for _ in range(probes)]
                 seen_before = bench.propagation(server)
+                fanned_before = fan_out_seconds(server)
                 requests_before, window_start = bench.app_requests(), time.monotonic()
                 name = f"latency-{transport}-before" if app == "jobpulse before" else f"latency-{transport}"
                 with bench.profiling(server, profile, name) as where:
@@ -168,11 +195,15 @@ def run(
                 requests_made, window = bench.app_requests() - requests_before, time.monotonic() - window_start
                 done = merged(bench, done, held.loads[1:])
                 after = bench.propagation(server)
+                fanned_after = fan_out_seconds(server)
+            fan_outs = fanned_after[1] - fanned_before[1]
             inside = (
                 (after[0] - seen_before[0]) / (after[1] - seen_before[1]) if after[1] > seen_before[1] else float("nan")
             )
             latencies = done.latencies()
             gaps = after_the_watch(done)
+            changed = per_change(done)
+            spreads = [c["last"] - c["first"] for c in changed if c["last"] == c["last"]]
             rows.append(
                 {
                     "app": app,
@@ -190,12 +221,16 @@ def run(
                     "lost_streams": done.report["closed"],
                     "api_p50": percentiles(done.api_latencies(), 50)["p50"],
                     "inside_mean": inside,
+                    "fan_out_mean": (fanned_after[0] - fanned_before[0]) / fan_outs if fan_outs > 0 else float("nan"),
+                    "fan_outs": fan_outs,
+                    "clients": clients,
+                    "client_spread_p50": statistics.median(spreads) if spreads else float("nan"),
                     "cpu_per_delivery": done.worker_cpu_seconds / max(done.delivered, 1),
                     "mean": statistics.fmean(latencies) if latencies else float("nan"),
                     "max": max(latencies, default=float("nan")),
                     **percentiles(latencies, 50, 95, 99),
                     **{f"gap_{name}": value for name, value in percentiles(gaps, 50, 99).items()},
-                    "per_change": per_change(done),
+                    "per_change": changed,
                     "profile": where.summary,
                 }
             )
@@ -262,6 +297,10 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "after the watch, p50 / p99 ms": (
                     f"{ms(row['gap_p50'])} / {ms(row['gap_p99'])}" if "gap_p50" in row else ""
                 ),
+                "worker's fan-out, mean ms": (
+                    ms(row["fan_out_mean"]) if row["app"].startswith("jobpulse") and "fan_out_mean" in row else ""
+                ),
+                "first → last read, median ms": ms(row["client_spread_p50"]) if "client_spread_p50" in row else "",
                 "p95 ms": ms(row["p95"]),
                 "p99 ms": ms(row["p99"]),
                 "mean ms": ms(row["mean"]),

@@ -13,8 +13,11 @@ The hub hands changes to :class:`StatusSink` objects, which have one method,
 ``offer``. A subscription is one; a transport may put its own sink in front
 of its subscription (:meth:`StatusHub.subscribe`'s ``sink``). The hub knows
 nothing of frames or sockets. A sink's bookkeeping (a message counted) can
-wait until every sink has had the change (:func:`after_fan_out`), so the
-last stream of a fan-out waits for the others' writes only.
+wait until every sink has had the change (:func:`after_fan_out`), and be
+done for all the sinks at once (:func:`tally_after_fan_out`), so the last
+stream of a fan-out waits for the others' writes only. Each fan-out's own
+time, from the first sink offered the change to the last, is
+``jobpulse_fan_out_seconds``.
 
 An operator's console follows every job at once (:meth:`StatusHub.subscribe_all`):
 an :class:`AllRunsSubscription` keeps the latest status per job, at most
@@ -35,12 +38,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from webapp import metrics
 from webapp.errors import RunStoreUnavailable
 from webapp.status import JobStatus
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Listener = Callable[[JobStatus, JobStatus | None], None]
 """Called with (new status, previous status) after each accepted change."""
@@ -56,9 +62,12 @@ class _FanOut(threading.local):
     """The work this thread's (greenlet's) current fan-out put off until every sink has been offered the change."""
 
     deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] | None = None
+    tallies: dict[Callable[[list[Any]], None], list[Any]] | None = None
+    """Per tally (:func:`tally_after_fan_out`), its items of this fan-out, in the order they came."""
 
 
 _FAN_OUT = _FanOut()
+_FAN_OUT_SECONDS = metrics.FAN_OUT_SECONDS
 
 
 def after_fan_out(call: Callable[..., None], *args: Any) -> None:
@@ -75,6 +84,27 @@ def after_fan_out(call: Callable[..., None], *args: Any) -> None:
         call(*args)
     else:
         deferred.append((call, args))
+
+
+def tally_after_fan_out(tally: Callable[[list[T]], None], item: T) -> None:
+    """Give ``item`` to ``tally``, with the fan-out's other items, once the fan-out is over; outside one, now.
+
+    For bookkeeping that costs less done for many at once than one by one (a
+    counter incremented by n, a histogram's observations folded): the sinks
+    of a fan-out each add an item, and ``tally`` is called once with them
+    all, in the order they came, after every sink has had the change. The
+    same ``tally`` object must be passed by each sink (one per kind, made
+    once); outside a fan-out it is called at once with ``[item]``.
+    """
+    tallies = _FAN_OUT.tallies
+    if tallies is None:
+        tally([item])
+        return
+    items = tallies.get(tally)
+    if items is None:
+        tallies[tally] = [item]
+    else:
+        items.append(item)
 
 
 class HubClosed(Exception):
@@ -283,7 +313,7 @@ class StatusHub:
 
     @staticmethod
     def _fan_out(status: JobStatus, sinks: tuple[StatusSink, ...], followers: tuple[AllRunsSubscription, ...]) -> None:
-        """Offer ``status`` to every sink, then run what they put off (:func:`after_fan_out`)."""
+        """Offer ``status`` to every sink, then do what they put off (:func:`after_fan_out`, its tallies)."""
         if _FAN_OUT.deferred is not None:  # a sink published again, inside a fan-out: the outer one runs it all
             for sink in sinks:
                 sink.offer(status)
@@ -291,19 +321,29 @@ class StatusHub:
                 follower.offer(status)
             return
         deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-        _FAN_OUT.deferred = deferred
+        tallies: dict[Callable[[list[Any]], None], list[Any]] = {}
+        _FAN_OUT.deferred, _FAN_OUT.tallies = deferred, tallies
+        started = time.perf_counter()
         try:
             for sink in sinks:
                 sink.offer(status)
             for follower in followers:
                 follower.offer(status)
         finally:
-            _FAN_OUT.deferred = None
+            took = time.perf_counter() - started
+            _FAN_OUT.deferred = _FAN_OUT.tallies = None
             for call, args in deferred:
                 try:
                     call(*args)
                 except Exception:  # bookkeeping: its failure must not keep the change from the listeners
                     logger.exception("hub.deferred_failed", extra={"job_name": status.job_name})
+            for tally, items in tallies.items():
+                try:
+                    tally(items)
+                except Exception:
+                    logger.exception("hub.deferred_failed", extra={"job_name": status.job_name})
+            if sinks or followers:
+                _FAN_OUT_SECONDS.observe(took)
 
     def forget(self, job_name: str) -> None:
         """Drop a finished job from memory (the run store still answers for it)."""

@@ -6,7 +6,13 @@ statuses and transports, so cardinality stays small.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from webapp.status import JobStatus
 
 LAUNCHES = Counter(
     "jobpulse_launches_total",
@@ -56,6 +62,12 @@ PROPAGATION_SECONDS = Histogram(
     ["transport"],
     buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+FAN_OUT_SECONDS = Histogram(
+    "jobpulse_fan_out_seconds",
+    "Time one status change took to be offered to every stream following it in this process "
+    "(from the first stream's write to the last's; changes no stream follows are not counted).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 DUAL_COMPARISONS = Counter(
     "jobpulse_dual_comparisons_total",
     "Dual-mode pairs compared once both runs finished, by result (match, mismatch).",
@@ -65,3 +77,57 @@ LOG_FOLLOWS_OPEN = Gauge(
     "jobpulse_log_follows_open",
     "Follows of a run's output open to its executor now: one per followed run, shared by all its viewers.",
 )
+
+
+def observe_each(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(amount)`` for each of ``amounts``, with one locked add per bucket hit, not per amount.
+
+    prometheus_client has no batch observe; this folds the amounts into
+    per-bucket counts (the bucket ``observe`` would pick: the first whose
+    upper bound is at least the amount) and adds each once, and their sum
+    once. ``/metrics`` then reads as after one ``observe`` each, the sum up to
+    the rounding of adding the amounts in another order. ``histogram`` is a
+    labelled child (``.labels(...)``) or a histogram without labels.
+    """
+    if not amounts:
+        return
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
+    bounds = histogram._upper_bounds
+    hits = [0] * len(bounds)
+    for amount in amounts:
+        if not math.isnan(amount):  # as observe: NaN is in the sum and in no bucket
+            hits[bisect_left(bounds, amount)] += 1  # the last bound is +Inf: every other amount has a bucket
+    for bucket, count in zip(histogram._buckets, hits, strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(sum(amounts))
+
+
+class StreamDeliveries:
+    """Counts the messages written to one transport's clients, with their delays, many at once.
+
+    Called with ``(status, when written)`` pairs (``time.time()``), e.g. a
+    whole fan-out's (:func:`webapp.hub.tally_after_fan_out`): one
+    ``jobpulse_stream_messages_total`` increment by their number and the
+    ``jobpulse_status_propagation_seconds`` observations folded
+    (:func:`observe_each`), as one ``inc()`` and one ``observe()`` each would.
+    """
+
+    __slots__ = ("_messages", "_propagation")
+
+    def __init__(self, transport: str) -> None:
+        self._messages = STREAM_MESSAGES.labels(transport=transport)
+        self._propagation = PROPAGATION_SECONDS.labels(transport=transport)
+
+    def __call__(self, written: Sequence[tuple[JobStatus, float]]) -> None:
+        if not written:
+            return
+        self._messages.inc(len(written))
+        delays = []
+        last: JobStatus | None = None
+        observed = 0.0
+        for status, written_at in written:
+            if status is not last:  # a fan-out's are all one status: its timestamp once
+                last, observed = status, status.updated_at.timestamp()
+            delays.append(max(0.0, written_at - observed))
+        observe_each(self._propagation, delays)

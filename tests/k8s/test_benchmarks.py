@@ -74,6 +74,19 @@ def test_latency_before_and_after_serve_two_checkouts_in_one_run(bench: Bench) -
     assert all(line["in jobpulse, mean ms"] != "" for line in printed), printed
 
 
+def test_latency_splits_after_the_watch_into_the_workers_fan_out_and_the_readers_spread(bench: Bench) -> None:
+    results = latency.run(bench, streams=4, changes=2, interval=2.2, apps=("jobpulse",), transports=("sse",), clients=2)
+    [row] = results["rows"]
+    assert row["delivered"] == row["expected"] == 8 and row["lost_streams"] == 0, row  # over two load generators
+    assert row["clients"] == 2, row
+    assert row["fan_outs"] >= 2 and row["fan_out_mean"] > 0, row  # each change fanned out, and timed by the worker
+    assert row["client_spread_p50"] >= 0, row
+    for change in row["per_change"]:
+        assert change["last"] - change["first"] >= 0, change
+    [printed] = latency.table(json.loads(json.dumps(results, default=str)))
+    assert printed["worker's fan-out, mean ms"] != "" and printed["first → last read, median ms"] != "", printed
+
+
 def test_the_seed_baseline_serves_websockets_and_sits_in_the_latency_table(bench: Bench) -> None:
     # a cap with batches of 2: the seed's streams are opened as the full-size run opens them, then merged
     results = latency.run(

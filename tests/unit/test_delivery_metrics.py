@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import socket
+from typing import Any
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
+from webapp import metrics
 from webapp.api import streams
 from webapp.api.express import ExpressWriter
 from webapp.api.frames import sse_chunk
@@ -54,3 +57,50 @@ def test_express_writes_of_a_fan_out_are_each_counted_once_the_fan_out_is_over()
         for server, client in pairs:
             server.close()
             client.close()
+
+
+def exposition(registry: CollectorRegistry) -> list[str]:
+    """What ``/metrics`` would say, less the ``_created`` timestamps (the moment each series was made)."""
+    return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+
+# Below, at and above bounds, past the last one, zero, negative and NaN; binary fractions, so every sum is exact.
+AMOUNTS = [0.0, 0.0009765625, 0.001, 0.005, 0.0048828125, 0.25, 0.5, 3.0, 1024.0, -0.5, math.nan, 0.015625] * 3
+
+
+def test_folded_observations_read_in_metrics_exactly_as_one_observe_each() -> None:
+    one_by_one, folded = CollectorRegistry(), CollectorRegistry()
+    kwargs: dict[str, Any] = {"labelnames": ["transport"], "buckets": metrics.PROPAGATION_SECONDS._upper_bounds[:-1]}
+    each = Histogram("jobpulse_status_propagation_seconds", "delay", registry=one_by_one, **kwargs)
+    batch = Histogram("jobpulse_status_propagation_seconds", "delay", registry=folded, **kwargs)
+    for amount in AMOUNTS:
+        each.labels(transport="sse").observe(amount)
+    metrics.observe_each(batch.labels(transport="sse"), AMOUNTS)
+    metrics.observe_each(batch.labels(transport="sse"), [])  # nothing: nothing changes
+    assert exposition(folded) == exposition(one_by_one)
+    assert 'jobpulse_status_propagation_seconds_count{transport="sse"} 33.0' in exposition(folded)  # not NaN's 3
+
+
+def test_a_fan_outs_messages_counted_at_once_read_as_one_by_one() -> None:
+    change = JobStatus.new(job_name="task-runner-a-00000000", mode="k8s", spec="quick", pipeline_run_id="a")
+    observed = change.updated_at.timestamp()
+    written = [(change, observed + delay) for delay in (0.0005, 0.003, 0.03, 2.0, -1.0)]
+    messages = REGISTRY.get_sample_value("jobpulse_stream_messages_total", {"transport": "ws"}) or 0.0
+    buckets = {
+        bound: REGISTRY.get_sample_value("jobpulse_status_propagation_seconds_bucket", {"transport": "ws", "le": bound})
+        or 0.0
+        for bound in ("0.001", "0.005", "0.05", "2.5", "+Inf")
+    }
+    metrics.StreamDeliveries("ws")(written)
+    assert REGISTRY.get_sample_value("jobpulse_stream_messages_total", {"transport": "ws"}) == messages + 5
+    after = {
+        bound: REGISTRY.get_sample_value("jobpulse_status_propagation_seconds_bucket", {"transport": "ws", "le": bound})
+        for bound in buckets
+    }  # cumulative: the late write (clock step back) counts as 0
+    assert after == {
+        "0.001": buckets["0.001"] + 2,
+        "0.005": buckets["0.005"] + 3,
+        "0.05": buckets["0.05"] + 4,
+        "2.5": buckets["2.5"] + 5,
+        "+Inf": buckets["+Inf"] + 5,
+    }

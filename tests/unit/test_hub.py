@@ -3,10 +3,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.helpers import captured_logs
 from webapp.errors import RunStoreUnavailable
-from webapp.hub import HubClosed, StatusHub, after_fan_out
+from webapp.hub import HubClosed, StatusHub, after_fan_out, tally_after_fan_out
 from webapp.status import JobStatus, Phase
 
 
@@ -264,3 +265,85 @@ def test_bookkeeping_that_fails_is_logged_and_the_rest_still_runs() -> None:
     assert [r.getMessage() for r in records] == ["hub.deferred_failed"]
     after_fan_out(notes.append, "later")  # the failed fan-out left no fan-out behind
     assert notes[-1] == "later"
+
+
+class Tallying:
+    """A sink that adds an item to one shared tally per offer."""
+
+    def __init__(self, name: str, tally: Tally) -> None:
+        self.name = name
+        self.tally = tally
+
+    def offer(self, status: JobStatus) -> None:
+        self.tally.notes.append(f"offered {self.name}")
+        tally_after_fan_out(self.tally, (self.name, status.seq))
+
+
+class Tally:
+    """Notes each call with the items it was given."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+        self.calls: list[list[tuple[str, int]]] = []
+
+    def __call__(self, items: list[tuple[str, int]]) -> None:
+        self.calls.append(items)
+        self.notes.append(f"tallied {len(items)}")
+
+
+def test_a_tally_is_called_once_per_fan_out_with_every_sinks_item_in_order_before_the_listeners() -> None:
+    hub = StatusHub()
+    notes: list[str] = []
+    tally = Tally(notes)
+    hub.add_listener(lambda new, previous: notes.append("listener"))
+    with (
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Tallying("a", tally)),
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Tallying("b", tally)),
+        hub.subscribe("task-runner-a-00000000", sink=lambda s: Tallying("c", tally)),
+    ):
+        first = status()
+        hub.publish(first)
+        assert notes == ["offered a", "offered b", "offered c", "tallied 3", "listener"]
+        assert tally.calls == [[("a", first.seq), ("b", first.seq), ("c", first.seq)]]
+        tally_after_fan_out(tally, ("now", 0))  # outside a fan-out: at once, alone
+        assert tally.calls[-1] == [("now", 0)]
+
+
+def test_a_tally_that_fails_is_logged_and_the_listeners_still_hear() -> None:
+    hub = StatusHub()
+    notes: list[str] = []
+    hub.add_listener(lambda new, previous: notes.append("listener"))
+
+    def failing(items: list[int]) -> None:
+        raise RuntimeError("tally")
+
+    class Sink:
+        def offer(self, status: JobStatus) -> None:
+            tally_after_fan_out(failing, 1)
+
+    with hub.subscribe("task-runner-a-00000000", sink=lambda s: Sink()), captured_logs() as records:
+        assert hub.publish(status())
+    assert notes == ["listener"]
+    assert [r.getMessage() for r in records] == ["hub.deferred_failed"]
+    seen: list[list[int]] = []
+    tally_after_fan_out(seen.append, 2)  # the failed fan-out left no fan-out behind
+    assert seen == [[2]]
+
+
+def fan_outs() -> float:
+    return REGISTRY.get_sample_value("jobpulse_fan_out_seconds_count") or 0.0
+
+
+def test_each_fan_out_to_a_stream_is_timed_once_and_a_change_nobody_follows_is_not() -> None:
+    hub = StatusHub()
+    before = fan_outs()
+    hub.publish(status("task-runner-b-00000000"))  # no stream follows it
+    assert fan_outs() == before
+    with hub.subscribe("task-runner-a-00000000"), hub.subscribe("task-runner-a-00000000"):
+        first = status()
+        hub.publish(first)
+        hub.publish(first.evolve(status="Running"))
+    assert fan_outs() == before + 2
+    with hub.subscribe_all():
+        hub.publish(status("task-runner-c-00000000"))  # an operator's console follows every job
+    assert fan_outs() == before + 3

@@ -11,9 +11,10 @@ socket itself, with one non-blocking write, and the stream's greenlet sleeps
 on. Anything else it hands to the subscription, which wakes the stream.
 
 One lock per socket (:attr:`ExpressWriter.lock`) orders every writer of it:
-express writes take it only if it is free (else the change goes the usual
-way), the stream holds it while the server writes the stream's own frames,
-and simple-websocket's pings, pongs and close take it through
+express writes go only while it is free (else the change goes the usual
+way; nothing else runs during one, so it need not take it), the stream
+holds it while the server writes the stream's own frames, and
+simple-websocket's pings, pongs and close take it through
 :class:`GuardedSocket`. A write the socket cannot take whole leaves its end
 pending; the stream's greenlet wakes and finishes it (:meth:`flush`), and any
 other writer finishes it first, so no frame is ever torn. Final statuses
@@ -122,23 +123,22 @@ class ExpressWriter:
         return cls(sock, encode, **kwargs) if cooperative_socket(sock) else None
 
     def __call__(self, status: JobStatus) -> bool:
-        """Write ``status`` now; ``True`` if the client's socket took it whole."""
-        if (
-            self.pending
-            or (self._peer is not None and not self._peer.connected)
-            or not self.lock.acquire(blocking=False)
-        ):
+        """Write ``status`` now; ``True`` if the client's socket took it whole.
+
+        Only if no other writer holds :attr:`lock`; it is not taken for the
+        write itself: on the gevent worker (the only place an express writer
+        is made, :meth:`attach`) nothing else runs between this check and the
+        ``os.write``, which never yields, so no other writer can start.
+        """
+        if self.pending or self.lock.locked() or (self._peer is not None and not self._peer.connected):
             return False
+        data = self._encode(status)
         try:
-            data = self._encode(status)
-            try:
-                written = os.write(self._fd, data)  # never blocks: the socket is non-blocking
-            except OSError:  # full (EAGAIN) or gone: the stream's greenlet takes over and finds out which
-                return False
-            if written < len(data):
-                self.pending = data[written:]
-        finally:
-            self.lock.release()
+            written = os.write(self._fd, data)  # never blocks: the socket is non-blocking
+        except OSError:  # full (EAGAIN) or gone: the stream's greenlet takes over and finds out which
+            return False
+        if written < len(data):
+            self.pending = data[written:]
         self.sent_seq = status.seq
         self._delivered(status)
         return not self.pending

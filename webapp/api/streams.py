@@ -66,7 +66,7 @@ from webapp.errors import (
     StreamsFull,
     TooManyStreams,
 )
-from webapp.hub import AllRunsSubscription, HubClosed, Subscription, after_fan_out
+from webapp.hub import AllRunsSubscription, HubClosed, Subscription, tally_after_fan_out
 from webapp.status import JobStatus
 from webapp.wire import SSE_END, SSE_PING, SSE_RETRY_WINDOW_MS, sse_preamble, ws_error_message
 
@@ -139,18 +139,12 @@ def _stream_opened(transport: str, job_name: str | None, *, operator: str | None
         )
 
 
-_MESSAGES = {transport: metrics.STREAM_MESSAGES.labels(transport=transport) for transport in ("sse", "ws")}
-_PROPAGATION = {transport: metrics.PROPAGATION_SECONDS.labels(transport=transport) for transport in ("sse", "ws")}
+_DELIVERIES = {transport: metrics.StreamDeliveries(transport) for transport in ("sse", "ws")}
 
 
 def _delivered(transport: str, status: JobStatus) -> None:
-    """Count a message written to a client; inside a fan-out, once every stream has had its write."""
-    after_fan_out(_count_delivered, transport, status, time.time())
-
-
-def _count_delivered(transport: str, status: JobStatus, written_at: float) -> None:
-    _MESSAGES[transport].inc()
-    _PROPAGATION[transport].observe(max(0.0, written_at - status.updated_at.timestamp()))
+    """Count a message written to a client; inside a fan-out, all of its messages at once after the last write."""
+    tally_after_fan_out(_DELIVERIES[transport], (status, time.time()))
 
 
 def _delivered_sse(status: JobStatus) -> None:
