@@ -6,8 +6,6 @@ statuses and transports, so cardinality stays small.
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -80,27 +78,9 @@ LOG_FOLLOWS_OPEN = Gauge(
 
 
 def observe_each(histogram: Histogram, amounts: Sequence[float]) -> None:
-    """``histogram.observe(amount)`` for each of ``amounts``, with one locked add per bucket hit, not per amount.
-
-    prometheus_client has no batch observe; this folds the amounts into
-    per-bucket counts (the bucket ``observe`` would pick: the first whose
-    upper bound is at least the amount) and adds each once, and their sum
-    once. ``/metrics`` then reads as after one ``observe`` each, the sum up to
-    the rounding of adding the amounts in another order. ``histogram`` is a
-    labelled child (``.labels(...)``) or a histogram without labels.
-    """
-    if not amounts:
-        return
-    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
-    bounds = histogram._upper_bounds
-    hits = [0] * len(bounds)
+    """``histogram.observe(amount)`` for each of ``amounts`` (prometheus_client has no batch observe)."""
     for amount in amounts:
-        if not math.isnan(amount):  # as observe: NaN is in the sum and in no bucket
-            hits[bisect_left(bounds, amount)] += 1  # the last bound is +Inf: every other amount has a bucket
-    for bucket, count in zip(histogram._buckets, hits, strict=True):
-        if count:
-            bucket.inc(count)
-    histogram._sum.inc(sum(amounts))
+        histogram.observe(amount)
 
 
 class StreamDeliveries:
@@ -109,8 +89,7 @@ class StreamDeliveries:
     Called with ``(status, when written)`` pairs (``time.time()``), e.g. a
     whole fan-out's (:func:`webapp.hub.tally_after_fan_out`): one
     ``jobpulse_stream_messages_total`` increment by their number and the
-    ``jobpulse_status_propagation_seconds`` observations folded
-    (:func:`observe_each`), as one ``inc()`` and one ``observe()`` each would.
+    ``jobpulse_status_propagation_seconds`` observations, one each.
     """
 
     __slots__ = ("_messages", "_propagation")

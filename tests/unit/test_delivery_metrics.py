@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import socket
-from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import REGISTRY
 
 from webapp import metrics
 from webapp.api import streams
@@ -57,28 +55,6 @@ def test_express_writes_of_a_fan_out_are_each_counted_once_the_fan_out_is_over()
         for server, client in pairs:
             server.close()
             client.close()
-
-
-def exposition(registry: CollectorRegistry) -> list[str]:
-    """What ``/metrics`` would say, less the ``_created`` timestamps (the moment each series was made)."""
-    return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
-
-
-# Below, at and above bounds, past the last one, zero, negative and NaN; binary fractions, so every sum is exact.
-AMOUNTS = [0.0, 0.0009765625, 0.001, 0.005, 0.0048828125, 0.25, 0.5, 3.0, 1024.0, -0.5, math.nan, 0.015625] * 3
-
-
-def test_folded_observations_read_in_metrics_exactly_as_one_observe_each() -> None:
-    one_by_one, folded = CollectorRegistry(), CollectorRegistry()
-    kwargs: dict[str, Any] = {"labelnames": ["transport"], "buckets": metrics.PROPAGATION_SECONDS._upper_bounds[:-1]}
-    each = Histogram("jobpulse_status_propagation_seconds", "delay", registry=one_by_one, **kwargs)
-    batch = Histogram("jobpulse_status_propagation_seconds", "delay", registry=folded, **kwargs)
-    for amount in AMOUNTS:
-        each.labels(transport="sse").observe(amount)
-    metrics.observe_each(batch.labels(transport="sse"), AMOUNTS)
-    metrics.observe_each(batch.labels(transport="sse"), [])  # nothing: nothing changes
-    assert exposition(folded) == exposition(one_by_one)
-    assert 'jobpulse_status_propagation_seconds_count{transport="sse"} 33.0' in exposition(folded)  # not NaN's 3
 
 
 def test_a_fan_outs_messages_counted_at_once_read_as_one_by_one() -> None:
