@@ -323,6 +323,22 @@ def cpu_seconds(process: psutil.Process | None) -> float:
 # -- a run -----------------------------------------------------------------------
 
 
+def histogram_totals(server: LiveServer, name: str) -> tuple[float, float]:
+    """A histogram of the server's ``/metrics``, all labels together: (sum, count); (0, 0) if it has none."""
+    total = count = 0.0
+    response = requests.get(f"{server.url}/metrics", timeout=30)
+    if response.status_code != 200:
+        return total, count
+    for family in text_string_to_metric_families(response.text):
+        if family.name == name:
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    total += sample.value
+                elif sample.name.endswith("_count"):
+                    count += sample.value
+    return total, count
+
+
 @dataclasses.dataclass
 class Bench:
     """One benchmark run: a namespace on a control plane, and what runs against it."""
@@ -522,18 +538,7 @@ class Bench:
     @staticmethod
     def propagation(server: LiveServer) -> tuple[float, float]:
         """jobpulse's own ``jobpulse_status_propagation_seconds``: (sum, count), status seen → written."""
-        total = count = 0.0
-        response = requests.get(f"{server.url}/metrics", timeout=30)
-        if response.status_code != 200:
-            return total, count
-        for family in text_string_to_metric_families(response.text):
-            if family.name == "jobpulse_status_propagation_seconds":
-                for sample in family.samples:
-                    if sample.name.endswith("_sum"):
-                        total += sample.value
-                    elif sample.name.endswith("_count"):
-                        count += sample.value
-        return total, count
+        return histogram_totals(server, "jobpulse_status_propagation_seconds")
 
     # -- load --------------------------------------------------------------------
 

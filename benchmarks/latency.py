@@ -48,9 +48,19 @@ from typing import Any
 
 import requests
 import websocket
-from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.common import Bench, Changes, Streams, arguments, finish, machine, ms, percentiles, session
+from benchmarks.common import (
+    Bench,
+    Changes,
+    Streams,
+    arguments,
+    finish,
+    histogram_totals,
+    machine,
+    ms,
+    percentiles,
+    session,
+)
 from tests.live.server import LiveServer
 
 
@@ -72,22 +82,6 @@ def first_status_wait(server: LiveServer, *, transport: str, job: str, timeout: 
             if line.startswith(b"data:") and b'"active"' in line:
                 return time.monotonic() - started
     raise RuntimeError(f"{server.name}: the new SSE stream ended before a status")
-
-
-def fan_out_seconds(server: LiveServer) -> tuple[float, float]:
-    """jobpulse's own ``jobpulse_fan_out_seconds``: (sum, count), first write → last; (0, 0) if it has none."""
-    total = count = 0.0
-    response = requests.get(f"{server.url}/metrics", timeout=30)
-    if response.status_code != 200:
-        return total, count
-    for family in text_string_to_metric_families(response.text):
-        if family.name == "jobpulse_fan_out_seconds":
-            for sample in family.samples:
-                if sample.name.endswith("_sum"):
-                    total += sample.value
-                elif sample.name.endswith("_count"):
-                    count += sample.value
-    return total, count
 
 
 @dataclasses.dataclass
@@ -185,7 +179,7 @@ def run(
                 )
                 waits = [first_status_wait(server, transport=transport, job=job) for _ in range(probes)]
                 seen_before = bench.propagation(server)
-                fanned_before = fan_out_seconds(server)
+                fanned_before = histogram_totals(server, "jobpulse_fan_out_seconds")
                 requests_before, window_start = bench.app_requests(), time.monotonic()
                 name = f"latency-{transport}-before" if app == "jobpulse before" else f"latency-{transport}"
                 with bench.profiling(server, profile, name) as where:
@@ -195,7 +189,7 @@ def run(
                 requests_made, window = bench.app_requests() - requests_before, time.monotonic() - window_start
                 done = merged(bench, done, held.loads[1:])
                 after = bench.propagation(server)
-                fanned_after = fan_out_seconds(server)
+                fanned_after = histogram_totals(server, "jobpulse_fan_out_seconds")
             fan_outs = fanned_after[1] - fanned_before[1]
             inside = (
                 (after[0] - seen_before[0]) / (after[1] - seen_before[1]) if after[1] > seen_before[1] else float("nan")
