@@ -283,6 +283,13 @@ class Settings:
     body_timeout_seconds: float = setting(10.0, fields.Float(validate=validate.Range(min=0.1, max=3600)))
     """A request body must arrive whole within this many seconds, else 408 and the connection is closed."""
 
+    stream_write_timeout_seconds: float = setting(30.0, fields.Float(validate=validate.Range(min=0.1, max=3600)))
+    """A stream's write (a status, a ping, a pong) must go out within this many seconds, else the stream ends.
+
+    A client that stops reading (a zero TCP window) would otherwise hold its stream, its slot and its
+    connection for as long as TCP lives. Under the gevent worker only (elsewhere, see docs/CONFIGURATION.md).
+    """
+
     trusted_proxy_hops: int = setting(0, fields.Integer(validate=validate.Range(min=0, max=10)))
     """Reverse proxies in front whose ``X-Forwarded-For``/``-Proto``/``-Host``/``-Port`` are believed; 0: none."""
 

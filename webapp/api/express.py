@@ -35,8 +35,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
+from webapp.api.write_deadline import WriteDeadline
 from webapp.hub import Subscription
 from webapp.status import JobStatus
 
@@ -77,6 +79,7 @@ class ExpressWriter:
     """
 
     __slots__ = (
+        "_deadline",
         "_delivered",
         "_encode",
         "_fd",
@@ -86,6 +89,7 @@ class ExpressWriter:
         "lock",
         "pending",
         "sent_seq",
+        "timed_out",
         "waiting",
     )
 
@@ -96,13 +100,16 @@ class ExpressWriter:
         *,
         delivered: Callable[[JobStatus], None],
         peer: Any = None,
+        deadline: WriteDeadline | None = None,
     ) -> None:
         """``delivered`` hears of each status written; with a ``peer``, writes only while ``peer.connected``.
 
         ``peer`` is the stream's simple-websocket ``Server``, so that nothing follows its Close (an
         object the stream holds anyway, and ``delivered`` a shared function: no closure per stream).
+        With a ``deadline``, finishing a write (:meth:`flush`) is bounded by it (else by the socket's timeout).
         """
         self._sock = sock
+        self._deadline = deadline
         self._fd: int = sock.fileno()
         self._encode = encode
         self._delivered = delivered
@@ -115,6 +122,8 @@ class ExpressWriter:
         """The newest status that went this way (the stream must not send it again)."""
         self.waiting = False
         """Whether the stream waits in :meth:`next_change` with nothing to send: only then do changes go express."""
+        self.timed_out = False
+        """Whether finishing a write outlasted the socket's timeout (the client stopped reading)."""
         self._subscription: Subscription | None = None
 
     @classmethod
@@ -186,8 +195,10 @@ class ExpressWriter:
         if self.pending:
             rest, self.pending = self.pending, b""
             try:
-                self._sock.sendall(rest)
+                with self._deadline.bounding() if self._deadline is not None else nullcontext():
+                    self._sock.sendall(rest)
             except OSError as error:
+                self.timed_out = isinstance(error, TimeoutError)
                 raise ClientGone(str(error)) from error
 
     def already_sent(self, status: JobStatus) -> bool:
@@ -203,9 +214,12 @@ class GuardedSocket:
 
     Whoever closes it (simple-websocket's reader, as it ends) tells
     :attr:`on_close`, if set; :attr:`closed` says whether that has happened.
+    A write that outlasts the socket's timeout (``STREAM_WRITE_TIMEOUT_SECONDS``,
+    :func:`webapp.api.streams.bound_writes`) raises :class:`BrokenPipeError`, as for
+    a client that has gone, and :attr:`timed_out` says so.
     """
 
-    __slots__ = ("_lock", "_sock", "_writer", "closed", "on_close")
+    __slots__ = ("_lock", "_sock", "_timed_out", "_writer", "closed", "on_close")
 
     def __init__(self, sock: Any, writer: ExpressWriter | None = None) -> None:
         self._sock = sock
@@ -214,6 +228,17 @@ class GuardedSocket:
         self.closed = False
         self.on_close: Callable[[], None] | None = None
         """Called once the socket is closed, by whoever closed it."""
+        self._timed_out = False
+
+    @property
+    def raw(self) -> Any:
+        """The socket it guards."""
+        return self._sock
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether a write to it (by any writer) outlasted the socket's timeout: the client stopped reading."""
+        return self._timed_out or (self._writer is not None and self._writer.timed_out)
 
     def close(self) -> None:
         self._sock.close()
@@ -232,7 +257,11 @@ class GuardedSocket:
                     self._writer._flush_locked()
                 except ClientGone as error:
                     raise BrokenPipeError(str(error)) from error
-            self._sock.sendall(data)
+            try:
+                self._sock.sendall(data)
+            except TimeoutError as error:
+                self._timed_out = True
+                raise BrokenPipeError(str(error)) from error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

@@ -21,6 +21,14 @@ An operator's console follows every run at once (``/sse/runs``,
 takes ``Authorization: Bearer``; a browser cannot set headers on a WebSocket,
 so ``/ws/runs`` also takes the token as the client's first message
 (``{"token": "..."}``, within :data:`WS_AUTH_SECONDS`); nothing is sent before.
+
+Every write of a stream (a status, a ``: ping``, a WebSocket ping, pong or
+Close) must go out within ``STREAM_WRITE_TIMEOUT_SECONDS`` (:func:`bound_writes`,
+:mod:`webapp.api.write_deadline`), else the stream ends at once, without a
+closing handshake, logged as ``stream.write_timeout``: a client that stops
+reading (a zero TCP window) cannot hold its stream, its slot and its
+connection, nor keep ``/ws/runs`` from enforcing its deadline for the token.
+Under the gevent worker only.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from webapp.api import runtime
 from webapp.api.auth import admin_required, current_operator, operator_of
 from webapp.api.clients import client_address
 from webapp.api.errors import error_response
-from webapp.api.express import ClientGone, ExpressWriter, GuardedSocket
+from webapp.api.express import ClientGone, ExpressWriter, GuardedSocket, cooperative_socket
 from webapp.api.frames import sse_chunk, sse_event, ws_frame, ws_message
 from webapp.api.handshake import check_handshake
 from webapp.api.run_filters import RunFilter, list_limit, run_filter
@@ -56,6 +64,7 @@ from webapp.api.runs_feed import (
     ws_runs_message,
 )
 from webapp.api.stream_slots import StreamSlot, StreamSlots
+from webapp.api.write_deadline import WriteDeadline
 from webapp.api.ws_reader import WebSocketReader
 from webapp.errors import (
     ExecutorUnavailable,
@@ -190,6 +199,38 @@ def _changes(
             yield current
 
 
+def _sse_deadline() -> WriteDeadline | None:
+    """The bound on this SSE stream's writes, under the gevent worker on a plain socket; else none."""
+    sock = request.environ.get("gunicorn.socket")
+    if not cooperative_socket(sock):
+        return None
+    return WriteDeadline(sock, runtime().settings.stream_write_timeout_seconds)
+
+
+def _bounded(deadline: WriteDeadline | None) -> AbstractContextManager[Any]:
+    return deadline.bounding() if deadline is not None else nullcontext()
+
+
+def _log_write_timeout(transport: str, *, path: str, seconds: float) -> None:
+    """A client's mistake, not the server's: INFO, with ``reason`` for whoever counts why streams end."""
+    extra = {"transport": transport, "path": path, "seconds": seconds, "reason": "write_timeout"}
+    logger.info("stream.write_timeout", extra=extra)
+
+
+def _then_noting_timeout(deadline: WriteDeadline | None, then: Callable[[], object]) -> Callable[[], object]:
+    """``then``, for an SSE answer's close; first logged as ``stream.write_timeout`` if the deadline shut it."""
+    if deadline is None:
+        return then
+    path, seconds = request.path, runtime().settings.stream_write_timeout_seconds
+
+    def closed() -> object:
+        if deadline.expired:
+            _log_write_timeout("sse", path=path, seconds=seconds)
+        return then()
+
+    return closed
+
+
 class _Answer:
     """An SSE answer: the server iterates the stream's own generator and closes this.
 
@@ -234,8 +275,11 @@ def sse_status(job_name: str) -> Response:
     slot = _take_stream_slot()  # 429 / 503 before any stream starts
     framing = {"HTTP/1.1": sse_chunk, "HTTP/1.0": sse_event}  # as gunicorn frames the body
     encode = framing.get(request.environ.get("SERVER_PROTOCOL", ""))
+    deadline = _sse_deadline()
     express = (
-        ExpressWriter.attach(request.environ.get("gunicorn.socket"), encode, delivered=_delivered_sse)
+        ExpressWriter.attach(
+            request.environ.get("gunicorn.socket"), encode, delivered=_delivered_sse, deadline=deadline
+        )
         if encode is not None
         else None
     )
@@ -246,33 +290,34 @@ def sse_status(job_name: str) -> Response:
 
     def stream() -> Iterator[bytes]:
         with rt.hub.subscribe(job_name, heartbeat=True, sink=sink) as subscription, _stream_opened("sse", job_name):
-            with writing:
+            with writing, _bounded(deadline):
                 yield _sse_preamble()
             current = rt.hub.get(job_name) or first
             if last_event_id != str(current.seq):  # a reconnecting client that has it already waits for the next
-                with writing:
+                with writing, _bounded(deadline):
                     yield sse_event(current)
                 _delivered("sse", current)
             try:
                 while not current.terminal:  # not over _changes: one generator level fewer while parked
                     status = _next_change(subscription, current, express)
                     if status is None:
-                        with writing:
+                        with writing, _bounded(deadline):
                             yield SSE_PING
                     elif status is not current:
                         current = status
-                        with writing:
+                        with writing, _bounded(deadline):
                             yield sse_event(status)
                         _delivered("sse", status)
             except HubClosed:
                 return  # shutting down: the client reconnects to another process
             except ClientGone:
                 return
-            with writing:
+            with writing, _bounded(deadline):
                 yield SSE_END
 
     # bytes, as they are; the slot is given back when the server closes the answer, even one it never started
-    response = Response(_Answer(stream(), slot.release), mimetype="text/event-stream", direct_passthrough=True)
+    answer = _Answer(stream(), _then_noting_timeout(deadline, slot.release))
+    response = Response(answer, mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -304,17 +349,23 @@ def sse_runs() -> Response:
         held.close()
         raise
 
+    deadline = _sse_deadline()
+
     def stream() -> Iterator[bytes]:
         with _stream_opened("sse", None, operator=operator):
-            yield _sse_preamble()
+            with _bounded(deadline):
+                yield _sse_preamble()
             try:
                 for message in runs_feed(subscription, first=first, list_runs=list_runs, wanted=wanted):
                     if message is None:
-                        yield SSE_PING
+                        frame = SSE_PING
                     elif isinstance(message, RunsList):
-                        yield sse_runs_message(message.runs)
+                        frame = sse_runs_message(message.runs)
                     else:
-                        yield sse_run_status_message(message)
+                        frame = sse_run_status_message(message)
+                    with _bounded(deadline):
+                        yield frame
+                    if message is not None and not isinstance(message, RunsList):
                         _delivered("sse", message)
             except HubClosed:
                 return  # shutting down: the client reconnects to another process
@@ -323,7 +374,8 @@ def sse_runs() -> Response:
                 return
 
     # the subscription and the slot are given back when the server closes the answer, even one it never started
-    response = Response(_Answer(stream(), held.close), mimetype="text/event-stream", direct_passthrough=True)
+    answer = _Answer(stream(), _then_noting_timeout(deadline, held.close))
+    response = Response(answer, mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -389,6 +441,52 @@ def _guard_websocket() -> Response | None:
         except InvalidRequest as error:  # a malformed filter is refused before the upgrade, as over SSE
             return error_response(error.http_status, error.code, error.message, fields=error.fields)
     return None
+
+
+def bound_writes(ws: Server) -> None:
+    """From now on every write to ``ws`` must go out within ``STREAM_WRITE_TIMEOUT_SECONDS``, under the gevent worker.
+
+    The socket's timeout bounds gevent's ``send``/``sendall`` (one bound for the
+    whole write); a write that outlasts it raises :class:`BrokenPipeError` through
+    :class:`GuardedSocket`, which notes it (``timed_out``), and the stream ends
+    (:func:`_ws_stream`). Nothing of ours reads with a blocking ``recv`` there
+    (:mod:`webapp.api.ws_reader` reads with ``os.read`` and waits with its own
+    deadlines). Elsewhere (threads, TLS inside the worker) simple-websocket's
+    reader thread reads with ``recv``, which a short timeout would break: no bound.
+    """
+    if cooperative_socket(ws.sock):
+        ws.sock.settimeout(runtime().settings.stream_write_timeout_seconds)
+        ws.sock = GuardedSocket(ws.sock)
+
+
+def _write_timed_out(ws: Server) -> bool:
+    return isinstance(ws.sock, GuardedSocket) and ws.sock.timed_out
+
+
+def _ws_stream(ws: Server, stream: Callable[[], None]) -> None:
+    """Run a WebSocket ``stream``; then wait for the client's Close, or, if a write timed out, end at once."""
+    bound_writes(ws)
+    try:
+        stream()
+    except OSError:
+        if not _write_timed_out(ws):
+            raise
+    finally:
+        if _write_timed_out(ws):
+            _abandon(ws)
+        else:
+            _await_peer_close(ws)
+
+
+def _abandon(ws: Server) -> None:
+    """End a WebSocket whose client stopped reading: no closing handshake, the connection is closed now."""
+    _log_write_timeout("ws", path=request.path, seconds=runtime().settings.stream_write_timeout_seconds)
+    ws.connected = False  # nothing more is written, not even flask-sock's Close after the handler
+    reader = ws.thread
+    if isinstance(reader, WebSocketReader):
+        reader.abandon()
+    else:
+        ws.sock.close()
 
 
 def _refuse(ws: Server, error: Exception, *, code: str, close_code: int) -> None:
@@ -493,10 +591,7 @@ class _ClientWatch(_DroppedMessages):
 
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
-    try:
-        _stream_status(ws, job_name)
-    finally:
-        _await_peer_close(ws)
+    _ws_stream(ws, lambda: _stream_status(ws, job_name))
 
 
 def _stream_status(ws: Server, job_name: str) -> None:
@@ -516,8 +611,9 @@ def _stream_status(ws: Server, job_name: str) -> None:
     except StreamsFull as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
 
-    express = ExpressWriter.attach(ws.sock, ws_frame, delivered=_delivered_ws, peer=ws)
-    ws.sock = GuardedSocket(ws.sock, express)  # one write lock: our sends, express, simple-websocket's pings and close
+    raw = ws.sock.raw if isinstance(ws.sock, GuardedSocket) else ws.sock
+    express = ExpressWriter.attach(raw, ws_frame, delivered=_delivered_ws, peer=ws)
+    ws.sock = GuardedSocket(raw, express)  # one write lock: our sends, express, simple-websocket's pings and close
     with (
         slot,
         rt.hub.subscribe(job_name, sink=None if express is None else express.in_front_of) as subscription,
@@ -546,10 +642,7 @@ def _stream_status(ws: Server, job_name: str) -> None:
 
 @sock.route("/ws/runs", bp=bp)  # type: ignore[untyped-decorator]
 def ws_runs(ws: Server) -> None:
-    try:
-        _stream_runs(ws)
-    finally:
-        _await_peer_close(ws)
+    _ws_stream(ws, lambda: _stream_runs(ws))
 
 
 def _ws_operator(ws: Server) -> str | None:

@@ -173,6 +173,10 @@ class WebSocketReader:
             self._ping_due = False  # a tick while a slow client took the ping belongs to this ping, not the next
         self._io.start(self._readable)
 
+    def abandon(self) -> None:
+        """End now, reading nothing more: the client stopped reading (a write timed out), so no closing handshake."""
+        self._end()
+
     # -- the reader's own steps --------------------------------------------------------
 
     def _wait_readable(self, deadline: float | None) -> bool:
