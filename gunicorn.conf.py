@@ -63,6 +63,10 @@ def post_worker_init(worker):
 
     if "gevent" in type(worker).__module__:
         from gevent import spawn
+
+        from webapp.api.handover import enable
+
+        enable(worker.wsgi)  # open streams leave gunicorn's requests; worker_exit below waits for them
     else:
         import threading
 
@@ -71,3 +75,26 @@ def post_worker_init(worker):
 
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(signum, chain(signum, signal.getsignal(signum)))
+
+
+def worker_exit(server, worker):
+    """Wait, at most ``graceful_timeout``, for the streams handed over from gunicorn's requests to end.
+
+    gunicorn's gevent worker leaves its graceful loop once none of *its*
+    requests is left, and a handed-over stream (webapp/api/handover.py) is
+    none. By the time it gets here on SIGTERM the runtime has stopped
+    (post_worker_init: gunicorn is told only after), so every stream has
+    been ended, spread; what is left is their last writes and the
+    WebSockets' closing handshakes. Any other way out stops the runtime here
+    first.
+    """
+    from webapp.api.handover import EXTENSION
+
+    extensions = getattr(worker.wsgi, "extensions", {})
+    handovers = extensions.get(EXTENSION)
+    runtime = extensions.get("jobpulse")
+    if handovers is None or runtime is None:
+        return
+    runtime.stop()  # idempotent: on SIGTERM, SIGQUIT and SIGINT it has run already
+    if not handovers.wait(worker.cfg.graceful_timeout):
+        worker.log.warning("Handed-over streams still open at exit: %s", len(handovers))

@@ -33,6 +33,10 @@ OPEN_STREAMS = Gauge(
     "Status streams open now, by transport.",
     ["transport"],
 )
+HANDED_OVER_STREAMS = Gauge(
+    "jobpulse_handed_over_streams",
+    "Open streams running outside the server's request (the gevent worker's hand-over, webapp/api/handover.py).",
+)
 STREAM_MESSAGES = Counter(
     "jobpulse_stream_messages_total",
     "Status messages written to clients, by transport.",

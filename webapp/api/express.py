@@ -131,6 +131,11 @@ class ExpressWriter:
         """A writer for ``sock`` if the express path is safe there, else ``None``."""
         return cls(sock, encode, **kwargs) if cooperative_socket(sock) else None
 
+    def move_to(self, sock: Any) -> None:
+        """Write to ``sock`` from now on: the same connection, taken from the server (:mod:`webapp.api.handover`)."""
+        self._sock = sock
+        self._fd = sock.fileno()
+
     def __call__(self, status: JobStatus) -> bool:
         """Write ``status`` now; ``True`` if the client's socket took it whole.
 

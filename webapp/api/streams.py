@@ -53,6 +53,7 @@ from webapp.api.clients import client_address
 from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter, GuardedSocket, cooperative_socket
 from webapp.api.frames import sse_chunk, sse_event, ws_frame, ws_message
+from webapp.api.handover import SSEResponse
 from webapp.api.handshake import check_handshake
 from webapp.api.run_filters import RunFilter, list_limit, run_filter
 from webapp.api.runs_feed import (
@@ -258,6 +259,14 @@ class _Answer:
             self._then()
 
 
+def _sse_response(answer: _Answer, express: ExpressWriter | None, deadline: WriteDeadline | None) -> SSEResponse:
+    """An SSE stream's answer, handed over to a greenlet of its own where it may be (:mod:`webapp.api.handover`)."""
+    response = SSEResponse(answer, moves=(express, deadline))
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
 # -- Server-Sent Events ----------------------------------------------------------
 
 
@@ -316,11 +325,7 @@ def sse_status(job_name: str) -> Response:
                 yield SSE_END
 
     # bytes, as they are; the slot is given back when the server closes the answer, even one it never started
-    answer = _Answer(stream(), _then_noting_timeout(deadline, slot.release))
-    response = Response(answer, mimetype="text/event-stream", direct_passthrough=True)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+    return _sse_response(_Answer(stream(), _then_noting_timeout(deadline, slot.release)), express, deadline)
 
 
 def _runs_query() -> tuple[RunFilter, int]:
@@ -374,11 +379,7 @@ def sse_runs() -> Response:
                 return
 
     # the subscription and the slot are given back when the server closes the answer, even one it never started
-    answer = _Answer(stream(), _then_noting_timeout(deadline, held.close))
-    response = Response(answer, mimetype="text/event-stream", direct_passthrough=True)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+    return _sse_response(_Answer(stream(), _then_noting_timeout(deadline, held.close)), None, deadline)
 
 
 # -- WebSocket -------------------------------------------------------------------

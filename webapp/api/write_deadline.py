@@ -33,6 +33,10 @@ class WriteDeadline:
         self.expired = False
         """Whether a write outlasted the deadline (the client stopped reading) and the socket was shut down."""
 
+    def move_to(self, sock: Any) -> None:
+        """Bound the writes to ``sock`` from now on: the same connection, taken from the server."""
+        self._sock = sock
+
     @contextmanager
     def bounding(self) -> Iterator[None]:
         """The writes made in this block must be done within ``seconds``, else the socket is shut down."""
