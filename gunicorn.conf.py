@@ -96,5 +96,7 @@ def worker_exit(server, worker):
     if handovers is None or runtime is None:
         return
     runtime.stop()  # idempotent: on SIGTERM, SIGQUIT and SIGINT it has run already
+    if len(handovers):
+        worker.log.info("Waiting for %s handed-over streams to end", len(handovers))
     if not handovers.wait(worker.cfg.graceful_timeout):
         worker.log.warning("Handed-over streams still open at exit: %s", len(handovers))

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 from collections.abc import Callable
 
 import requests
 
 from tests.helpers import parse_sse, statuses, wait_for
-from tests.live.clients import ADMIN, launch, open_streams, start_curl_sse, wait_for_status
+from tests.live.clients import (
+    ADMIN,
+    RawWebSocket,
+    launch,
+    open_streams,
+    start_curl_sse,
+    wait_for_status,
+    ws_collect,
+    ws_connect,
+)
 from tests.live.server import LiveServer
 
 
@@ -26,6 +36,22 @@ def _healthz(connection: http.client.HTTPConnection) -> int:
     return response.status
 
 
+def assert_three_connections_held_beside(server: LiveServer) -> None:
+    """Three keep-alive connections served at once beside the open streams of a worker of three connections.
+
+    Were the streams still gunicorn's requests, its pool would leave room for one connection at a time:
+    the second would wait for the first's keep-alive to run out (gunicorn closes it), and the first's
+    second request would fail.
+    """
+    held = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(3)]
+    try:
+        assert [_healthz(connection) for connection in held] == [200, 200, 200]
+        assert [_healthz(connection) for connection in held] == [200, 200, 200], "all three held at once"
+    finally:
+        for connection in held:
+            connection.close()
+
+
 def test_sse_streams_leave_gunicorns_requests_and_still_get_every_status(
     make_live_server: Callable[..., LiveServer],
 ) -> None:
@@ -36,15 +62,7 @@ def test_sse_streams_leave_gunicorns_requests_and_still_get_every_status(
     curls = [start_curl_sse(server, name) for _ in range(2)]
     wait_for(lambda: handed_over(server) == 2 and open_streams(server, "sse") == 2, what="two handed-over streams")
 
-    # Were the streams still gunicorn's requests, its pool (3) would leave room for one more connection at
-    # a time: the second below would wait for the first's keep-alive to run out (gunicorn closes it).
-    held = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(3)]
-    try:
-        assert [_healthz(connection) for connection in held] == [200, 200, 200]
-        assert [_healthz(connection) for connection in held] == [200, 200, 200], "all three held at once"
-    finally:
-        for connection in held:
-            connection.close()
+    assert_three_connections_held_beside(server)
 
     assert requests.delete(f"{server.url}/api/jobs/{name}", headers=ADMIN, timeout=10).status_code == 200
     for curl in curls:
@@ -55,3 +73,53 @@ def test_sse_streams_leave_gunicorns_requests_and_still_get_every_status(
         assert frames[-1] == {"event": "end", "data": {}}
     wait_for(lambda: handed_over(server) == 0 and open_streams(server, "sse") == 0, what="the streams to end")
     assert "stream.failed" not in server.log()
+
+
+def test_websockets_leave_gunicorns_requests_and_still_get_every_status(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    server = make_live_server(WORKER_CONNECTIONS="3")
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    clients = [ws_connect(server, name) for _ in range(2)]
+    for ws in clients:
+        assert json.loads(ws.recv())["status"] == "Running"
+    wait_for(lambda: handed_over(server) == 2 and open_streams(server, "ws") == 2, what="two handed-over streams")
+
+    assert_three_connections_held_beside(server)
+
+    assert requests.delete(f"{server.url}/api/jobs/{name}", headers=ADMIN, timeout=10).status_code == 200
+    for ws in clients:
+        messages, code = ws_collect(ws)
+        assert messages[-1]["status"] == "Cancelled"
+        assert code == 1000
+    wait_for(lambda: handed_over(server) == 0 and open_streams(server, "ws") == 0, what="the streams to end")
+    assert "stream.failed" not in server.log()
+
+
+def test_a_stopping_worker_ends_its_handed_over_streams_and_waits_for_their_closing_handshakes(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    server = make_live_server(GRACEFUL_TIMEOUT="4")  # the ends spread over 2 s
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    curl = start_curl_sse(server, name)
+    raw = RawWebSocket(server, name)
+    try:
+        wait_for(lambda: handed_over(server) == 2, what="both streams handed over")
+
+        server.begin_stop()
+        close = raw.until_close()
+        assert close is not None and close.code == 1001
+        out, err = curl.communicate(timeout=30)
+        assert curl.returncode == 0, err  # the SSE stream ended with its last chunk: the client reconnects elsewhere
+        assert statuses(parse_sse(out))[-1] == "Running"
+
+        # gunicorn's own graceful stop is over (it had no request left), and the worker still waits for our answer.
+        wait_for(lambda: "Waiting for 1 handed-over streams to end" in server.log(), what="the worker to wait")
+        assert server.process is not None and server.process.poll() is None
+        assert raw.answer_close_and_wait_for_eof(), "the closing handshake completes, then TCP ends cleanly"
+    finally:
+        raw.shutdown()
+    assert server.stop() == 0
+    assert "still open at exit" not in server.log()

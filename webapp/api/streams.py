@@ -38,7 +38,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,7 +53,7 @@ from webapp.api.clients import client_address
 from webapp.api.errors import error_response
 from webapp.api.express import ClientGone, ExpressWriter, GuardedSocket, cooperative_socket
 from webapp.api.frames import sse_chunk, sse_event, ws_frame, ws_message
-from webapp.api.handover import SSEResponse
+from webapp.api.handover import SSEResponse, handovers_for, take_socket
 from webapp.api.handshake import check_handshake
 from webapp.api.run_filters import RunFilter, list_limit, run_filter
 from webapp.api.runs_feed import (
@@ -444,8 +444,8 @@ def _guard_websocket() -> Response | None:
     return None
 
 
-def bound_writes(ws: Server) -> None:
-    """From now on every write to ``ws`` must go out within ``STREAM_WRITE_TIMEOUT_SECONDS``, under the gevent worker.
+def bound_writes(ws: Server, seconds: float) -> None:
+    """From now on every write to ``ws`` must go out within ``seconds`` (``STREAM_WRITE_TIMEOUT_SECONDS``), gevent only.
 
     The socket's timeout bounds gevent's ``send``/``sendall`` (one bound for the
     whole write); a write that outlasts it raises :class:`BrokenPipeError` through
@@ -456,7 +456,7 @@ def bound_writes(ws: Server) -> None:
     reader thread reads with ``recv``, which a short timeout would break: no bound.
     """
     if cooperative_socket(ws.sock):
-        ws.sock.settimeout(runtime().settings.stream_write_timeout_seconds)
+        ws.sock.settimeout(seconds)
         ws.sock = GuardedSocket(ws.sock)
 
 
@@ -464,24 +464,71 @@ def _write_timed_out(ws: Server) -> bool:
     return isinstance(ws.sock, GuardedSocket) and ws.sock.timed_out
 
 
-def _ws_stream(ws: Server, stream: Callable[[], None]) -> None:
-    """Run a WebSocket ``stream``; then wait for the client's Close, or, if a write timed out, end at once."""
-    bound_writes(ws)
+class _WsRequest:
+    """What a WebSocket stream reads of its request, read while there is one: the stream may outlive it (hand-over)."""
+
+    __slots__ = ("authorization", "client", "path", "rt", "slots")
+
+    def __init__(self) -> None:
+        self.rt = runtime()
+        self.slots: StreamSlots = current_app.extensions["jobpulse.stream_slots"]
+        self.client = client_address()
+        self.path = request.path
+        self.authorization = request.headers.get("Authorization")
+
+    def take_stream_slot(self) -> StreamSlot:
+        """A place for this client's stream (:mod:`webapp.api.stream_slots`), or the error that refuses it."""
+        return self.slots.take(self.client)
+
+
+def _serve_ws(ws: Server, stream: Callable[[Server, _WsRequest], None]) -> None:
+    """Run a WebSocket ``stream`` of this request: in a greenlet of its own, once gunicorn's request has let go,
+    where it may be (:mod:`webapp.api.handover`); else here, as the request."""
+    asked = _WsRequest()
+    handovers = handovers_for(ws.sock)
+    if handovers is None:
+        _ws_stream(ws, asked, stream)
+        return
+    ws.sock = take_socket(ws.sock)
+    ws.connected = False  # flask-sock's ws.close() after this handler finds nothing to close; the stream reopens it
+    handovers.spawn(_ws_handed_over, ws, asked, stream)
+
+
+def _ws_handed_over(ws: Server, asked: _WsRequest, stream: Callable[[Server, _WsRequest], None]) -> None:
+    """A WebSocket stream handed over, then what flask-sock and gunicorn do after a handler: its Close, TCP's end."""
+    sock = ws.sock
+    ws.connected = True
     try:
-        stream()
+        _ws_stream(ws, asked, stream)
+    except ConnectionClosed:
+        pass
+    except Exception:  # as Flask logs a handler's error
+        logger.exception("stream.failed", extra={"transport": "ws", "path": asked.path})
+    finally:
+        with suppress(Exception):  # flask-sock: a Close (1000) if the stream has not sent one
+            ws.close()
+        sock.close()
+
+
+def _ws_stream(ws: Server, asked: _WsRequest, stream: Callable[[Server, _WsRequest], None]) -> None:
+    """Run a WebSocket ``stream``; then wait for the client's Close, or, if a write timed out, end at once."""
+    seconds = asked.rt.settings.stream_write_timeout_seconds
+    bound_writes(ws, seconds)
+    try:
+        stream(ws, asked)
     except OSError:
         if not _write_timed_out(ws):
             raise
     finally:
         if _write_timed_out(ws):
-            _abandon(ws)
+            _abandon(ws, path=asked.path, seconds=seconds)
         else:
             _await_peer_close(ws)
 
 
-def _abandon(ws: Server) -> None:
+def _abandon(ws: Server, *, path: str, seconds: float) -> None:
     """End a WebSocket whose client stopped reading: no closing handshake, the connection is closed now."""
-    _log_write_timeout("ws", path=request.path, seconds=runtime().settings.stream_write_timeout_seconds)
+    _log_write_timeout("ws", path=path, seconds=seconds)
     ws.connected = False  # nothing more is written, not even flask-sock's Close after the handler
     reader = ws.thread
     if isinstance(reader, WebSocketReader):
@@ -592,11 +639,11 @@ class _ClientWatch(_DroppedMessages):
 
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
-    _ws_stream(ws, lambda: _stream_status(ws, job_name))
+    _serve_ws(ws, lambda ws, asked: _stream_status(ws, asked, job_name))
 
 
-def _stream_status(ws: Server, job_name: str) -> None:
-    rt = runtime()
+def _stream_status(ws: Server, asked: _WsRequest, job_name: str) -> None:
+    rt = asked.rt
     try:
         first = rt.runs.status(job_name)
     except InvalidJobName as error:
@@ -606,7 +653,7 @@ def _stream_status(ws: Server, job_name: str) -> None:
     except (RunStoreUnavailable, ExecutorUnavailable) as error:  # not in the hub, and the store cannot say
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
     try:
-        slot = _take_stream_slot()
+        slot = asked.take_stream_slot()
     except TooManyStreams as error:
         return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_POLICY)
     except StreamsFull as error:
@@ -643,20 +690,21 @@ def _stream_status(ws: Server, job_name: str) -> None:
 
 @sock.route("/ws/runs", bp=bp)  # type: ignore[untyped-decorator]
 def ws_runs(ws: Server) -> None:
-    _ws_stream(ws, lambda: _stream_runs(ws))
+    wanted, limit = _runs_query()  # checked before the upgrade (_guard_websocket)
+    _serve_ws(ws, lambda ws, asked: _stream_runs(ws, asked, wanted, limit))
 
 
-def _ws_operator(ws: Server) -> str | None:
+def _ws_operator(ws: Server, asked: _WsRequest) -> str | None:
     """The operator this WebSocket speaks for, or ``None`` once it is closed (4401 / 4403): nothing is sent first.
 
     By the handshake's ``Authorization: Bearer`` if it has one, else by the client's first message,
     ``{"token": "..."}``, within :data:`WS_AUTH_SECONDS` (at most :data:`WS_MAX_MESSAGE_BYTES`, as any message).
     """
-    operators = runtime().settings.operators
+    operators = asked.rt.settings.operators
     if not operators:
         ws.close(reason=WS_CLOSE_ADMIN_DISABLED, message="forbidden")
         return None
-    header = request.headers.get("Authorization")
+    header = asked.authorization
     name: str | None = None
     if header is not None:
         scheme, _, given = header.partition(" ")
@@ -697,11 +745,10 @@ def _token_of(message: str | bytes | None) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def _stream_runs(ws: Server) -> None:
-    rt = runtime()
-    wanted, limit = _runs_query()  # checked before the upgrade (_guard_websocket)
+def _stream_runs(ws: Server, asked: _WsRequest, wanted: RunFilter, limit: int) -> None:
+    rt = asked.rt
     try:
-        slot = _take_stream_slot()
+        slot = asked.take_stream_slot()
     except TooManyStreams as error:  # closed without a message: nothing is sent before the client is known
         ws.close(reason=WS_CLOSE_POLICY, message=error.code)
         return
@@ -709,7 +756,7 @@ def _stream_runs(ws: Server) -> None:
         ws.close(reason=WS_CLOSE_TRY_AGAIN_LATER, message=error.code)
         return
     with slot:
-        operator = _ws_operator(ws)
+        operator = _ws_operator(ws, asked)
         if operator is None:
             return
 
