@@ -63,6 +63,8 @@ def test_sse_streams_leave_gunicorns_requests_and_still_get_every_status(
     wait_for(lambda: handed_over(server) == 2 and open_streams(server, "sse") == 2, what="two handed-over streams")
 
     assert_three_connections_held_beside(server)
+    third = requests.get(f"{server.url}/sse/task-status/{name}", timeout=10)
+    assert (third.status_code, third.json()["error"]) == (503, "streams_full"), "MAX_STREAMS still counts them"
 
     assert requests.delete(f"{server.url}/api/jobs/{name}", headers=ADMIN, timeout=10).status_code == 200
     for curl in curls:

@@ -1,11 +1,13 @@
 """Open streams, counted per client and in all, so that no client can take the worker's connections.
 
-Under the gevent worker every open stream holds one of gunicorn's
-``worker_connections``; when they are all taken the worker accepts nothing
-more, probes and launches included. So a client may hold at most
-``MAX_STREAMS_PER_CLIENT`` streams, and the process at most ``MAX_STREAMS``,
-which is kept below ``WORKER_CONNECTIONS``: the connections above it stay free
-for ``/healthz``, ``/readyz``, launches and polls.
+A client may hold at most ``MAX_STREAMS_PER_CLIENT`` streams, and the
+process at most ``MAX_STREAMS``. Under the gevent worker a stream that stays
+gunicorn's request holds one of its ``worker_connections``, and when they are
+all taken the worker accepts nothing more, probes and launches included; so
+``MAX_STREAMS`` is kept below ``WORKER_CONNECTIONS``, leaving connections for
+``/healthz``, ``/readyz``, launches and polls. A stream handed over from
+gunicorn's request (:mod:`webapp.api.handover`) holds no connection of
+gunicorn's: these slots are then its only bound.
 """
 
 from __future__ import annotations
