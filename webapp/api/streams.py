@@ -464,6 +464,9 @@ def _write_timed_out(ws: Server) -> bool:
     return isinstance(ws.sock, GuardedSocket) and ws.sock.timed_out
 
 
+_NO_ENVIRON: dict[str, Any] = {}
+
+
 class _WsRequest:
     """What a WebSocket stream reads of its request, read while there is one: the stream may outlive it (hand-over)."""
 
@@ -490,6 +493,7 @@ def _serve_ws(ws: Server, stream: Callable[[Server, _WsRequest], None]) -> None:
         _ws_stream(ws, asked, stream)
         return
     ws.sock = take_socket(ws.sock)
+    ws.environ = _NO_ENVIRON  # read only by the handshake: gunicorn's environ (its parser, its body) can go
     ws.connected = False  # flask-sock's ws.close() after this handler finds nothing to close; the stream reopens it
     handovers.spawn(_ws_handed_over, ws, asked, stream)
 
