@@ -56,11 +56,11 @@ class StreamHandovers:
         self._group = Group()
 
     def spawn(self, stream: Callable[..., None], *args: Any) -> None:
-        """Run ``stream(*args)`` in a greenlet of its own, counted (``jobpulse_handed_over_streams``) until it returns.
+        """Run ``stream(*args)`` in a greenlet of its own, in the group until it returns.
 
         The greenlet starts once the calling one yields: after gunicorn's request has let go.
         """
-        self._group.spawn(_counted, stream, *args)
+        self._group.spawn(stream, *args)
 
     def __len__(self) -> int:
         return len(self._group)
@@ -70,17 +70,13 @@ class StreamHandovers:
         return bool(self._group.join(timeout=timeout))
 
 
-def _counted(stream: Callable[..., None], *args: Any) -> None:
-    metrics.HANDED_OVER_STREAMS.inc()
-    try:
-        stream(*args)
-    finally:
-        metrics.HANDED_OVER_STREAMS.dec()
-
-
 def enable(app: Flask) -> StreamHandovers:
-    """From now on ``app``'s streams are handed over where it is safe; the worker must :meth:`~StreamHandovers.wait`."""
+    """From now on ``app``'s streams are handed over where it is safe; the worker must :meth:`~StreamHandovers.wait`.
+
+    ``jobpulse_handed_over_streams`` counts them (read from the group when scraped: nothing per stream).
+    """
     handovers: StreamHandovers = app.extensions.setdefault(EXTENSION, StreamHandovers())
+    metrics.HANDED_OVER_STREAMS.set_function(handovers.__len__)
     return handovers
 
 
@@ -153,18 +149,20 @@ class SSEResponse(Response):
         taken = take_socket(sock)
         for moved in self._moves:
             moved.move_to(taken)
-        handovers.spawn(serve_chunked, taken, body, head, environ.get("PATH_INFO", ""))
+        handovers.spawn(serve_chunked, taken, body, [head], environ.get("PATH_INFO", ""))
         raise StopIteration  # gunicorn: the connection is closed (the WebSocket's way out, flask-sock)
 
 
-def serve_chunked(sock: Any, body: Iterable[bytes], head: bytes, path: str) -> None:
-    """Write ``head``, then each item of ``body`` as an HTTP/1.1 chunk, then the last chunk; close both.
+def serve_chunked(sock: Any, body: Iterable[bytes], head: list[bytes], path: str) -> None:
+    """Write the head (alone in ``head``), each item of ``body`` as an HTTP/1.1 chunk, then the last chunk; close both.
 
     As gunicorn writes an answer: a client gone (or a write deadline that shut
     the socket) ends it quietly, and the body is closed whatever happens.
+    ``head`` is taken out of its list, so that the greenlet, which keeps its
+    arguments while it runs, does not keep it for the stream's life.
     """
     try:
-        pending = head
+        pending = head.pop()
         for item in body:
             if item:
                 sock.sendall(b"%s%X\r\n%s\r\n" % (pending, len(item), item))
