@@ -1,0 +1,77 @@
+"""The pieces of the stream hand-over (webapp/api/handover.py) on real sockets and real greenlets."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import gevent.event
+
+from webapp.api.handover import StreamHandovers, serve_chunked
+
+
+class _Body:
+    """A stream body as the SSE views make one: an iterable of frames, closed by whoever serves it."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.frames)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_serve_chunked_writes_the_head_each_frame_as_a_chunk_and_the_last_chunk_then_closes() -> None:
+    server, client = socket.socketpair()
+    body = _Body([b"retry: 1000\n\n", b"", b"event: end\ndata: {}\n\n"])
+    head = [b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    with client:
+        serve_chunked(server, body, head, "/sse/task-status/x")
+        received = _read_all(client)
+    assert received == (
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"D\r\nretry: 1000\n\n\r\n"  # an empty frame is no chunk: it would end the body
+        b"15\r\nevent: end\ndata: {}\n\n\r\n"
+        b"0\r\n\r\n"
+    )
+    assert body.closed
+    assert server.fileno() == -1, "the connection is closed"
+    assert head == [], "the head is not kept for the stream's life"
+
+
+def test_serve_chunked_closes_the_body_quietly_when_the_client_has_gone() -> None:
+    server, client = socket.socketpair()
+    client.close()
+    body = _Body([b"retry: 1000\n\n"] * 3)
+    serve_chunked(server, body, [b"HTTP/1.1 200 OK\r\n\r\n"], "/sse/task-status/x")
+    assert body.closed
+    assert server.fileno() == -1
+
+
+def test_stream_handovers_are_counted_until_they_end_and_waited_for() -> None:
+    handovers = StreamHandovers()
+    release = gevent.event.Event()
+    ended: list[str] = []
+
+    def stream(name: str) -> None:
+        release.wait()
+        ended.append(name)
+
+    handovers.spawn(stream, "a")
+    handovers.spawn(stream, "b")
+    assert len(handovers) == 2
+    assert not handovers.wait(0), "still open"
+    release.set()
+    assert handovers.wait(10)
+    assert sorted(ended) == ["a", "b"]
+    assert len(handovers) == 0
