@@ -29,6 +29,13 @@ closing handshake, logged as ``stream.write_timeout``: a client that stops
 reading (a zero TCP window) cannot hold its stream, its slot and its
 connection, nor keep ``/ws/runs`` from enforcing its deadline for the token.
 Under the gevent worker only.
+
+Under gunicorn's gevent worker, on a plain socket, a stream that has
+answered (SSE: :class:`~webapp.api.handover.SSEResponse`; WebSocket:
+:func:`_serve_ws`, after the handshake) leaves gunicorn's request and runs
+the same body on in a greenlet of its own (:mod:`webapp.api.handover`), so
+that a waiting stream holds no request, environ or request context; what a
+WebSocket stream reads of its request is read first (:class:`_WsRequest`).
 """
 
 from __future__ import annotations
@@ -233,7 +240,8 @@ def _then_noting_timeout(deadline: WriteDeadline | None, then: Callable[[], obje
 
 
 class _Answer:
-    """An SSE answer: the server iterates the stream's own generator and closes this.
+    """An SSE answer: the server (or, handed over, :func:`~webapp.api.handover.serve_chunked`) iterates the
+    stream's own generator and closes this.
 
     Werkzeug's ``ClosingIterator`` would do, but the server would then call
     its ``__next__`` (a Python method, so a C frame) for each item, and each
