@@ -7,6 +7,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.helpers import wait_for
+from webapp.api.ratelimit import limiter
 
 DONATION: dict[str, Any] = {
     "amount": "25.00",
@@ -118,6 +119,19 @@ def test_the_rate_limit_answers_429_with_retry_after(make_app: Any) -> None:
     assert limited.status_code == 429
     assert limited.get_json()["error"] == "rate_limited"
     assert int(limited.headers["Retry-After"]) > 0
+
+
+def test_the_rate_limit_is_checked_in_the_donation_view_only(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_app(RATE_LIMIT="2/minute").test_client()
+    passes: list[bool] = []  # each of Flask-Limiter's passes that looked for limits: whether it ran before the view
+    resolve = limiter.limit_manager.resolve_limits
+    monkeypatch.setattr(limiter.limit_manager, "resolve_limits", lambda *args: passes.append(args[4]) or resolve(*args))
+
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/task-status", query_string={"job_name": "task-runner-none-00000000"}).status_code == 404
+    assert passes == []  # no limit on these: nothing looked for one
+    assert [client.post("/api/donations", json=DONATION).status_code for _ in range(3)] == [202, 202, 429]
+    assert passes == [False, False, False]  # one check per donation, in the view, and it still counts
 
 
 def test_max_active_jobs_refuses_launches_while_full(make_app: Any, admin: dict[str, str]) -> None:
