@@ -81,7 +81,7 @@ class KubernetesExecutor:
                 response.read()
             finally:
                 response.release_conn()
-        self._door.change(name, status=Phase.PENDING)
+        self._door.change(name, status=Phase.PENDING, known=status)  # (the launcher saved it: no need to read it back)
 
     def _create_job(self, manifest: dict[str, Any]) -> Any:
         """``POST`` the manifest as it is; the API server's answer, unread (``ApiException`` unless 2xx).
