@@ -3,11 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, jsonify
 from flask.testing import FlaskClient
 
 from tests.helpers import wait_for
+from webapp.api.links import _writes_like_status_json, answer_with_links, with_links
 from webapp.api.ratelimit import limiter
+from webapp.status import JobStatus, Phase, Progress
 
 DONATION: dict[str, Any] = {
     "amount": "25.00",
@@ -146,3 +148,19 @@ def test_max_active_jobs_refuses_launches_while_full(make_app: Any, admin: dict[
     assert len(runs(app)) == 1
     client.delete(f"/api/jobs/{slow.get_json()['job_name']}", headers=admin)
     assert client.post("/api/donations", json=DONATION).status_code == 202
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_launch_answer_is_what_jsonify_writes(app: Flask, debug: bool) -> None:
+    status = JobStatus.new(
+        job_name="task-runner-answer-0000000a", mode="k8s", spec="donation-receipt", pipeline_run_id="a"
+    )
+    status = status.evolve(status=Phase.PENDING, message="wartet auf „Knoten“ 🙂", progress=Progress(done=1, total=3))
+    app.debug = debug  # debug mode: jsonify indents, and so does the answer
+    with app.test_request_context("/api/donations", method="POST"):
+        assert _writes_like_status_json(app.json) is not debug  # the splice, or jsonify itself in debug mode
+        answer = answer_with_links(status, code=202)
+        expected = jsonify(with_links(status))
+    assert answer.get_data() == expected.get_data()
+    assert (answer.status_code, answer.mimetype) == (202, expected.mimetype)
+    assert answer.headers["Location"] == f"/api/task-status?job_name={status.job_name}"
