@@ -165,6 +165,7 @@ def test_launches_create_a_job_for_every_accepted_donation(
         assert row["per_second"] > 0
         assert row["p50"] <= row["p90"] <= row["p99"] <= row["max"], row
         assert row["gc_pauses"]["count"] >= 0 and row["gc_pauses"]["max"] <= row["gc_pauses"]["total"], row
+        assert row["worker_cpu_per_launch"] > 0, row  # the worker's own CPU time per donation while measured
 
     saved = tmp_path / "launches.json"
     saved.write_text(json.dumps({**results, "machine": machine(), "command": "python -m benchmarks.launches"}))
@@ -172,6 +173,7 @@ def test_launches_create_a_job_for_every_accepted_donation(
     table = capsys.readouterr().out
     assert "| baseline | 12 | 3 | 12 | 12 |" in table and "| jobpulse | 12 | 3 | 12 | 12 |" in table
     assert "| jobpulse before | 12 | 3 | 12 | 12 |" in table
+    assert "worker CPU ms/launch" in table
 
 
 def test_launches_gc_pauses_are_noted_by_a_real_python_process_and_counted() -> None:
