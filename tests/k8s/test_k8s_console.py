@@ -83,6 +83,16 @@ def test_the_console_shows_a_pods_output_while_it_runs_and_after_the_job_and_pod
         what="the Job and its pod to be garbage-collected",
     )
     cluster.set_pod_log(["another pod's output"])  # were a pod still read, it would say this
+    # Kept by the keeper, or handed to it by the follow the console held if the pod went first; saved off the
+    # request path, so a reload in the very instant the run ends may come before it.
+    wait_for(
+        lambda: (
+            requests.get(f"{server.url}/api/jobs/{name}/logs", headers=AS_ALICE, timeout=10).text
+            == "pod says hello\npod is working\n"
+        ),
+        timeout=30,
+        what="the output to be kept",
+    )
     page.reload()  # a fresh look: the tab keeps its session
     row.get_by_role("button", name=name).click()
     expect(logs).to_have_text("pod says hello\npod is working\n")
