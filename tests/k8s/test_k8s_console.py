@@ -74,6 +74,9 @@ def test_the_console_shows_a_pods_output_while_it_runs_and_after_the_job_and_pod
     expect(page.locator("#detail-facts")).to_contain_text("Running")  # seen while it ran, from the pod
 
     expect(row).to_have_attribute("data-status", "Succeeded", timeout=30_000)
+    # The follow has ended (its pod stream cut 2 s after the Job finished): what it read is final. The simulated
+    # kubelet streams one log file for every pod, so a follow still open would read the rewrite below.
+    expect(page.locator("#logs-state")).to_have_text("the task ended", timeout=15_000)
     wait_for(
         lambda: (
             not any(job["metadata"]["name"] == name for job in jobs_in(cluster, k8s_namespace))
