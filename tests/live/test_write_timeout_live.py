@@ -11,6 +11,7 @@ run store) and reads none of it.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Event, Ping, Request, TextMessage
 
 from tests.helpers import wait_for
-from tests.live.clients import ADMIN, launch, open_streams, wait_for_status
+from tests.live.clients import ADMIN, launch, open_streams, status, wait_for_status
+from tests.live.log_clients import log_follows_open
 from tests.live.server import LiveServer
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase
@@ -188,4 +190,58 @@ def test_an_sse_stream_whose_client_never_reads_ends(
     finally:
         sock.close()
     assert "stream.write_timeout" in server.log()
+    assert _no_error_logged(server), server.log()[-3000:]
+
+
+# Writes 64 KiB of output every 50 ms (about 1.3 MB/s) for up to a minute: more than any socket buffer holds.
+CHATTY = """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: chatty
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: task
+          image: jobpulse:latest
+          command:
+            - python
+            - -c
+            - |
+              import sys, time
+              block = ("x" * 1023 + "\\n") * 64
+              for _ in range(1200):
+                  sys.stdout.write(block)
+                  sys.stdout.flush()
+                  time.sleep(0.05)
+"""
+
+
+def test_a_log_follow_whose_client_never_reads_ends(
+    make_live_server: Callable[..., LiveServer], jobspecs_dir: Path
+) -> None:
+    (jobspecs_dir / "chatty.yaml").write_text(CHATTY)
+    server = make_live_server(STREAM_WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT))
+    running = launch(server, "chatty")
+    wait_for_status(server, running, "Running")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    try:
+        sock.connect(("127.0.0.1", server.port))
+        head = f"GET /api/jobs/{running}/logs?follow=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        sock.sendall(f"{head}Authorization: {ADMIN['Authorization']}\r\n\r\n".encode())  # and reads nothing
+        wait_for(lambda: log_follows_open(server) == 1, what="the follow to open")
+        wait_for(lambda: log_follows_open(server) == 0, timeout=15, what="the follow to end with its only viewer")
+        assert status(server, running)["status"] == "Running", "cut off by the write bound, not ended by the run"
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(65536):  # what the buffers held, then the end: the server closed the connection
+                pass
+    finally:
+        sock.close()
+        requests.delete(f"{server.url}/api/jobs/{running}", headers=ADMIN, timeout=10)
+    assert '"path": "/api/jobs/' in server.log() and "stream.write_timeout" in server.log()
     assert _no_error_logged(server), server.log()[-3000:]
