@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Bench, arguments, cpu_seconds, finish, machine, ms, percentiles, session
+from benchmarks.common import Bench, arguments, cpu_seconds, ms, percentiles, run_and_report
 
 
 def run(
@@ -141,19 +141,19 @@ def main(argv: list[str] | None = None) -> None:
         "--gc-pauses", action="store_true", help="count each server's full garbage collections and their pauses"
     )
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                count=args.count,
-                concurrency=args.concurrency,
-                before=args.before,
-                profile=args.profile,
-                gc_pauses=args.gc_pauses,
-            )
-        )
-    finish(args, "Launches through one worker: donations per second, with the Jobs created", results, table(results))
+    run_and_report(
+        args,
+        "Launches through one worker: donations per second, with the Jobs created",
+        lambda bench: run(
+            bench,
+            count=args.count,
+            concurrency=args.concurrency,
+            before=args.before,
+            profile=args.profile,
+            gc_pauses=args.gc_pauses,
+        ),
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -189,6 +189,21 @@ def test_launches_gc_pauses_are_noted_by_a_real_python_process_and_counted() -> 
     assert launches.gc_pauses_in("")["count"] == 0
 
 
+def test_a_benchmark_command_runs_on_the_given_control_plane_then_prints_and_saves_its_results(
+    cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What every benchmark's command shares (``run_and_report``): one run on ``--cluster-dir``, a table, the JSON."""
+    saved = tmp_path / "api-requests.json"
+    argv = ["--cluster-dir", cluster.workdir, "--workdir", str(tmp_path / "work"), "--json", str(saved)]
+    api_requests.main([*argv, "--counts", "2", "--window", "0.5", "--apps", "jobpulse"])
+    results = json.loads(saved.read_text())
+    assert [row["streams"] for row in results["rows"]] == [2]
+    assert results["machine"]["cores"] >= 1 and results["command"].startswith("python -m ")
+    printed = capsys.readouterr().out
+    assert "## Kubernetes API requests per second caused by N open streams" in printed
+    assert f"command: `{results['command']}`" in printed and "| open streams |" in printed
+
+
 def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:
     assert percentiles([1.0, 2.0, 3.0, 4.0, 5.0], 50, 99) == {"p50": 3.0, "p99": pytest.approx(4.96)}
     stacks = tmp_path / "stacks.txt"
