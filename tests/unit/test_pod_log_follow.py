@@ -125,9 +125,14 @@ class FakeListing:
 
 
 class FakeCore:
-    """The ``CoreV1Api`` calls a follow makes: the Job's pods, and their logs (400 until a pod has ``started``)."""
+    """The ``CoreV1Api`` calls a follow makes: the Job's pods, and their logs.
 
-    def __init__(self) -> None:
+    Until a pod has ``started``, its log is what the API server answers for a pod whose container is waiting to
+    start (``refused``: the kubelet's 400) or that has no node yet (``empty``: an empty log that ends at once).
+    """
+
+    def __init__(self, unstarted: str) -> None:
+        self.unstarted = unstarted
         self.pods: list[str] = []
         self.started: dict[str, FakePodLog] = {}
         self.log_requests: list[tuple[str, int | None, int]] = []  # (pod, tail_lines, the answer's status)
@@ -141,15 +146,23 @@ class FakeCore:
 
     def read_namespaced_pod_log(self, name: str, namespace: str, *, tail_lines: int | None, **options: Any) -> Any:
         log = self.started.get(name)
-        self.log_requests.append((name, tail_lines, 400 if log is None else 200))
-        if log is None:
-            body = {"message": f'container "task" in pod "{name}" is waiting to start: ContainerCreating'}
-            raise ApiException(status=400, reason="Bad Request", body=json.dumps(body))
-        return log
+        if log is not None:
+            self.log_requests.append((name, tail_lines, 200))
+            return log
+        if self.unstarted == "empty":
+            self.log_requests.append((name, tail_lines, 200))
+            nothing = FakePodLog()
+            nothing.end()
+            return nothing
+        self.log_requests.append((name, tail_lines, 400))
+        body = {"message": f'container "task" in pod "{name}" is waiting to start: ContainerCreating'}
+        raise ApiException(status=400, reason="Bad Request", body=json.dumps(body))
 
 
-@pytest.fixture
-def starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[KubernetesExecutor, FakeCore]]:
+@pytest.fixture(params=["refused", "empty"])
+def starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[tuple[KubernetesExecutor, FakeCore]]:
     """A real executor whose Job has one pod, not started yet; only the Kubernetes client is a fake.
 
     The recheck is made long, so the follow wakes only when the test changes the Job.
@@ -159,7 +172,7 @@ def starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     door = StatusDoor(hub=StatusHub(), store=store)
     api = client.ApiClient()
     executor = KubernetesExecutor(door=door, api=api, namespace="ns")
-    core = FakeCore()
+    core = FakeCore(request.param)
     executor._core = core  # type: ignore[assignment]
     first = JobStatus.new(job_name=JOB, mode="k8s", spec="quick", pipeline_run_id="follow")
     door.open(first, manifest=None, client=None)
@@ -180,16 +193,17 @@ def read_in_background(follow: PodLogFollow) -> tuple[list[str], threading.Threa
 def test_a_pod_that_had_not_started_is_followed_once_it_has(starting: tuple[KubernetesExecutor, FakeCore]) -> None:
     executor, core = starting
     door, pod = executor._door, f"{JOB}-a"
+    unstarted = 400 if core.unstarted == "refused" else 200
     follow = executor.follow_logs(JOB, tail_lines=5)  # the console opened right after the launch
     read, reader = read_in_background(follow)
     wait_for(lambda: core.log_requests, what="the follow to ask for the pod's log")
-    assert core.log_requests == [(pod, 5, 400)], "not started yet"
+    assert core.log_requests == [(pod, 5, unstarted)], "not started yet"
 
     core.started[pod] = log = FakePodLog()
     log.write("hello from the pod\n")
     door.change(JOB, status=Phase.RUNNING, active=1)
     wait_for(lambda: read == ["hello from the pod\n"], what="the pod's output once it started")
-    assert core.log_requests == [(pod, 5, 400), (pod, 5, 200)], "asked again at the change, with the viewer's tail"
+    assert core.log_requests == [(pod, 5, unstarted), (pod, 5, 200)], "asked again at the change, with its tail"
 
     log.end()  # the container exited; its Job retries in a new pod, whose whole log is followed
     core.pods.append(f"{JOB}-b")
@@ -201,7 +215,7 @@ def test_a_pod_that_had_not_started_is_followed_once_it_has(starting: tuple[Kube
     door.change(JOB, status=Phase.SUCCEEDED, active=0, succeeded=1)
     wait_for(lambda: not reader.is_alive(), what="the follow to end with its Job")
     assert read == ["hello from the pod\n", "second try\n"]
-    assert core.log_requests == [(pod, 5, 400), (pod, 5, 200), (f"{JOB}-b", None, 200)], "each pod opened once"
+    assert core.log_requests == [(pod, 5, unstarted), (pod, 5, 200), (f"{JOB}-b", None, 200)], "each pod read once"
 
 
 def test_a_pod_that_never_starts_costs_one_log_request_per_change(
@@ -209,6 +223,7 @@ def test_a_pod_that_never_starts_costs_one_log_request_per_change(
 ) -> None:
     executor, core = starting
     door, pod = executor._door, f"{JOB}-a"
+    unstarted = 400 if core.unstarted == "refused" else 200
     follow = executor.follow_logs(JOB, tail_lines=5)
     read, reader = read_in_background(follow)
     wait_for(lambda: len(core.log_requests) == 1, what="the follow to ask for the pod's log")
@@ -218,4 +233,4 @@ def test_a_pod_that_never_starts_costs_one_log_request_per_change(
     door.change(JOB, status=Phase.FAILED, message="DeadlineExceeded")
     wait_for(lambda: not reader.is_alive(), what="the follow to end with its Job")
     assert read == []
-    assert core.log_requests == [(pod, 5, 400)] * 4, "one request at the start and one per change, no more"
+    assert core.log_requests == [(pod, 5, unstarted)] * 4, "one request at the start and one per change, no more"

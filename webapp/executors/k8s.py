@@ -208,19 +208,22 @@ class PodLogFollow:
     """One follow of a Job's output: its newest pod's log as written, then the next pod's, until the Job ends.
 
     Opens ``read_namespaced_pod_log(follow=True)`` on the newest pod. A pod
-    counts as followed once its log stream is open: one whose log cannot be
-    read yet (its container has not started, 400; it has no node yet, 400; it
-    is gone, 404) is asked for again, with the first viewer's ``tail_lines``,
-    at the Job's next status change (from the hub: no API call) or after
-    ``POD_RECHECK_SECONDS``, whichever comes first. So a pod that never starts
-    (an image that cannot be pulled) costs one log request, with the pod
-    listing each wake already makes, per change or recheck until the Job
-    ends. When an open stream ends (the container exited) and the Job has not
-    finished, it waits the same way, then follows a newer pod if there is one
-    (a retry: its whole log). It ends when the Job is final: a pod's stream
-    still open ``END_GRACE_SECONDS`` after that is cut. One thread per follow
-    hears the Job's changes (:meth:`_watch_job`). :meth:`close`, from any
-    thread, cuts the open stream and ends it.
+    counts as followed once its log stream has given output. One whose log
+    cannot be read yet is asked for again, with the first viewer's
+    ``tail_lines``, at the Job's next status change (from the hub: no API
+    call) or after ``POD_RECHECK_SECONDS``, whichever comes first: its
+    container has not started (the kubelet answers 400, "waiting to start"),
+    it has no node yet (the API server answers an empty log that ends at
+    once), or it is gone (404); so is one that ended having written nothing.
+    A pod that never starts (an image that cannot be pulled, no node for it)
+    thus costs one log request, besides the pod listing each wake already
+    makes, per change or recheck until the Job ends. When a stream that gave
+    output ends (the container exited) and the Job has not finished, it waits
+    the same way, then follows a newer pod if there is one (a retry: its
+    whole log). It ends when the Job is final: a pod's stream still open
+    ``END_GRACE_SECONDS`` after that is cut. One thread per follow hears the
+    Job's changes (:meth:`_watch_job`). :meth:`close`, from any thread, cuts
+    the open stream and ends it.
     """
 
     def __init__(self, executor: KubernetesExecutor, job_name: str, *, tail_lines: int, first_pod: str | None) -> None:
@@ -262,16 +265,18 @@ class PodLogFollow:
     def _read(self) -> Iterator[str]:
         threading.Thread(target=self._watch_job, name="log-follow-job", daemon=True).start()
         try:
-            followed: set[str] = set()  # pods whose log stream was opened
+            followed: set[str] = set()  # pods whose log stream gave output
             pod = self._first_pod
             tail: int | None = self._tail_lines
             while not self._closed.is_set():
                 if pod is not None and pod not in followed:
                     response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail)
                     if response is not None:  # else not started yet, or gone: asked again at the next wake
-                        followed.add(pod)
-                        tail = None  # a newer pod is a retry: all of its output
-                        yield from self._stream(pod, response)
+                        for text in self._stream(pod, response):
+                            if pod not in followed:
+                                followed.add(pod)
+                                tail = None  # a newer pod is a retry: all of its output
+                            yield text
                 if self._job_over.is_set():
                     return
                 self._changed.wait(POD_RECHECK_SECONDS)
