@@ -14,7 +14,7 @@ import codecs
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from kubernetes import client
@@ -271,12 +271,10 @@ class PodLogFollow:
             while not self._closed.is_set():
                 if pod is not None and pod not in followed:
                     response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail)
-                    if response is not None:  # else not started yet, or gone: asked again at the next wake
-                        for text in self._stream(pod, response):
-                            if pod not in followed:
-                                followed.add(pod)
-                                tail = None  # a newer pod is a retry: all of its output
-                            yield text
+                    # no log (None), or one that ended empty (no node yet): not followed, asked for again next wake
+                    if response is not None and (yield from self._stream(pod, response)):
+                        followed.add(pod)
+                        tail = None  # a newer pod is a retry: all of its output
                 if self._job_over.is_set():
                     return
                 self._changed.wait(POD_RECHECK_SECONDS)
@@ -327,18 +325,20 @@ class PodLogFollow:
             except HubClosed:  # the follow was closed, or the server is stopping
                 self._changed.set()
 
-    def _stream(self, pod: str, response: Any) -> Iterator[str]:
-        """The text of the pod's open log ``response`` as it comes, until it ends or is cut."""
+    def _stream(self, pod: str, response: Any) -> Generator[str, None, bool]:
+        """The text of the pod's open log ``response`` as it comes, until it ends or is cut; whether there was any."""
         with self._lock:
             self._response = response
             closed = self._closed.is_set()
         if closed:
             response.release_conn()
-            return
+            return False
         decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may end inside a character
+        gave_output = False
         try:
             for chunk in response.stream(4096, decode_content=True):
                 if text := decoder.decode(chunk):
+                    gave_output = True
                     yield text
         except CLIENT_ERRORS as error:
             if not (self._closed.is_set() or self._job_over.is_set()):  # cut on purpose: not a failure
@@ -347,6 +347,7 @@ class PodLogFollow:
             with self._lock:
                 self._response = None
             response.release_conn()
+        return gave_output
 
 
 def operator_field_manager(operator: str) -> str:
