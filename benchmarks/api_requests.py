@@ -22,7 +22,7 @@ import argparse
 import time
 from typing import Any
 
-from benchmarks.common import Bench, arguments, finish, machine, session
+from benchmarks.common import Bench, arguments, run_and_report
 
 
 def request_rate(bench: Bench, window: float) -> float:
@@ -103,14 +103,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=20.0, help="seconds to count requests for, per N and app")
     parser.add_argument("--apps", default="baseline,seed,jobpulse", help="servers to measure, comma-separated")
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        counts = [int(c) for c in args.counts.split(",")]
-        apps = tuple(args.apps.split(","))
-        if "jobpulse" not in apps or not set(apps) <= {"baseline", "seed", "jobpulse"}:
-            parser.error(f"--apps: jobpulse and any of baseline, seed, not {args.apps}")
-        results.update(run(bench, counts=counts, window=args.window, apps=apps, profile=args.profile))
-    finish(args, "Kubernetes API requests per second caused by N open streams", results, table(results))
+    counts = [int(c) for c in args.counts.split(",")]
+    apps = tuple(args.apps.split(","))
+    if "jobpulse" not in apps or not set(apps) <= {"baseline", "seed", "jobpulse"}:
+        parser.error(f"--apps: jobpulse and any of baseline, seed, not {args.apps}")
+    run_and_report(
+        args,
+        "Kubernetes API requests per second caused by N open streams",
+        lambda bench: run(bench, counts=counts, window=args.window, apps=apps, profile=args.profile),
+        table,
+    )
 
 
 if __name__ == "__main__":

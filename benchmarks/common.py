@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -109,13 +109,18 @@ def print_report(title: str, command: str, results: dict[str, Any], table: list[
     info = results["machine"]
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Python {info['python']}")
     if table:
-        columns = list(table[0])
         print()
-        print("| " + " | ".join(columns) + " |")
-        print("|" + "|".join("---" for _ in columns) + "|")
-        for row in table:
-            print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+        print_table(table)
     print(flush=True)
+
+
+def print_table(table: list[dict[str, Any]]) -> None:
+    """Rows as a Markdown table, the first row's keys as its columns."""
+    columns = list(table[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for row in table:
+        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
 
 
 # -- the servers -----------------------------------------------------------------
@@ -753,8 +758,23 @@ def session(args: argparse.Namespace) -> Iterator[Bench]:
         plane.stop()
 
 
+def run_and_report(
+    args: argparse.Namespace,
+    title: str,
+    run: Callable[[Bench], dict[str, Any]],
+    table: Callable[[dict[str, Any]], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """A benchmark's command: ``run`` in a :func:`session`, its results beside the machine's, printed and saved."""
+    results: dict[str, Any] = {"machine": machine()}
+    with session(args) as bench:
+        results.update(run(bench))
+    finish(args, title, results, table(results))
+    return results
+
+
 def finish(args: argparse.Namespace, title: str, results: dict[str, Any], table: list[dict[str, Any]]) -> None:
-    command = "python -m " + " ".join([sys.modules["__main__"].__spec__.name, *sys.argv[1:]])  # type: ignore[union-attr]
+    spec = getattr(sys.modules["__main__"], "__spec__", None)  # None when not run with -m (e.g. a test calls main)
+    command = "python -m " + " ".join([spec.name if spec is not None else sys.argv[0], *sys.argv[1:]])
     results["command"] = command
     print_report(title, command, results, table)
     if args.json:

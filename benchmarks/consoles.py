@@ -50,11 +50,10 @@ from benchmarks.common import (
     Bench,
     arguments,
     cpu_seconds,
-    finish,
-    machine,
     ms,
     percentiles,
-    session,
+    print_table,
+    run_and_report,
 )
 from tests.cluster.controlplane import die_with_parent
 from tests.live.server import PROJECT_ROOT, LiveServer
@@ -475,28 +474,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-for", type=float, default=0.5, help="seconds each Job stays Running")
     parser.add_argument("--concurrency", type=int, default=16, help="launches in flight at most")
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                consoles=args.consoles,
-                rate=args.rate,
-                duration=args.duration,
-                run_for=args.run_for,
-                concurrency=args.concurrency,
-                profile=args.profile,
-            )
-        )
-    title = f"The operator console: {args.consoles} consoles at {args.rate:g} runs/s"
-    finish(args, title, results, table(results))
+    results = run_and_report(
+        args,
+        f"The operator console: {args.consoles} consoles at {args.rate:g} runs/s",
+        lambda bench: run(
+            bench,
+            consoles=args.consoles,
+            rate=args.rate,
+            duration=args.duration,
+            run_for=args.run_for,
+            concurrency=args.concurrency,
+            profile=args.profile,
+        ),
+        table,
+    )
     print("Per console, in the window with consoles:\n")
     rows = console_table(results)
     if rows:
-        print("| " + " | ".join(rows[0]) + " |")
-        print("|" + "|".join("---" for _ in rows[0]) + "|")
-        for row in rows:
-            print("| " + " | ".join(str(v) for v in row.values()) + " |")
+        print_table(rows)
     print(
         f"\nAPI requests per launch: {results['app_requests_per_launch']}; "
         f"extra per console: {results['extra_app_requests_per_console']:.3f}; "

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import Bench, arguments, finish, machine, ms, percentiles, session
+from benchmarks.common import Bench, arguments, ms, percentiles, run_and_report
 
 
 def run(
@@ -114,27 +114,22 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated: mixed (half SSE, half WebSocket), sse, ws; each N runs once per transport",
     )
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        counts = [int(c) for c in args.counts.split(",")]
-        transports = tuple(args.transports.split(","))
-        if not set(transports) <= {"mixed", "sse", "ws"}:
-            parser.error(f"--transports: mixed, sse or ws, not {args.transports}")
-        results.update(
-            run(
-                bench,
-                counts=counts,
-                changes=args.changes,
-                baseline_max=args.baseline_max,
-                transports=transports,
-                profile=args.profile,
-            )
-        )
-    finish(
+    counts = [int(c) for c in args.counts.split(",")]
+    transports = tuple(args.transports.split(","))
+    if not set(transports) <= {"mixed", "sse", "ws"}:
+        parser.error(f"--transports: mixed, sse or ws, not {args.transports}")
+    run_and_report(
         args,
         "One change fanned out to N open streams (mixed: half SSE, half WebSocket) in one worker",
-        results,
-        table(results),
+        lambda bench: run(
+            bench,
+            counts=counts,
+            changes=args.changes,
+            baseline_max=args.baseline_max,
+            transports=transports,
+            profile=args.profile,
+        ),
+        table,
     )
 
 

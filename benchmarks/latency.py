@@ -54,12 +54,10 @@ from benchmarks.common import (
     Changes,
     Streams,
     arguments,
-    finish,
     histogram_totals,
-    machine,
     ms,
     percentiles,
-    session,
+    run_and_report,
 )
 from tests.live.server import LiveServer
 
@@ -322,24 +320,24 @@ def main(argv: list[str] | None = None) -> None:
         "--before", type=Path, help='also serve this checkout\'s jobpulse ("jobpulse before"), same settings, same run'
     )
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                streams=args.streams,
-                changes=args.changes,
-                apps=tuple(args.apps.split(",")),
-                transports=tuple(args.transports.split(",")),
-                clients=args.clients,
-                profile=args.profile,
-                probes=args.probes,
-                accept_cap=args.accept_cap or None,
-                accept_batch=args.accept_batch,
-                before=args.before,
-            )
-        )
-    finish(args, "Status change in the API server → message at the client", results, table(results))
+    run_and_report(
+        args,
+        "Status change in the API server → message at the client",
+        lambda bench: run(
+            bench,
+            streams=args.streams,
+            changes=args.changes,
+            apps=tuple(args.apps.split(",")),
+            transports=tuple(args.transports.split(",")),
+            clients=args.clients,
+            profile=args.profile,
+            probes=args.probes,
+            accept_cap=args.accept_cap or None,
+            accept_batch=args.accept_batch,
+            before=args.before,
+        ),
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ the same run. ``--gc-pauses`` looks at the tail: every server notes each
 full garbage collection (``benchmarks/gc_pauses/sitecustomize.py``), and
 each row says how many ran while it was measured and how long the longest
 held the worker (a gevent worker runs nothing else meanwhile: every launch
-in flight waits).
+in flight waits). Each row also gives the CPU time the server's worker
+used per donation while measured (user and system, from the kernel's
+count: what the worker spends, whatever else the machine runs meanwhile).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Bench, arguments, finish, machine, ms, percentiles, session
+from benchmarks.common import Bench, arguments, cpu_seconds, ms, percentiles, run_and_report
 
 
 def run(
@@ -55,10 +57,13 @@ def run(
         with bench.running(served) as server:
             bench.donations(server, count=2 * concurrency, concurrency=concurrency)  # warm-up
             logged = server.log_path.stat().st_size if server.log_path.exists() else 0
+            worker = bench.worker(server)
+            cpu_before = cpu_seconds(worker)
             with bench.profiling(
                 server, profile, "launches-before" if app == "jobpulse before" else "launches"
             ) as where:
                 report = bench.donations(server, count=count, concurrency=concurrency)
+            cpu = cpu_seconds(worker) - cpu_before
             if gc_pauses:
                 with server.log_path.open(encoding="utf-8", errors="replace") as log:
                     log.seek(logged)
@@ -79,6 +84,7 @@ def run(
                 "per_second": len(accepted) / report["wall_seconds"],
                 **percentiles(latencies, 50, 90, 99),
                 "max": max(latencies, default=float("nan")),
+                "worker_cpu_per_launch": cpu / max(len(results), 1),
                 "profile": where.summary,
                 **({"gc_pauses": pauses} if pauses is not None else {}),
             }
@@ -113,6 +119,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "p50 ms": ms(row["p50"]),
             "p99 ms": ms(row["p99"]),
             "max ms": ms(row["max"]) if "max" in row else "",
+            "worker CPU ms/launch": ms(row["worker_cpu_per_launch"]) if "worker_cpu_per_launch" in row else "",
             **(
                 {"full GCs": row["gc_pauses"]["count"], "longest GC ms": ms(row["gc_pauses"]["max"])}
                 if "gc_pauses" in row
@@ -134,19 +141,19 @@ def main(argv: list[str] | None = None) -> None:
         "--gc-pauses", action="store_true", help="count each server's full garbage collections and their pauses"
     )
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                count=args.count,
-                concurrency=args.concurrency,
-                before=args.before,
-                profile=args.profile,
-                gc_pauses=args.gc_pauses,
-            )
-        )
-    finish(args, "Launches through one worker: donations per second, with the Jobs created", results, table(results))
+    run_and_report(
+        args,
+        "Launches through one worker: donations per second, with the Jobs created",
+        lambda bench: run(
+            bench,
+            count=args.count,
+            concurrency=args.concurrency,
+            before=args.before,
+            profile=args.profile,
+            gc_pauses=args.gc_pauses,
+        ),
+        table,
+    )
 
 
 if __name__ == "__main__":

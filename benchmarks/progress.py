@@ -43,11 +43,9 @@ from benchmarks.common import (
     Streams,
     arguments,
     cpu_seconds,
-    finish,
-    machine,
     ms,
     percentiles,
-    session,
+    run_and_report,
 )
 from tests.live.server import LiveServer
 from webapp.jobspecs import PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV, container_env
@@ -313,20 +311,20 @@ def main(argv: list[str] | None = None) -> None:
     args: argparse.Namespace = parser.parse_args(argv)
     if not (0 < args.duration <= 600 and 0 < args.rate <= 100 and 0 < args.streams <= 20_000):
         parser.error("bounded on purpose: 0 < --duration <= 600, 0 < --rate <= 100, 0 < --streams <= 20000")
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                streams=args.streams,
-                duration=args.duration,
-                rate=args.rate,
-                interval=args.interval,
-                clients=args.clients,
-                profile=args.profile,
-            )
-        )
-    finish(args, "A task reporting progress to N open streams", results, table(results))
+    run_and_report(
+        args,
+        "A task reporting progress to N open streams",
+        lambda bench: run(
+            bench,
+            streams=args.streams,
+            duration=args.duration,
+            rate=args.rate,
+            interval=args.interval,
+            clients=args.clients,
+            profile=args.profile,
+        ),
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,10 @@ from benchmarks.common import (
     Profile,
     arguments,
     cpu_seconds,
-    finish,
-    machine,
     ms,
     percentiles,
     print_report,
-    session,
+    run_and_report,
 )
 from tests.helpers import wait_for
 from tests.live.server import LiveServer
@@ -518,23 +516,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch-changes", type=int, default=100, help="changes per watch count in part two")
     parser.add_argument("--project", default="4x2,10x4,50x4", help="configurations computed from the measured costs")
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                configs=parse_configs(args.configs),
-                streams=args.streams,
-                jobs=args.jobs,
-                changes=args.changes,
-                rate=args.rate,
-                watches=[int(n) for n in args.watches.split(",") if n],
-                watch_changes=args.watch_changes,
-                project=parse_configs(args.project),
-                profile=args.profile,
-            )
-        )
-    finish(args, "Scale out: instances x workers on one Redis", results, table(results))
+    results = run_and_report(
+        args,
+        "Scale out: instances x workers on one Redis",
+        lambda bench: run(
+            bench,
+            configs=parse_configs(args.configs),
+            streams=args.streams,
+            jobs=args.jobs,
+            changes=args.changes,
+            rate=args.rate,
+            watches=[int(n) for n in args.watches.split(",") if n],
+            watch_changes=args.watch_changes,
+            project=parse_configs(args.project),
+            profile=args.profile,
+        ),
+        table,
+    )
     print_report("The API server's cost per watch", results["command"], results, watch_table(results))
     computed_rows = results["computed"]["rows"]
     print_report("Computed, not measured: the fitted per-process costs", results["command"], results, computed_rows)

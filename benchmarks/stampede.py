@@ -50,7 +50,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Bench, arguments, finish, machine, ms, percentiles, session
+from benchmarks.common import Bench, arguments, ms, percentiles, run_and_report
 from tests.cluster.controlplane import die_with_parent
 from tests.live.server import PROJECT_ROOT, LiveServer
 from tests.redis.conftest import RedisServer
@@ -419,19 +419,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finishing", type=int, default=10, help="Jobs that finish during the restart")
     parser.add_argument("--scenarios", default="before,after", help="comma-separated: before, after, after-graceful-20")
     args: argparse.Namespace = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": machine()}
-    with session(args) as bench:
-        results.update(
-            run(
-                bench,
-                streams=args.streams,
-                jobs=args.jobs,
-                finishing=args.finishing,
-                scenarios=args.scenarios.split(","),
-                profile=args.profile,
-            )
-        )
-    finish(args, "No stampede on restart: two instances, one stopped", results, table(results))
+    run_and_report(
+        args,
+        "No stampede on restart: two instances, one stopped",
+        lambda bench: run(
+            bench,
+            streams=args.streams,
+            jobs=args.jobs,
+            finishing=args.finishing,
+            scenarios=args.scenarios.split(","),
+            profile=args.profile,
+        ),
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ class StatusDoor:
         default: Callable[[], JobStatus] | None = None,
         observed: str | None = None,
         only_if: Callable[[JobStatus], bool] | None = None,
+        known: JobStatus | None = None,
         **fields: Any,
     ) -> JobStatus | None:
         """Apply ``fields`` to the run's status, save and publish the result; return the run's status now.
@@ -149,12 +150,16 @@ class StatusDoor:
         ahead of this one's), and changes nothing.
         ``only_if``: apply the change only to a status it holds for, checked again on the store's copy when
         another instance wrote first; ``None`` when it does not hold.
+        ``known``: a status of this run this process saved itself (a launch's first, before it is announced):
+        taken as current when the hub has none, instead of reading it back from the store. The store still
+        takes the change only over an older status; when another instance wrote meanwhile, the change is
+        applied to the store's copy, as always.
         """
         with self._locks.hold(job_name):
             if job_name in self._unsaved_fields:  # write what the store refused before, if it takes it now
                 with contextlib.suppress(RunStoreUnavailable):
                     self._save_refused(job_name)
-            current = self.current(job_name)
+            current = self.hub.get(job_name) or known or self.store.get(job_name)
             unrecorded = current is None and default is not None
             if unrecorded:
                 assert default is not None

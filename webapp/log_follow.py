@@ -14,6 +14,11 @@ bigger than the room left it keeps the last whole lines that fit. A
 viewer who joins a follow already under way first gets the last lines of what
 the follow has read (up to ``RECENT_BYTES``), then the live chunks.
 
+A follow whose upstream ends by itself (the run ended) hands what it read
+to its receiver (:meth:`LogFollowers.hand_output_to`: the keeper of finished
+runs' output, :mod:`webapp.log_tails`), so a pod deleted the moment its Job
+finished leaves its output behind when anyone watched it to the end.
+
 Written against stdlib ``threading`` (greenlets under the gevent worker, as
 the hub is). An upstream may have a ``close()`` that is safe to call from
 another thread (the executors' follows do): it makes its iteration end soon.
@@ -50,6 +55,9 @@ IDLE_CHECK_SECONDS = 2.0
 
 Upstream = Iterable[str]
 """An executor's follow of one run: chunks of output until the run ends (``close()``, if any, ends it early)."""
+
+OutputReceiver = Callable[[str, str], None]
+"""Takes ``(job_name, output)``: the recent output of a follow that ended by itself (must not block)."""
 
 
 def skipped_marker(count: int) -> str:
@@ -209,6 +217,15 @@ class LogFollowers:
         self._follows: dict[str, _Follow] = {}
         self._viewers = 0
         self._stopped = False
+        self._receiver: OutputReceiver | None = None
+
+    def hand_output_to(self, receiver: OutputReceiver) -> None:
+        """From now on, a follow whose upstream ends by itself gives ``receiver`` the end of what it read.
+
+        Up to ``RECENT_BYTES``, from the pump's thread, once its viewers have been told the follow ended.
+        Not for a follow its viewers left, the server stopped, or whose upstream broke: it did not see the end.
+        """
+        self._receiver = receiver
 
     def follow(
         self,
@@ -307,6 +324,7 @@ class LogFollowers:
 
     def _pump(self, follow: _Follow) -> None:
         """Read the upstream and hand each chunk to every viewer, until it ends or nobody watches."""
+        by_itself = False
         try:
             for chunk in follow.upstream:
                 if not chunk:
@@ -322,6 +340,9 @@ class LogFollowers:
                     viewers = tuple(follow.viewers)
                 for viewer in viewers:
                     viewer.offer(chunk, size)
+            else:
+                with self._lock:
+                    by_itself = not follow.ended  # not left by its viewers, nor ended by stop()
         except JobpulseError as error:  # the executor says why (the API server went away mid-follow)
             logger.warning("log_follow.failed", extra={"job_name": follow.job_name, "error": error.message})
         except Exception:
@@ -330,6 +351,20 @@ class LogFollowers:
         finally:
             metrics.LOG_FOLLOWS_OPEN.dec()
             self._end(follow)
+        if by_itself:
+            self._hand_over(follow)
+
+    def _hand_over(self, follow: _Follow) -> None:
+        """Give the receiver what a follow that saw its run end read (its recent output), if there is any."""
+        receiver = self._receiver
+        with self._lock:
+            output = "".join(chunk for chunk, _ in follow.recent)
+        if receiver is None or not output:
+            return
+        try:
+            receiver(follow.job_name, output)
+        except Exception:  # the receiver's failure costs the kept output, not the follow
+            logger.exception("log_follow.hand_over_failed", extra={"job_name": follow.job_name})
 
     def open_follows(self) -> int:
         """Upstreams open now (one per followed run)."""

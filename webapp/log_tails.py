@@ -7,6 +7,18 @@ reads the last ``LOG_TAIL_BYTES`` of its output from its executor and saves
 them with the run (:class:`~webapp.runstore.LogTails`), where run control
 finds them once the executor has nothing left to show.
 
+When the executor has nothing left to read (a pod deleted the moment its Job
+finished, ``ttlSecondsAfterFinished: 0`` on a busy cluster), the keeper keeps
+what a live follow of the run read instead: a follow of this process that saw
+the run end hands its recent output over (:meth:`LogTailKeeper.take_followed`,
+wired by :func:`~webapp.runtime.build_runtime` to
+:meth:`~webapp.log_follow.LogFollowers.hand_output_to`), in memory, so
+nothing is read from the API server again. The executor's read comes first
+when it has the output: a follow holds only what it read since it began (its
+first viewer's ``tail``, at most ``RECENT_BYTES``), the executor the run's
+whole end. A follow's output is saved without a claim (the instance that
+claimed the run may have found the pod gone): the first save wins.
+
 Off the hub's publish path: the hub listener only queues the run's name (a
 bounded queue; a full one drops the run and says so), and one worker thread
 reads and saves. Once per run across instances: a pod's log can be read by
@@ -21,6 +33,7 @@ import contextlib
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -38,6 +51,13 @@ CLAIM_SECONDS = 60.0
 
 LOCAL_OUTPUT_MODES = frozenset({"legacy"})
 """Modes whose output only the instance that ran the run has: every instance reads its own, no claim needed."""
+
+
+FOLLOWED_WAITING = 64
+"""Followed outputs held for a run whose finish is still to come here; beyond, the oldest is let go."""
+
+FOLLOWED = ""
+"""The mode queued with a run whose output a live follow handed over (:meth:`LogTailKeeper.take_followed`)."""
 
 
 class OutputSource(Protocol):
@@ -87,6 +107,12 @@ class LogTailKeeper:
         self._finished: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=queue_size)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._remembered = queue_size
+        self._followed: OrderedDict[str, str] = OrderedDict()
+        """Output live follows handed over, by run, not yet saved or given up (the newest ``FOLLOWED_WAITING``)."""
+        self._followed_lock = threading.Lock()
+        self._looked_at: OrderedDict[str, tuple[bool, str]] = OrderedDict()
+        """Runs whose finish the worker handled: whether it saved their tail, and their mode (the newest ones)."""
 
     def on_status(self, status: JobStatus, previous: JobStatus | None) -> None:
         """Hub listener: a run that has just finished is queued for its tail to be kept (never blocks)."""
@@ -98,6 +124,25 @@ class LogTailKeeper:
             self._finished.put_nowait((status.job_name, status.mode))
         except queue.Full:
             logger.warning("log_tail.dropped", extra={"job_name": status.job_name, "mode": status.mode})
+
+    def take_followed(self, job_name: str, output: str) -> None:
+        """A live follow of the run saw it end: keep ``output`` if its executor has none (never blocks).
+
+        The follow's hand-over (:meth:`~webapp.log_follow.LogFollowers.hand_output_to`). Saved
+        by the worker: at once if it has already handled the run's finish and kept nothing,
+        else when it does and the executor has nothing left.
+        """
+        if not self._max_bytes or not output:
+            return
+        with self._followed_lock:
+            self._followed[job_name] = last_bytes(output, self._max_bytes)
+            self._followed.move_to_end(job_name)
+            while len(self._followed) > FOLLOWED_WAITING:
+                self._followed.popitem(last=False)
+        try:
+            self._finished.put_nowait((job_name, FOLLOWED))
+        except queue.Full:  # its output waits in _followed for the run's finish, if that is still to come
+            logger.warning("log_tail.dropped", extra={"job_name": job_name, "mode": FOLLOWED})
 
     def start(self) -> None:
         if self._thread is None and self._max_bytes:
@@ -125,26 +170,70 @@ class LogTailKeeper:
                 return
             job_name, mode = item
             try:
-                self.keep(job_name, mode=mode)
+                if mode == FOLLOWED:
+                    self.keep_followed(job_name)
+                else:
+                    self.keep(job_name, mode=mode)
             except JobpulseError as error:  # the store or the executor says why (Redis down, API server away)
                 logger.warning("log_tail.failed", extra={"job_name": job_name, "mode": mode, "error": error.message})
             except Exception:
                 logger.exception("log_tail.failed", extra={"job_name": job_name, "mode": mode})
 
     def keep(self, job_name: str, *, mode: str) -> bool:
-        """Read the run's tail from its executor and save it; ``False`` if another instance does or there is none."""
+        """Read the run's tail from its executor and save it; ``False`` if another instance does or there is none.
+
+        When the executor has nothing (the pod is gone), cannot be read, or another instance
+        claimed the run, what a live follow of this process handed over is saved instead
+        (first save wins), if it has.
+        """
         source = self._sources.get(mode)
         if source is None:
             return False
-        if mode not in LOCAL_OUTPUT_MODES and not self._store.claim_log_tail(job_name, lease_seconds=CLAIM_SECONDS):
+        saved = False
+        try:
+            text = ""
+            failure: JobpulseError | None = None
+            try:
+                if mode in LOCAL_OUTPUT_MODES or self._store.claim_log_tail(job_name, lease_seconds=CLAIM_SECONDS):
+                    # every line has at least its newline: this many lines hold at least max_bytes, if there are
+                    text = last_bytes(source.logs(job_name, tail_lines=self._max_bytes), self._max_bytes)
+            except JobpulseError as error:  # the API server or the store is away: a follow may have the output
+                failure = error
+            if text:
+                saved = self._save(job_name, text, mode=mode)
+                self._take_followed(job_name)  # the executor's tail is kept: the follow's is not needed
+            elif (followed := self._take_followed(job_name)) is not None:
+                saved = self._save(job_name, followed, mode=mode, source="follow")
+            if failure is not None and not saved:
+                raise failure
+        finally:
+            self._looked_at[job_name] = (saved, mode)
+            self._looked_at.move_to_end(job_name)
+            while len(self._looked_at) > self._remembered:
+                self._looked_at.popitem(last=False)
+        return saved
+
+    def keep_followed(self, job_name: str) -> bool:
+        """Save what a live follow handed over, if the run's finish was handled here and kept nothing.
+
+        A run whose finish is still to come keeps its follow's output waiting for :meth:`keep`.
+        """
+        looked_at = self._looked_at.get(job_name)
+        if looked_at is None:
+            return False  # the finish is still queued (or was never heard here): keep() takes it
+        kept, mode = looked_at
+        followed = self._take_followed(job_name)
+        if kept or followed is None:
             return False
-        # every line has at least its newline: this many lines hold at least max_bytes, when there are that many
-        text = last_bytes(source.logs(job_name, tail_lines=self._max_bytes), self._max_bytes)
-        if not text:
-            return False
+        return self._save(job_name, followed, mode=mode, source="follow")
+
+    def _take_followed(self, job_name: str) -> str | None:
+        with self._followed_lock:
+            return self._followed.pop(job_name, None)
+
+    def _save(self, job_name: str, text: str, *, mode: str, source: str = "executor") -> bool:
         saved = self._store.save_log_tail(job_name, text)
         if saved:
-            logger.info(
-                "log_tail.saved", extra={"job_name": job_name, "mode": mode, "bytes": len(text.encode("utf-8"))}
-            )
+            extra = {"job_name": job_name, "mode": mode, "bytes": len(text.encode("utf-8")), "source": source}
+            logger.info("log_tail.saved", extra=extra)
         return saved

@@ -283,11 +283,14 @@ def build_runtime(settings: Settings) -> Runtime:
         webhooks = WebhookSender(store=store, url=settings.completion_webhook_url, secret=settings.webhook_secret)
         hub.add_listener(webhooks.on_status)
         services.append(webhooks)
+    log_tails = None
     if settings.log_tail_bytes:
         log_tails = LogTailKeeper(store=store, sources=executors, max_bytes=settings.log_tail_bytes)
         hub.add_listener(log_tails.on_status)  # a run finished: keep the last part of its output in the store
         services.append(log_tails)
     runtime = Runtime(settings=settings, specs=specs, door=door, executors=executors, services=services)
+    if log_tails is not None:  # a follow that saw its run end hands what it read over: kept if the pod is gone
+        runtime.log_followers.hand_output_to(log_tails.take_followed)
     hub.add_listener(runtime.admitter.on_status)  # a run finished or left the line: admit the next one
     hub.add_listener(runtime.launcher.link_rerun)  # a rerun whose old run does not list it yet: link it
     return runtime

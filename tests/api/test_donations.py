@@ -3,10 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, jsonify
 from flask.testing import FlaskClient
 
 from tests.helpers import wait_for
+from webapp.api.links import _writes_like_status_json, answer_with_links, with_links
+from webapp.api.ratelimit import limiter
+from webapp.status import JobStatus, Phase, Progress
 
 DONATION: dict[str, Any] = {
     "amount": "25.00",
@@ -120,6 +123,19 @@ def test_the_rate_limit_answers_429_with_retry_after(make_app: Any) -> None:
     assert int(limited.headers["Retry-After"]) > 0
 
 
+def test_the_rate_limit_is_checked_in_the_donation_view_only(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_app(RATE_LIMIT="2/minute").test_client()
+    passes: list[bool] = []  # each of Flask-Limiter's passes that looked for limits: whether it ran before the view
+    resolve = limiter.limit_manager.resolve_limits
+    monkeypatch.setattr(limiter.limit_manager, "resolve_limits", lambda *args: passes.append(args[4]) or resolve(*args))
+
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/task-status", query_string={"job_name": "task-runner-none-00000000"}).status_code == 404
+    assert passes == []  # no limit on these: nothing looked for one
+    assert [client.post("/api/donations", json=DONATION).status_code for _ in range(3)] == [202, 202, 429]
+    assert passes == [False, False, False]  # one check per donation, in the view, and it still counts
+
+
 def test_max_active_jobs_refuses_launches_while_full(make_app: Any, admin: dict[str, str]) -> None:
     app = make_app(MAX_ACTIVE_JOBS="1")
     client = app.test_client()
@@ -132,3 +148,19 @@ def test_max_active_jobs_refuses_launches_while_full(make_app: Any, admin: dict[
     assert len(runs(app)) == 1
     client.delete(f"/api/jobs/{slow.get_json()['job_name']}", headers=admin)
     assert client.post("/api/donations", json=DONATION).status_code == 202
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_launch_answer_is_what_jsonify_writes(app: Flask, debug: bool) -> None:
+    status = JobStatus.new(
+        job_name="task-runner-answer-0000000a", mode="k8s", spec="donation-receipt", pipeline_run_id="a"
+    )
+    status = status.evolve(status=Phase.PENDING, message="wartet auf „Knoten“ 🙂", progress=Progress(done=1, total=3))
+    app.debug = debug  # debug mode: jsonify indents, and so does the answer
+    with app.test_request_context("/api/donations", method="POST"):
+        assert _writes_like_status_json(app.json) is not debug  # the splice, or jsonify itself in debug mode
+        answer = answer_with_links(status, code=202)
+        expected = jsonify(with_links(status))
+    assert answer.get_data() == expected.get_data()
+    assert (answer.status_code, answer.mimetype) == (202, expected.mimetype)
+    assert answer.headers["Location"] == f"/api/task-status?job_name={status.job_name}"

@@ -165,6 +165,7 @@ def test_launches_create_a_job_for_every_accepted_donation(
         assert row["per_second"] > 0
         assert row["p50"] <= row["p90"] <= row["p99"] <= row["max"], row
         assert row["gc_pauses"]["count"] >= 0 and row["gc_pauses"]["max"] <= row["gc_pauses"]["total"], row
+        assert row["worker_cpu_per_launch"] > 0, row  # the worker's own CPU time per donation while measured
 
     saved = tmp_path / "launches.json"
     saved.write_text(json.dumps({**results, "machine": machine(), "command": "python -m benchmarks.launches"}))
@@ -172,6 +173,7 @@ def test_launches_create_a_job_for_every_accepted_donation(
     table = capsys.readouterr().out
     assert "| baseline | 12 | 3 | 12 | 12 |" in table and "| jobpulse | 12 | 3 | 12 | 12 |" in table
     assert "| jobpulse before | 12 | 3 | 12 | 12 |" in table
+    assert "worker CPU ms/launch" in table
 
 
 def test_launches_gc_pauses_are_noted_by_a_real_python_process_and_counted() -> None:
@@ -185,6 +187,21 @@ def test_launches_gc_pauses_are_noted_by_a_real_python_process_and_counted() -> 
     assert pauses["count"] == 3, done.stderr  # three full collections; the young one is not noted
     assert 0 <= pauses["max"] <= pauses["total"], pauses
     assert launches.gc_pauses_in("")["count"] == 0
+
+
+def test_a_benchmark_command_runs_on_the_given_control_plane_then_prints_and_saves_its_results(
+    cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What every benchmark's command shares (``run_and_report``): one run on ``--cluster-dir``, a table, the JSON."""
+    saved = tmp_path / "api-requests.json"
+    argv = ["--cluster-dir", cluster.workdir, "--workdir", str(tmp_path / "work"), "--json", str(saved)]
+    api_requests.main([*argv, "--counts", "2", "--window", "0.5", "--apps", "jobpulse"])
+    results = json.loads(saved.read_text())
+    assert [row["streams"] for row in results["rows"]] == [2]
+    assert results["machine"]["cores"] >= 1 and results["command"].startswith("python -m ")
+    printed = capsys.readouterr().out
+    assert "## Kubernetes API requests per second caused by N open streams" in printed
+    assert f"command: `{results['command']}`" in printed and "| open streams |" in printed
 
 
 def test_percentiles_and_profile_summaries(tmp_path: Any) -> None:

@@ -74,6 +74,9 @@ def test_the_console_shows_a_pods_output_while_it_runs_and_after_the_job_and_pod
     expect(page.locator("#detail-facts")).to_contain_text("Running")  # seen while it ran, from the pod
 
     expect(row).to_have_attribute("data-status", "Succeeded", timeout=30_000)
+    # The follow has ended (its pod stream cut 2 s after the Job finished): what it read is final. The simulated
+    # kubelet streams one log file for every pod, so a follow still open would read the rewrite below.
+    expect(page.locator("#logs-state")).to_have_text("the task ended", timeout=15_000)
     wait_for(
         lambda: (
             not any(job["metadata"]["name"] == name for job in jobs_in(cluster, k8s_namespace))
@@ -83,6 +86,16 @@ def test_the_console_shows_a_pods_output_while_it_runs_and_after_the_job_and_pod
         what="the Job and its pod to be garbage-collected",
     )
     cluster.set_pod_log(["another pod's output"])  # were a pod still read, it would say this
+    # Kept by the keeper, or handed to it by the follow the console held if the pod went first; saved off the
+    # request path, so a reload in the very instant the run ends may come before it.
+    wait_for(
+        lambda: (
+            requests.get(f"{server.url}/api/jobs/{name}/logs", headers=AS_ALICE, timeout=10).text
+            == "pod says hello\npod is working\n"
+        ),
+        timeout=30,
+        what="the output to be kept",
+    )
     page.reload()  # a fresh look: the tab keeps its session
     row.get_by_role("button", name=name).click()
     expect(logs).to_have_text("pod says hello\npod is working\n")

@@ -7,6 +7,7 @@ pool, as it talks to the real one.
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import threading
@@ -115,6 +116,47 @@ def test_the_manifest_is_posted_as_it_is_and_the_run_becomes_pending(
     current = executor._door.current(JOB)
     assert current is not None
     assert current.status == Phase.PENDING
+
+
+def test_the_run_becomes_pending_without_being_read_back_from_the_store(
+    api_server: FakeApiServer, executor: KubernetesExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = executor._door.store
+    first = opened(executor)
+    reads: list[str] = []
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda name: reads.append(name) or real_get(name))
+    api_server.answers = [(201, MANIFEST)]
+    executor.launch(first, MANIFEST)
+
+    assert reads == []  # the launcher saved the first status: nothing to read back
+    saved = real_get(JOB)
+    assert saved is not None
+    assert (saved.status, saved.seq, [t.status for t in saved.history]) == (
+        Phase.PENDING,
+        2,
+        [Phase.QUEUED, Phase.PENDING],
+    )
+    published = executor._door.hub.get(JOB)
+    assert published is not None
+    assert published.stored_json == saved.stored_json  # what clients and the store hold is one status
+
+
+def test_a_pending_another_instance_saved_first_is_kept_with_its_seq(
+    api_server: FakeApiServer, executor: KubernetesExecutor
+) -> None:
+    # another instance's watch saw the Job before this launch's answer came back, and saved what it says
+    first = opened(executor)
+    theirs = dataclasses.replace(first.evolve(status=Phase.PENDING), observed="41")
+    assert executor._door.store.save(theirs)
+    api_server.answers = [(201, MANIFEST)]
+    executor.launch(first, MANIFEST)
+
+    saved, published = executor._door.store.get(JOB), executor._door.hub.get(JOB)
+    assert saved is not None
+    assert published is not None
+    assert saved.stored_json == theirs.stored_json  # not saved again under another seq
+    assert published.stored_json == theirs.stored_json  # and theirs is the status this process publishes
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import urllib3
+from kubernetes.client import configuration as kube_configuration
 from kubernetes.client.exceptions import ApiException
 
 from tests.helpers import captured_logs
 from webapp.errors import ExecutorUnavailable, InvalidRequest
-from webapp.kube.client import api_call, api_message, describe_api_failure
+from webapp.kube.client import api_call, api_message, connect, describe_api_failure
+from webapp.settings import Settings
 
 UNREACHABLE = urllib3.exceptions.MaxRetryError(
     None,  # type: ignore[arg-type]
@@ -110,3 +113,33 @@ def test_api_message_and_description() -> None:
     assert describe_api_failure(ApiException(status=599)) == "the Kubernetes API server answered 599"
     assert describe_api_failure(ValueError("x")) == "the call to the Kubernetes API server failed (ValueError)"
     assert "/apis" not in describe_api_failure(UNREACHABLE)
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://api.example.test:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: the-service-account-token}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: donations}}]
+current-context: x
+"""
+
+
+def test_a_kubeconfig_client_keeps_the_environments_proxy_without_reading_it_again_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.test:3128")
+    api, namespace = connect(Settings.from_env({"KUBECONFIG": str(tmp_path / "kubeconfig")}))
+    configuration = api.configuration
+    reads: list[int] = []
+    monkeypatch.setattr(kube_configuration, "getproxies", lambda: reads.append(1) or {})
+
+    # what every request asks for its Authorization header: the kubeconfig's hook sets the host again
+    assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer the-service-account-token"
+    assert reads == []
+    assert configuration.host == "https://api.example.test:6443"
+    assert configuration.proxy == "http://proxy.example.test:3128"  # the environment's, as the pool uses it
+    assert api.rest_client.pool_manager.proxy.host == "proxy.example.test"
+    assert namespace == "donations"
+    api.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_under_gevent, wait_for
+from tests.helpers import captured_logs, run_under_gevent, wait_for
 from webapp import metrics
 from webapp.errors import ExecutorUnavailable, StreamsFull
 from webapp.executors.local import OutputFollow
@@ -24,6 +24,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self._written: queue.Queue[str | None] = queue.Queue()
         self.closed = threading.Event()
+        self.reader: threading.Thread | None = None
+        """The thread that read it (the follow's pump), once it began."""
 
     def write(self, text: str) -> None:
         self._written.put(text)
@@ -36,6 +38,7 @@ class FakeUpstream:
         self._written.put(None)
 
     def __iter__(self) -> Iterator[str]:
+        self.reader = threading.current_thread()
         while (text := self._written.get()) is not None:
             yield text
 
@@ -280,3 +283,70 @@ def test_a_local_follow_of_a_tail_over_the_buffer_shows_its_newest_lines(tmp_pat
     marker, _, shown = text.partition("\n")
     assert len(shown.encode("utf-8")) <= VIEWER_BUFFER_BYTES
     assert shown.startswith("line ") and marker == skipped_marker(log.stat().st_size - len(shown.encode()))[:-1]
+
+
+def pump_done(upstream: FakeUpstream) -> None:
+    """Wait for the follow's pump that read ``upstream`` to return (it hands its output over last)."""
+    wait_for(lambda: upstream.reader is not None, timeout=5, what="the pump to begin")
+    assert upstream.reader is not None
+    upstream.reader.join(timeout=5)
+    assert not upstream.reader.is_alive()
+
+
+def test_a_follow_that_saw_its_run_end_hands_its_recent_output_over() -> None:
+    followers, opener = LogFollowers(recent_bytes=8), Opener()
+    handed: list[tuple[str, str]] = []
+    followers.hand_output_to(lambda job_name, output: handed.append((job_name, output)))
+    view = followers.follow(JOB, tail_lines=10, open_upstream=opener)
+    for line in ("line 1\n", "line 2\n", "line 3\n"):
+        opener.upstreams[0].write(line)
+    opener.upstreams[0].end()
+    assert "".join(view) == "line 1\nline 2\nline 3\n", "the viewers get it all first"
+    pump_done(opener.upstreams[0])
+    assert handed == [(JOB, "line 2\nline 3\n")], "what the follow kept: its recent output"
+
+
+@pytest.mark.parametrize("how", ["left", "stopped", "broke"])
+def test_a_follow_that_did_not_see_its_run_end_hands_nothing_over(how: str) -> None:
+    followers, opener = LogFollowers(), Opener()
+    handed: list[tuple[str, str]] = []
+    followers.hand_output_to(lambda job_name, output: handed.append((job_name, output)))
+    broke = threading.Event()
+    breaking = FakeUpstream()  # only its reader is used
+
+    def upstream() -> Iterator[str]:
+        breaking.reader = threading.current_thread()
+        yield "line 1\n"
+        broke.wait(5)
+        raise ExecutorUnavailable("the log stream broke")
+
+    view = followers.follow(JOB, tail_lines=10, open_upstream=upstream if how == "broke" else opener)
+    if how != "broke":
+        opener.upstreams[0].write("line 1\n")
+    assert next(view) == "line 1\n"
+    if how == "left":
+        view.close()
+    elif how == "stopped":
+        followers.stop()
+    else:
+        broke.set()
+        assert list(view) == []
+    pump_done(breaking if how == "broke" else opener.upstreams[0])
+    assert handed == []
+
+
+def test_a_failing_receiver_costs_the_hand_over_not_the_follow() -> None:
+    followers, opener = LogFollowers(), Opener()
+
+    def failing(job_name: str, output: str) -> None:
+        raise RuntimeError("the keeper broke")
+
+    followers.hand_output_to(failing)
+    view = followers.follow(JOB, tail_lines=10, open_upstream=opener)
+    opener.upstreams[0].write("line 1\n")
+    with captured_logs() as records:
+        opener.upstreams[0].end()
+        assert list(view) == ["line 1\n"]
+        pump_done(opener.upstreams[0])
+    assert [r.getMessage() for r in records] == ["log_follow.hand_over_failed"]
+    assert followers.open_follows() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from tests.helpers import captured_logs, wait_for
 from webapp.door import StatusDoor
 from webapp.errors import Conflict, ExecutorUnavailable
 from webapp.hub import StatusHub
-from webapp.log_tails import LogTailKeeper, last_bytes, last_lines
+from webapp.log_follow import LogFollowers
+from webapp.log_tails import FOLLOWED_WAITING, LogTailKeeper, last_bytes, last_lines
 from webapp.run_control import RunControl
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.settings import Settings
@@ -195,3 +197,106 @@ def test_a_running_runs_logs_still_follow_from_its_executor(path: Path) -> None:
     store.save_log_tail(JOB, "never read\n")
     runs = run_control(store, {"k8s": FakeOutput("live\n")})
     assert list(runs.follow_logs(JOB, tail_lines=10)) == ["followed:live\n"]
+
+
+# -- what a live follow read, when the executor has nothing left --------------------------------
+
+
+def test_a_follow_that_saw_the_run_end_keeps_its_output_when_the_pod_went_first(path: Path) -> None:
+    store = SQLiteRunStore(path)
+    door = StatusDoor(hub=StatusHub(), store=store)
+    gone = FakeOutput("")  # ttlSecondsAfterFinished: 0, a busy cluster: the pod was deleted before the read
+    keeper = LogTailKeeper(store=store, sources={"k8s": gone}, max_bytes=1024)
+    followers = LogFollowers()
+    followers.hand_output_to(keeper.take_followed)
+    door.hub.add_listener(keeper.on_status)
+    keeper.start()
+    try:
+        first = JobStatus.new(job_name=JOB, mode="k8s", spec="quick", pipeline_run_id="tail")
+        door.open(first, manifest=None, client=None)
+        door.announce(first)
+        door.change(JOB, status=Phase.RUNNING, active=1)
+        upstream: queue.Queue[str | None] = queue.Queue()
+        view = followers.follow(JOB, tail_lines=10, open_upstream=lambda: iter(upstream.get, None))
+        upstream.put("pod says hello\n")
+        assert next(view) == "pod says hello\n"
+        door.change(JOB, status=Phase.SUCCEEDED, succeeded=1)
+        wait_for(lambda: gone.reads, timeout=5, what="the keeper to find the pod gone")
+        upstream.put("pod is done\n")
+        upstream.put(None)  # the pod's stream ends: the follow saw the run end
+        assert "".join(view) == "pod is done\n"
+        kept = wait_for(lambda: store.log_tail(JOB), timeout=5, what="the followed output to be kept")
+    finally:
+        keeper.stop()
+    assert kept == "pod says hello\npod is done\n"
+    assert gone.reads == [1024], "the pod was looked for once; the follow's output was not read again"
+
+
+def test_a_follow_that_ended_before_the_finish_was_handled_is_kept_then(path: Path) -> None:
+    store = SQLiteRunStore(path)
+    finished_run(store)
+    gone = FakeOutput("")
+    keeper = LogTailKeeper(store=store, sources={"k8s": gone}, max_bytes=12)
+    keeper.take_followed(JOB, "line 1\nline 2\n")
+    assert not keeper.keep_followed(JOB), "the finish is still to come: the output waits for it"
+    assert store.log_tail(JOB) is None
+    with captured_logs() as records:
+        assert keeper.keep(JOB, mode="k8s")
+    assert store.log_tail(JOB) == "line 2\n", "cut to LOG_TAIL_BYTES, at a line's start"
+    assert [(r.getMessage(), getattr(r, "source", None)) for r in records] == [("log_tail.saved", "follow")]
+
+
+def test_the_executors_tail_comes_first_and_the_follows_is_dropped(path: Path) -> None:
+    store = SQLiteRunStore(path)
+    finished_run(store)
+    keeper = LogTailKeeper(store=store, sources={"k8s": FakeOutput("whole 1\nwhole 2\n")}, max_bytes=1024)
+    keeper.take_followed(JOB, "whole 2\n")  # the follow began late: it has less than the pod
+    assert keeper.keep(JOB, mode="k8s")
+    assert store.log_tail(JOB) == "whole 1\nwhole 2\n"
+    keeper.take_followed(JOB, "late\n")
+    assert not keeper.keep_followed(JOB)
+    assert store.log_tail(JOB) == "whole 1\nwhole 2\n"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        FakeOutput(""),  # the pod is gone
+        FakeOutput(failure=ExecutorUnavailable("the API server is away")),
+    ],
+)
+def test_a_follow_handing_over_after_the_finish_is_kept(path: Path, source: FakeOutput) -> None:
+    store = SQLiteRunStore(path)
+    finished_run(store)
+    keeper = LogTailKeeper(store=store, sources={"k8s": source}, max_bytes=1024)
+    if source.failure is None:
+        assert not keeper.keep(JOB, mode="k8s")
+    else:
+        with pytest.raises(ExecutorUnavailable):
+            keeper.keep(JOB, mode="k8s")
+    keeper.take_followed(JOB, "followed\n")
+    assert keeper.keep_followed(JOB)
+    assert store.log_tail(JOB) == "followed\n"
+
+
+def test_another_instances_claim_does_not_lose_what_this_one_followed(path: Path) -> None:
+    claimant_store, follower_store = SQLiteRunStore(path), SQLiteRunStore(path)
+    finished_run(claimant_store)
+    claimant = LogTailKeeper(store=claimant_store, sources={"k8s": FakeOutput("")}, max_bytes=1024)
+    follower_source = FakeOutput("never read\n")
+    follower = LogTailKeeper(store=follower_store, sources={"k8s": follower_source}, max_bytes=1024)
+    assert not claimant.keep(JOB, mode="k8s"), "claimed, and found the pod gone"
+    follower.take_followed(JOB, "followed here\n")
+    assert follower.keep(JOB, mode="k8s"), "not the claimant: it saves what it followed, first save wins"
+    assert follower_source.reads == []
+    assert claimant_store.log_tail(JOB) == "followed here\n"
+
+
+def test_followed_outputs_waiting_for_their_finish_are_bounded(path: Path) -> None:
+    store = SQLiteRunStore(path)
+    keeper = LogTailKeeper(store=store, sources={"k8s": FakeOutput("")}, max_bytes=1024)
+    for n in range(FOLLOWED_WAITING + 1):
+        keeper.take_followed(f"task-runner-tail-{n}", "x\n")
+    oldest, newest = (finished_run(store, job_name=f"task-runner-tail-{n}") for n in (0, FOLLOWED_WAITING))
+    assert not keeper.keep(oldest.job_name, mode="k8s"), "let go: the newest ones are held"
+    assert keeper.keep(newest.job_name, mode="k8s")

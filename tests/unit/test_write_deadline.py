@@ -16,7 +16,7 @@ from gevent import socket as gsocket
 
 from webapp.api.express import ClientGone, ExpressWriter
 from webapp.api.frames import sse_chunk
-from webapp.api.write_deadline import WriteDeadline
+from webapp.api.write_deadline import WriteDeadline, each_write_bounded
 
 BIG = b"x" * 8_000_000  # far more than both buffers hold
 
@@ -74,3 +74,19 @@ def test_an_express_writes_unfinished_end_is_bounded_too(stalled: tuple[gsocket.
     with pytest.raises(ClientGone):
         writer.flush()
     assert deadline.expired
+
+
+def test_each_item_of_a_streamed_answer_is_written_within_the_deadline(
+    stalled: tuple[gsocket.socket, gsocket.socket],
+) -> None:
+    """As gunicorn writes a live log follow: each item as it is yielded; the one the client never takes ends it."""
+    server, _ = stalled
+    deadline = WriteDeadline(server, 0.2)
+    written = []
+    answer = each_write_bounded(iter([b"first\n", BIG, b"never\n"]), deadline)
+    with pytest.raises(BrokenPipeError):
+        for item in answer:
+            server.sendall(item)
+            written.append(len(item))
+    assert deadline.expired
+    assert written == [6], "the first went out; the second outlasted the deadline; the third was never asked for"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from webapp.api import runtime
 from webapp.api.clients import client_address, own_root
-from webapp.api.links import with_links
+from webapp.api.links import answer_with_links
 from webapp.api.ratelimit import limiter
 from webapp.api.schemas import donation_schema, idempotency_key, json_body
 from webapp.launcher import request_fingerprint
@@ -41,8 +41,4 @@ def create_donation() -> Response:
         request_root=own_root(),
         fair_share=True,
     )
-    body = with_links(status)
-    response = jsonify(body)
-    response.status_code = 202 if created else 200
-    response.headers["Location"] = body["links"]["status"]
-    return response
+    return answer_with_links(status, code=202 if created else 200)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import BadRequest
@@ -12,9 +13,11 @@ from webapp.api import runtime
 from webapp.api.audit import audited, note_target
 from webapp.api.auth import admin_required, current_operator
 from webapp.api.clients import client_address, own_root
+from webapp.api.express import cooperative_socket
 from webapp.api.links import with_links
 from webapp.api.run_filters import list_limit, run_filter
 from webapp.api.schemas import JobLaunchSchema, idempotency_key, json_body
+from webapp.api.write_deadline import WriteDeadline, each_write_bounded, log_write_timeout
 from webapp.errors import Conflict, InvalidRequest
 from webapp.launcher import request_fingerprint
 from webapp.run_control import check_job_name
@@ -103,11 +106,31 @@ def job_logs(job_name: str) -> Response:
             tail_lines=tail,
             still_wanted=(lambda: _client_connected(client_socket)) if client_socket is not None else None,
         )
+        if client_socket is not None and cooperative_socket(client_socket):  # as a status stream's, under gevent
+            seconds = runtime().settings.stream_write_timeout_seconds
+            chunks = _write_bounded(chunks, WriteDeadline(client_socket, seconds), path=request.path, seconds=seconds)
         response = Response(stream_with_context(chunks), mimetype="text/plain")
         response.headers["X-Accel-Buffering"] = "no"
         response.headers["Cache-Control"] = "no-cache"
         return response
     return Response(runs.logs(job_name, tail_lines=tail), mimetype="text/plain")
+
+
+def _write_bounded(chunks: Iterator[str], deadline: WriteDeadline, *, path: str, seconds: float) -> Iterator[str]:
+    """``chunks``, each of whose writes must be done within ``seconds`` (``STREAM_WRITE_TIMEOUT_SECONDS``).
+
+    Else ``deadline`` shuts the socket down, the server closes the answer, the viewer leaves
+    its follow, and ``stream.write_timeout`` is logged: a client that stops reading (a zero
+    TCP window) cannot hold its connection, its viewer's place and the run's follow.
+    """
+    try:
+        yield from each_write_bounded(chunks, deadline)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        if deadline.expired:
+            log_write_timeout("http", path=path, seconds=seconds)
 
 
 def _client_connected(sock: socket.socket) -> bool:

@@ -9,17 +9,24 @@ of its own. Instead a :class:`WriteDeadline` arms a timer on gevent's loop
 for each write and, should it fire, shuts the socket down: the blocked write
 fails with ``EPIPE``, which gunicorn takes as a client gone, and it closes
 the answer, so the stream's slot is given back. Under the gevent worker only.
+A live log follow (``GET /api/jobs/<name>/logs?follow=1``) is bounded the
+same way (:func:`each_write_bounded`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from gevent import get_hub
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class WriteDeadline:
@@ -55,3 +62,20 @@ class WriteDeadline:
         # it fail with EPIPE instead, as for a client gone.
         with suppress(OSError), socket.socket(fileno=os.dup(self._sock.fileno())) as duplicate:  # OSError: gone
             duplicate.shutdown(socket.SHUT_RDWR)
+
+
+def each_write_bounded(chunks: Iterable[T], deadline: WriteDeadline) -> Iterator[T]:
+    """``chunks``, each yielded inside :meth:`WriteDeadline.bounding`: for an answer the server writes as it iterates.
+
+    The server writes an item before it asks for the next, so the bound covers that write and
+    not the wait for the next item (a quiet log may write nothing for minutes).
+    """
+    for chunk in chunks:
+        with deadline.bounding():
+            yield chunk
+
+
+def log_write_timeout(transport: str, *, path: str, seconds: float) -> None:
+    """A client's mistake, not the server's: ``stream.write_timeout`` at INFO, with ``reason`` for who counts ends."""
+    extra = {"transport": transport, "path": path, "seconds": seconds, "reason": "write_timeout"}
+    logger.info("stream.write_timeout", extra=extra)

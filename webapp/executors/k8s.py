@@ -14,7 +14,7 @@ import codecs
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from kubernetes import client
@@ -81,7 +81,7 @@ class KubernetesExecutor:
                 response.read()
             finally:
                 response.release_conn()
-        self._door.change(name, status=Phase.PENDING)
+        self._door.change(name, status=Phase.PENDING, known=status)  # (the launcher saved it: no need to read it back)
 
     def _create_job(self, manifest: dict[str, Any]) -> Any:
         """``POST`` the manifest as it is; the API server's answer, unread (``ApiException`` unless 2xx).
@@ -185,7 +185,9 @@ class KubernetesExecutor:
         return PodLogFollow(self, job_name, tail_lines=tail_lines, first_pod=self._newest_pod(job_name))
 
     def _open_pod_log(self, job_name: str, pod: str, *, tail_lines: int | None) -> Any:
-        """A follow of the pod's log (a streaming response), or ``None`` when it has none (not started, or gone).
+        """A follow of the pod's log (a streaming response), or ``None`` when it cannot be read yet or any more.
+
+        400: its container has not started ("is waiting to start"), or the pod has no node yet; 404: it is gone.
 
         No timeout: a quiet task may write nothing for hours (the client takes no
         read timeout without a connect one); :meth:`PodLogFollow.close` cuts it.
@@ -205,14 +207,23 @@ class KubernetesExecutor:
 class PodLogFollow:
     """One follow of a Job's output: its newest pod's log as written, then the next pod's, until the Job ends.
 
-    Opens ``read_namespaced_pod_log(follow=True)`` on the newest pod. When
-    that stream ends (the container exited, or it had not started yet) and the
-    Job has not finished, it waits for the Job's next status change (from the
-    hub: no API call) or ``POD_RECHECK_SECONDS``, then follows a newer pod if
-    there is one (a retry: its whole log). It ends when the Job is final: a
-    pod's stream still open ``END_GRACE_SECONDS`` after that is cut. One
-    thread per follow hears the Job's changes (:meth:`_watch_job`).
-    :meth:`close`, from any thread, cuts the open stream and ends it.
+    Opens ``read_namespaced_pod_log(follow=True)`` on the newest pod. A pod
+    counts as followed once its log stream has given output. One whose log
+    cannot be read yet is asked for again, with the first viewer's
+    ``tail_lines``, at the Job's next status change (from the hub: no API
+    call) or after ``POD_RECHECK_SECONDS``, whichever comes first: its
+    container has not started (the kubelet answers 400, "waiting to start"),
+    it has no node yet (the API server answers an empty log that ends at
+    once), or it is gone (404); so is one that ended having written nothing.
+    A pod that never starts (an image that cannot be pulled, no node for it)
+    thus costs one log request, besides the pod listing each wake already
+    makes, per change or recheck until the Job ends. When a stream that gave
+    output ends (the container exited) and the Job has not finished, it waits
+    the same way, then follows a newer pod if there is one (a retry: its
+    whole log). It ends when the Job is final: a pod's stream still open
+    ``END_GRACE_SECONDS`` after that is cut. One thread per follow hears the
+    Job's changes (:meth:`_watch_job`). :meth:`close`, from any thread, cuts
+    the open stream and ends it.
     """
 
     def __init__(self, executor: KubernetesExecutor, job_name: str, *, tail_lines: int, first_pod: str | None) -> None:
@@ -254,14 +265,16 @@ class PodLogFollow:
     def _read(self) -> Iterator[str]:
         threading.Thread(target=self._watch_job, name="log-follow-job", daemon=True).start()
         try:
-            followed: set[str] = set()
+            followed: set[str] = set()  # pods whose log stream gave output
             pod = self._first_pod
             tail: int | None = self._tail_lines
             while not self._closed.is_set():
                 if pod is not None and pod not in followed:
-                    followed.add(pod)
-                    yield from self._stream(pod, tail_lines=tail)
-                    tail = None  # a newer pod is a retry: all of its output
+                    response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail)
+                    # no log (None), or one that ended empty (no node yet): not followed, asked for again next wake
+                    if response is not None and (yield from self._stream(pod, response)):
+                        followed.add(pod)
+                        tail = None  # a newer pod is a retry: all of its output
                 if self._job_over.is_set():
                     return
                 self._changed.wait(POD_RECHECK_SECONDS)
@@ -312,20 +325,20 @@ class PodLogFollow:
             except HubClosed:  # the follow was closed, or the server is stopping
                 self._changed.set()
 
-    def _stream(self, pod: str, *, tail_lines: int | None) -> Iterator[str]:
-        response = self._executor._open_pod_log(self._job_name, pod, tail_lines=tail_lines)
-        if response is None:
-            return
+    def _stream(self, pod: str, response: Any) -> Generator[str, None, bool]:
+        """The text of the pod's open log ``response`` as it comes, until it ends or is cut; whether there was any."""
         with self._lock:
             self._response = response
             closed = self._closed.is_set()
         if closed:
             response.release_conn()
-            return
+            return False
         decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may end inside a character
+        gave_output = False
         try:
             for chunk in response.stream(4096, decode_content=True):
                 if text := decoder.decode(chunk):
+                    gave_output = True
                     yield text
         except CLIENT_ERRORS as error:
             if not (self._closed.is_set() or self._job_over.is_set()):  # cut on purpose: not a failure
@@ -334,6 +347,7 @@ class PodLogFollow:
             with self._lock:
                 self._response = None
             response.release_conn()
+        return gave_output
 
 
 def operator_field_manager(operator: str) -> str:

@@ -63,6 +63,10 @@ def connect(settings: Settings) -> tuple[client.ApiClient, str]:
         except (ConfigException, OSError) as error:
             raise ConfigError(f"KUBECONFIG: no usable Kubernetes configuration ({error})") from error
     configuration.connection_pool_maxsize = 32
+    # The proxy the environment gives for this host, fixed now: a kubeconfig's token hook sets ``host`` again
+    # before every request, and while the proxy comes from the environment each of those settings reads every
+    # *_proxy variable again (urllib's getproxies(), ~2% of a launch, docs/PERFORMANCE.md "Launches").
+    configuration.proxy = configuration.proxy
     namespace = settings.k8s_namespace
     if namespace is None and in_cluster and IN_CLUSTER_NAMESPACE_FILE.exists():
         namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
