@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 from collections.abc import Callable
 
 import requests
@@ -125,3 +126,24 @@ def test_a_stopping_worker_ends_its_handed_over_streams_and_waits_for_their_clos
         raw.shutdown()
     assert server.stop() == 0
     assert "still open at exit" not in server.log()
+
+
+def test_a_websocket_client_gone_right_after_its_handshake_is_no_server_error(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    # The client sends its handshake and closes at once: the 101 goes out (the kernel takes it), the peer answers
+    # with a reset, and the stream's first message meets a broken pipe. A client's doing: logged below ERROR.
+    server = make_live_server()
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(
+            f"GET /ws/task-status/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        sock.close()
+    wait_for(lambda: handed_over(server) == 0 and open_streams(server, "ws") == 0, what="the streams to end")
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert '"level": "ERROR"' not in server.log()

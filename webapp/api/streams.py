@@ -520,6 +520,8 @@ def _ws_stream(ws: Server, asked: _WsRequest, stream: Callable[[Server, _WsReque
     bound_writes(ws, seconds)
     try:
         stream(ws, asked)
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        pass  # the client went (or stopped reading: the write deadline); its doing, not the server's: no error
     except OSError:
         if not _write_timed_out(ws):
             raise
