@@ -147,3 +147,29 @@ def test_a_websocket_client_gone_right_after_its_handshake_is_no_server_error(
     wait_for(lambda: handed_over(server) == 0 and open_streams(server, "ws") == 0, what="the streams to end")
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
     assert '"level": "ERROR"' not in server.log()
+
+
+def test_a_refused_websocket_is_not_handed_over(make_live_server: Callable[..., LiveServer]) -> None:
+    # A refusal (4404 an unknown job, 1013 no stream slot left) holds no stream slot: handed over, nothing but
+    # time (its closing handshake) would bound how many a client keeps open. It stays gunicorn's request.
+    server = make_live_server(WORKER_CONNECTIONS="4")  # MAX_STREAMS: 3
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    streams = [ws_connect(server, name) for _ in range(3)]
+    for ws in streams:
+        assert json.loads(ws.recv())["status"] == "Running"
+    wait_for(lambda: handed_over(server) == 3, what="three handed-over streams")
+
+    refused = [RawWebSocket(server, "nosuchjob-0"), RawWebSocket(server, name)]
+    try:
+        closes = [raw.until_close() for raw in refused]
+        assert [close.code if close else None for close in closes] == [4404, 1013]
+        assert handed_over(server) == 3, "the refusals are not handed over"  # they wait for our Close meanwhile
+        assert all(raw.answer_close_and_wait_for_eof() for raw in refused)
+    finally:
+        for raw in refused:
+            raw.shutdown()
+        for ws in streams:
+            ws.close()
+    wait_for(lambda: handed_over(server) == 0, what="the streams to end")
+    assert '"level": "ERROR"' not in server.log()
