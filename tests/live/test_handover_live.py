@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import requests
@@ -21,7 +24,7 @@ from tests.live.clients import (
     ws_collect,
     ws_connect,
 )
-from tests.live.server import LiveServer
+from tests.live.server import PROJECT_ROOT, LiveServer, free_port
 
 
 def handed_over(server: LiveServer) -> float:
@@ -173,3 +176,20 @@ def test_a_refused_websocket_is_not_handed_over(make_live_server: Callable[..., 
             ws.close()
     wait_for(lambda: handed_over(server) == 0, what="the streams to end")
     assert '"level": "ERROR"' not in server.log()
+
+
+def test_a_worker_that_fails_to_boot_says_why_once(app_env: dict[str, str]) -> None:
+    # No app was loaded, so there is nothing handed over to wait for: worker_exit must not fail on the worker.
+    env = {**os.environ, **app_env, "BIND": f"127.0.0.1:{free_port()}", "RATE_LIMIT": "garbage"}
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "RATE_LIMIT: not a rate limit" in done.stderr
+    assert "Exception during worker exit" not in done.stderr
