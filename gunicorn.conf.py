@@ -90,7 +90,7 @@ def worker_exit(server, worker):
     """
     from webapp.api.handover import EXTENSION
 
-    extensions = getattr(worker.wsgi, "extensions", {})
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})  # no app if it failed to load
     handovers = extensions.get(EXTENSION)
     runtime = extensions.get("jobpulse")
     if handovers is None or runtime is None:

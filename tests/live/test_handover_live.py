@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import requests
@@ -20,7 +24,7 @@ from tests.live.clients import (
     ws_collect,
     ws_connect,
 )
-from tests.live.server import LiveServer
+from tests.live.server import PROJECT_ROOT, LiveServer, free_port
 
 
 def handed_over(server: LiveServer) -> float:
@@ -125,3 +129,67 @@ def test_a_stopping_worker_ends_its_handed_over_streams_and_waits_for_their_clos
         raw.shutdown()
     assert server.stop() == 0
     assert "still open at exit" not in server.log()
+
+
+def test_a_websocket_client_gone_right_after_its_handshake_is_no_server_error(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    # The client sends its handshake and closes at once: the 101 goes out (the kernel takes it), the peer answers
+    # with a reset, and the stream's first message meets a broken pipe. A client's doing: logged below ERROR.
+    server = make_live_server()
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(
+            f"GET /ws/task-status/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        sock.close()
+    wait_for(lambda: handed_over(server) == 0 and open_streams(server, "ws") == 0, what="the streams to end")
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert '"level": "ERROR"' not in server.log()
+
+
+def test_a_refused_websocket_is_not_handed_over(make_live_server: Callable[..., LiveServer]) -> None:
+    # A refusal (4404 an unknown job, 1013 no stream slot left) holds no stream slot: handed over, nothing but
+    # time (its closing handshake) would bound how many a client keeps open. It stays gunicorn's request.
+    server = make_live_server(WORKER_CONNECTIONS="4")  # MAX_STREAMS: 3
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    streams = [ws_connect(server, name) for _ in range(3)]
+    for ws in streams:
+        assert json.loads(ws.recv())["status"] == "Running"
+    wait_for(lambda: handed_over(server) == 3, what="three handed-over streams")
+
+    refused = [RawWebSocket(server, "nosuchjob-0"), RawWebSocket(server, name)]
+    try:
+        closes = [raw.until_close() for raw in refused]
+        assert [close.code if close else None for close in closes] == [4404, 1013]
+        assert handed_over(server) == 3, "the refusals are not handed over"  # they wait for our Close meanwhile
+        assert all(raw.answer_close_and_wait_for_eof() for raw in refused)
+    finally:
+        for raw in refused:
+            raw.shutdown()
+        for ws in streams:
+            ws.close()
+    wait_for(lambda: handed_over(server) == 0, what="the streams to end")
+    assert '"level": "ERROR"' not in server.log()
+
+
+def test_a_worker_that_fails_to_boot_says_why_once(app_env: dict[str, str]) -> None:
+    # No app was loaded, so there is nothing handed over to wait for: worker_exit must not fail on the worker.
+    env = {**os.environ, **app_env, "BIND": f"127.0.0.1:{free_port()}", "RATE_LIMIT": "garbage"}
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "RATE_LIMIT: not a rate limit" in done.stderr
+    assert "Exception during worker exit" not in done.stderr

@@ -492,10 +492,29 @@ class _WsRequest:
         return self.slots.take(self.client)
 
 
-def _serve_ws(ws: Server, stream: Callable[[Server, _WsRequest], None]) -> None:
-    """Run a WebSocket ``stream`` of this request: in a greenlet of its own, once gunicorn's request has let go,
-    where it may be (:mod:`webapp.api.handover`); else here, as the request."""
+_WsStream = Callable[[Server, _WsRequest], None]
+
+
+def _refused(ws: Server, asked: _WsRequest) -> None:
+    """What follows a refusal (its Close is sent): nothing; :func:`_ws_stream` then waits for the client's Close."""
+
+
+def _serve_ws(ws: Server, opening: Callable[[Server, _WsRequest], _WsStream | None]) -> None:
+    """Open a WebSocket stream of this request, then run it: in a greenlet of its own, once gunicorn's request
+    has let go, where it may be (:mod:`webapp.api.handover`); else here, as the request.
+
+    ``opening`` runs here and returns the stream, or ``None`` once it has refused it (its Close sent): a
+    refusal is not handed over, so that it holds one of gunicorn's connections until its closing handshake
+    is done, as every connection without a stream slot does (:mod:`webapp.api.stream_slots`).
+    """
     asked = _WsRequest()
+    try:
+        stream = opening(ws, asked)
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        stream = None  # the client went before its refusal was out: its doing, no error
+    if stream is None:
+        _ws_stream(ws, asked, _refused)
+        return
     handovers = handovers_for(ws.sock)
     if handovers is None:
         _ws_stream(ws, asked, stream)
@@ -506,7 +525,7 @@ def _serve_ws(ws: Server, stream: Callable[[Server, _WsRequest], None]) -> None:
     handovers.spawn(_ws_handed_over, ws, asked, stream)
 
 
-def _ws_handed_over(ws: Server, asked: _WsRequest, stream: Callable[[Server, _WsRequest], None]) -> None:
+def _ws_handed_over(ws: Server, asked: _WsRequest, stream: _WsStream) -> None:
     """A WebSocket stream handed over, then what flask-sock and gunicorn do after a handler: its Close, TCP's end."""
     sock = ws.sock
     ws.connected = True
@@ -522,12 +541,14 @@ def _ws_handed_over(ws: Server, asked: _WsRequest, stream: Callable[[Server, _Ws
         sock.close()
 
 
-def _ws_stream(ws: Server, asked: _WsRequest, stream: Callable[[Server, _WsRequest], None]) -> None:
+def _ws_stream(ws: Server, asked: _WsRequest, stream: _WsStream) -> None:
     """Run a WebSocket ``stream``; then wait for the client's Close, or, if a write timed out, end at once."""
     seconds = asked.rt.settings.stream_write_timeout_seconds
     bound_writes(ws, seconds)
     try:
         stream(ws, asked)
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        pass  # the client went (or stopped reading: the write deadline); its doing, not the server's: no error
     except OSError:
         if not _write_timed_out(ws):
             raise
@@ -651,26 +672,36 @@ class _ClientWatch(_DroppedMessages):
 
 @sock.route("/ws/task-status/<job_name>", bp=bp)  # type: ignore[untyped-decorator]
 def ws_status(ws: Server, job_name: str) -> None:
-    _serve_ws(ws, lambda ws, asked: _stream_status(ws, asked, job_name))
+    _serve_ws(ws, lambda ws, asked: _open_status(ws, asked, job_name))
 
 
-def _stream_status(ws: Server, asked: _WsRequest, job_name: str) -> None:
+def _open_status(ws: Server, asked: _WsRequest, job_name: str) -> _WsStream | None:
+    """The job's stream, or ``None`` once it is refused (4400, 4404, 1008, 1013): its first status and its slot."""
     rt = asked.rt
     try:
         first = rt.runs.status(job_name)
     except InvalidJobName as error:
-        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
+        _refuse(ws, error, code=error.code, close_code=WS_CLOSE_BAD_NAME)
+        return None
     except JobNotFound as error:
-        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_UNKNOWN_JOB)
+        _refuse(ws, error, code=error.code, close_code=WS_CLOSE_UNKNOWN_JOB)
+        return None
     except (RunStoreUnavailable, ExecutorUnavailable) as error:  # not in the hub, and the store cannot say
-        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
+        _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
+        return None
     try:
         slot = asked.take_stream_slot()
     except TooManyStreams as error:
-        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_POLICY)
+        _refuse(ws, error, code=error.code, close_code=WS_CLOSE_POLICY)
+        return None
     except StreamsFull as error:
-        return _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
+        _refuse(ws, error, code=error.code, close_code=WS_CLOSE_TRY_AGAIN_LATER)
+        return None
+    return lambda ws, asked: _stream_status(ws, asked, job_name, first, slot)
 
+
+def _stream_status(ws: Server, asked: _WsRequest, job_name: str, first: JobStatus, slot: StreamSlot) -> None:
+    rt = asked.rt
     raw = ws.sock.raw if isinstance(ws.sock, GuardedSocket) else ws.sock
     express = ExpressWriter.attach(raw, ws_frame, delivered=_delivered_ws, peer=ws)
     ws.sock = GuardedSocket(raw, express)  # one write lock: our sends, express, simple-websocket's pings and close
@@ -703,7 +734,7 @@ def _stream_status(ws: Server, asked: _WsRequest, job_name: str) -> None:
 @sock.route("/ws/runs", bp=bp)  # type: ignore[untyped-decorator]
 def ws_runs(ws: Server) -> None:
     wanted, limit = _runs_query()  # checked before the upgrade (_guard_websocket)
-    _serve_ws(ws, lambda ws, asked: _stream_runs(ws, asked, wanted, limit))
+    _serve_ws(ws, lambda ws, asked: _open_runs(ws, asked, wanted, limit))
 
 
 def _ws_operator(ws: Server, asked: _WsRequest) -> str | None:
@@ -757,16 +788,21 @@ def _token_of(message: str | bytes | None) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def _stream_runs(ws: Server, asked: _WsRequest, wanted: RunFilter, limit: int) -> None:
-    rt = asked.rt
+def _open_runs(ws: Server, asked: _WsRequest, wanted: RunFilter, limit: int) -> _WsStream | None:
+    """The stream of every run, or ``None`` once it is refused (1008, 1013): its slot (the operator comes after)."""
     try:
         slot = asked.take_stream_slot()
     except TooManyStreams as error:  # closed without a message: nothing is sent before the client is known
         ws.close(reason=WS_CLOSE_POLICY, message=error.code)
-        return
+        return None
     except StreamsFull as error:
         ws.close(reason=WS_CLOSE_TRY_AGAIN_LATER, message=error.code)
-        return
+        return None
+    return lambda ws, asked: _stream_runs(ws, asked, wanted, limit, slot)
+
+
+def _stream_runs(ws: Server, asked: _WsRequest, wanted: RunFilter, limit: int, slot: StreamSlot) -> None:
+    rt = asked.rt
     with slot:
         operator = _ws_operator(ws, asked)
         if operator is None:
