@@ -5,6 +5,7 @@ is imported here, and the app is never preloaded (gevent must patch first).
 """
 
 import os
+import time
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 worker_class = "gevent"
@@ -17,6 +18,9 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
 # Not a gunicorn setting: the share of graceful_timeout over which a stopping worker spreads the ends of
 # its open streams (post_worker_init below), so their clients do not all reconnect elsewhere at once.
 stream_close_spread = min(max(float(os.environ.get("STREAM_CLOSE_SPREAD", "0.5")), 0.0), 0.8)
+# Not a gunicorn setting: how long a worker told to stop at once (SIGQUIT, SIGINT) still waits for its handed-over
+# streams' last writes (worker_exit below); on SIGTERM it has until graceful_timeout after the signal.
+quick_stop_seconds = 1.0
 keepalive = 5
 accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
 errorlog = "-"
@@ -56,6 +60,8 @@ def post_worker_init(worker):
                 previous(signum, frame)
 
         def handler(_signum, frame):
+            allowed = worker.cfg.graceful_timeout if signum == signal.SIGTERM else quick_stop_seconds
+            stop_by(worker, time.monotonic() + allowed)
             # never block in a signal handler (under gevent it runs in the event loop)
             spawn(stop_then_continue, frame)
 
@@ -77,8 +83,26 @@ def post_worker_init(worker):
         signal.signal(signum, chain(signum, signal.getsignal(signum)))
 
 
+def stop_by(worker, deadline):
+    """Note when the worker must be gone, by ``time.monotonic()``: the earliest signal's deadline holds.
+
+    gunicorn's arbiter kills a worker ``graceful_timeout`` after its SIGTERM, and two seconds after
+    a SIGQUIT that follows it ("quick shutdown"); a worker still waiting then would be killed mid-exit.
+    """
+    noted = getattr(worker, "jobpulse_stop_by", None)
+    worker.jobpulse_stop_by = deadline if noted is None else min(noted, deadline)
+
+
+def exit_wait(worker, now):
+    """Seconds ``worker_exit`` may wait for handed-over streams: until half a second before the noted
+    deadline (:func:`stop_by`), else ``graceful_timeout`` (a stop no signal told of: ``max_requests``)."""
+    noted = getattr(worker, "jobpulse_stop_by", None)
+    return worker.cfg.graceful_timeout if noted is None else max(0.0, noted - now - 0.5)
+
+
 def worker_exit(server, worker):
-    """Wait, at most ``graceful_timeout``, for the streams handed over from gunicorn's requests to end.
+    """Wait, at most until the stop's deadline (:func:`exit_wait`), for the streams handed over from gunicorn's
+    requests to end.
 
     gunicorn's gevent worker leaves its graceful loop once none of *its*
     requests is left, and a handed-over stream (webapp/api/handover.py) is
@@ -98,5 +122,5 @@ def worker_exit(server, worker):
     runtime.stop()  # idempotent: on SIGTERM, SIGQUIT and SIGINT it has run already
     if len(handovers):
         worker.log.info("Waiting for %s handed-over streams to end", len(handovers))
-    if not handovers.wait(worker.cfg.graceful_timeout):
+    if not handovers.wait(exit_wait(worker, time.monotonic())):
         worker.log.warning("Handed-over streams still open at exit: %s", len(handovers))

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,32 @@ def test_a_stopping_worker_ends_its_handed_over_streams_and_waits_for_their_clos
         raw.shutdown()
     assert server.stop() == 0
     assert "still open at exit" not in server.log()
+
+
+def test_a_worker_told_to_stop_at_once_does_not_wait_for_a_closing_handshake_past_its_deadline(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    """SIGTERM, then SIGQUIT (gunicorn's quick shutdown, 2 s): the worker leaves by itself before the arbiter's kill.
+
+    Its WebSocket client never answers the Close, which the worker would otherwise wait for (5 s).
+    """
+    server = make_live_server(GRACEFUL_TIMEOUT="30")  # the spread alone would take 15 s
+    name = launch(server, "slow", seconds="60")
+    wait_for_status(server, name, "Running")
+    raw = RawWebSocket(server, name)
+    try:
+        wait_for(lambda: handed_over(server) == 1, what="the stream handed over")
+        server.begin_stop()
+        wait_for(lambda: "Handling signal: term" in server.log(), what="the stop to begin")
+        server.begin_stop(signal.SIGQUIT)
+        close = raw.until_close()  # and never answered
+        assert close is not None and close.code == 1001
+        assert server.stop() == 0
+    finally:
+        raw.shutdown()
+    log = server.log()
+    assert "Handed-over streams still open at exit: 1" in log, log[-3000:]
+    assert "SIGKILL" not in log, log[-3000:]
 
 
 def test_a_websocket_client_gone_right_after_its_handshake_is_no_server_error(

@@ -25,3 +25,18 @@ def test_the_worker_freezes_the_loaded_app_before_serving(unfrozen: None) -> Non
     assert gc.get_freeze_count() == 0
     settings["post_worker_init"](loaded)
     assert gc.get_freeze_count() > 1000  # the modules and objects loaded so far, not a handful
+
+
+def test_a_stopping_worker_waits_for_its_streams_only_until_the_arbiter_would_kill_it() -> None:
+    """worker_exit's wait ends half a second before the earliest signal's deadline; with no signal, graceful_timeout."""
+    settings = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+    stop_by, exit_wait = settings["stop_by"], settings["exit_wait"]
+    worker = SimpleNamespace(cfg=SimpleNamespace(graceful_timeout=20))
+    assert exit_wait(worker, now=100.0) == 20  # max_requests: no signal, gunicorn's own bound
+    stop_by(worker, 100.0 + 20)  # SIGTERM at 100
+    assert exit_wait(worker, now=112.0) == 7.5  # the spread took 12 s: 8 s left, less the margin
+    stop_by(worker, 113.0 + settings["quick_stop_seconds"])  # then SIGQUIT: quick shutdown
+    assert exit_wait(worker, now=113.2) == pytest.approx(0.3)
+    stop_by(worker, 200.0)  # a later, looser deadline changes nothing
+    assert exit_wait(worker, now=113.2) == pytest.approx(0.3)
+    assert exit_wait(worker, now=150.0) == 0.0

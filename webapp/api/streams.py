@@ -72,7 +72,7 @@ from webapp.api.runs_feed import (
     ws_runs_message,
 )
 from webapp.api.stream_slots import StreamSlot, StreamSlots
-from webapp.api.write_deadline import WriteDeadline
+from webapp.api.write_deadline import WriteDeadline, log_write_timeout
 from webapp.api.ws_reader import WebSocketReader
 from webapp.errors import (
     ExecutorUnavailable,
@@ -219,12 +219,6 @@ def _bounded(deadline: WriteDeadline | None) -> AbstractContextManager[Any]:
     return deadline.bounding() if deadline is not None else nullcontext()
 
 
-def _log_write_timeout(transport: str, *, path: str, seconds: float) -> None:
-    """A client's mistake, not the server's: INFO, with ``reason`` for whoever counts why streams end."""
-    extra = {"transport": transport, "path": path, "seconds": seconds, "reason": "write_timeout"}
-    logger.info("stream.write_timeout", extra=extra)
-
-
 def _then_noting_timeout(deadline: WriteDeadline | None, then: Callable[[], object]) -> Callable[[], object]:
     """``then``, for an SSE answer's close; first logged as ``stream.write_timeout`` if the deadline shut it."""
     if deadline is None:
@@ -233,7 +227,7 @@ def _then_noting_timeout(deadline: WriteDeadline | None, then: Callable[[], obje
 
     def closed() -> object:
         if deadline.expired:
-            _log_write_timeout("sse", path=path, seconds=seconds)
+            log_write_timeout("sse", path=path, seconds=seconds)
         return then()
 
     return closed
@@ -561,7 +555,7 @@ def _ws_stream(ws: Server, asked: _WsRequest, stream: _WsStream) -> None:
 
 def _abandon(ws: Server, *, path: str, seconds: float) -> None:
     """End a WebSocket whose client stopped reading: no closing handshake, the connection is closed now."""
-    _log_write_timeout("ws", path=path, seconds=seconds)
+    log_write_timeout("ws", path=path, seconds=seconds)
     ws.connected = False  # nothing more is written, not even flask-sock's Close after the handler
     reader = ws.thread
     if isinstance(reader, WebSocketReader):
