@@ -215,7 +215,9 @@ class JobStatus:
         if not (final.terminal and self.terminal and self.seq > final.seq):
             return False
         same = {name: getattr(final, name) for name in (*AMENDABLE_WHEN_FINAL, "seq", "updated_at")}
-        return dataclasses.replace(self, **same) == final
+        unchanged = dataclasses.replace(self, **same)
+        # at the wire's precision: a copy that came through a store or the relay has milliseconds, not microseconds
+        return unchanged == final or unchanged.to_dict() == final.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -249,3 +249,22 @@ def test_a_run_finishes_once_on_every_instance_and_a_rerun_link_finishes_nothing
     assert [finished for name, finished in heard if name == run.job_name] == [False, True, False], (
         "heard: Queued, then Failed (it finished), then the link with nothing before it (it did not finish again)"
     )
+
+
+def test_a_rerun_link_added_on_another_instance_reaches_the_instance_that_finished_the_run(
+    make_channel: MakeChannel, redis_url: str
+) -> None:
+    """The finishing instance's own status has its clock's microseconds; the other's copy the wire's milliseconds."""
+    origin_hub, origin = make_channel()
+    other_hub, other = make_channel()
+    door = door_of(origin_hub, origin, redis_url)
+    run = legacy_run("linked-elsewhere")
+    first(door, run)
+    door.change(run.job_name, status=Phase.SUCCEEDED)
+    wait_for(lambda: (s := other_hub.get(run.job_name)) is not None and s.terminal, timeout=10, what="the finish")
+    door_of(other_hub, other, redis_url).change(run.job_name, reruns=("task-runner-linked-0000cafe",))
+    wait_for(
+        lambda: (s := origin_hub.get(run.job_name)) is not None and s.reruns == ("task-runner-linked-0000cafe",),
+        timeout=10,
+        what="the link on the instance that finished the run",
+    )

@@ -123,6 +123,17 @@ def test_a_finished_status_takes_only_new_rerun_links_with_a_new_seq_and_no_hist
     assert not queued().evolve(reruns=("a",)).amends(queued())  # only a finished status is amended
 
 
+def test_a_finished_status_made_here_takes_rerun_links_from_its_copy_that_came_through_a_store() -> None:
+    """Another instance's copy has the wire's milliseconds; this one's own status its clock's microseconds."""
+    done = queued().evolve(status=Phase.SUCCEEDED, at=T0 + timedelta(seconds=2, microseconds=123_456))
+    relayed = JobStatus.from_json(done.json)  # through the run store or the Redis relay
+    assert relayed.finished_at != done.finished_at  # 123 ms, not 123.456 ms
+    linked_elsewhere = relayed.evolve(reruns=["task-runner-x-11111111"])
+    assert linked_elsewhere.amends(done)  # this instance's hub takes the other's rerun link
+    assert done.evolve(reruns=["task-runner-x-22222222"]).amends(relayed)  # and the other takes this one's
+    assert not JobStatus.from_dict({**linked_elsewhere.to_dict(), "status": "Failed"}).amends(done)
+
+
 def test_rerun_links_are_in_every_transports_json_and_round_trip() -> None:
     status = dataclasses.replace(queued(), rerun_of="task-runner-x-00000001", reruns=("task-runner-x-00000003",))
     body = json.loads(status.json)
