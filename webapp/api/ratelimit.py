@@ -36,10 +36,11 @@ class DecoratedLimiter(Limiter):
         super()._check_request_limit(callable_name, in_middleware)
 
     def _limits_outside_views(self) -> bool:
-        """Whether any limit is set that only the ``before_request`` pass checks."""
+        """Whether any limit is set that only the ``before_request`` pass checks (an in-memory fallback, applied
+        to every route while the storage is down, counts as one)."""
         manager = self.limit_manager
         outside = (manager._application_limits, manager._default_limits, manager._blueprint_limits, self._meta_limits)
-        return any(outside)
+        return any(outside) or bool(self._in_memory_fallback_enabled)
 
 
 limiter = DecoratedLimiter(key_func=client_address, default_limits=[])
