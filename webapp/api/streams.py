@@ -446,6 +446,16 @@ def _guard_websocket() -> Response | None:
     return None
 
 
+@bp.errorhandler(BrokenPipeError)
+@bp.errorhandler(ConnectionResetError)
+@bp.errorhandler(ConnectionAbortedError)
+def _client_gone(error: ConnectionError) -> Response:
+    """A stream's client went while we answered it (e.g. before its WebSocket handshake's ``101`` was written,
+    inside flask-sock): its doing, not ours, so INFO and no error. Nothing reaches it any more."""
+    logger.info("stream.client_gone", extra={"path": request.path, "error": type(error).__name__})
+    return error_response(400, "client_gone", "the client closed the connection")
+
+
 def bound_writes(ws: Server, seconds: float) -> None:
     """From now on every write to ``ws`` must go out within ``seconds`` (``STREAM_WRITE_TIMEOUT_SECONDS``), gevent only.
 
