@@ -216,8 +216,8 @@ class JobStatus:
             return False
         same = {name: getattr(final, name) for name in (*AMENDABLE_WHEN_FINAL, "seq", "updated_at")}
         unchanged = dataclasses.replace(self, **same)
-        # at the wire's precision: a copy that came through a store or the relay has milliseconds, not microseconds
-        return unchanged == final or unchanged.to_dict() == final.to_dict()
+        # as the store and the relay carry it (milliseconds, not this clock's microseconds; observed, cancel_requested)
+        return unchanged == final or unchanged.stored_json == final.stored_json
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
