@@ -122,5 +122,5 @@ def worker_exit(server, worker):
     runtime.stop()  # idempotent: on SIGTERM, SIGQUIT and SIGINT it has run already
     if len(handovers):
         worker.log.info("Waiting for %s handed-over streams to end", len(handovers))
-    if not handovers.wait(exit_wait(worker, time.monotonic())):
+    if not handovers.wait(exit_wait(worker, time.monotonic()), beat=worker.notify):  # beat: not taken for hung
         worker.log.warning("Handed-over streams still open at exit: %s", len(handovers))

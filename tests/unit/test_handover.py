@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import gevent.event
@@ -75,3 +76,27 @@ def test_stream_handovers_are_counted_until_they_end_and_waited_for() -> None:
     assert handovers.wait(10)
     assert sorted(ended) == ["a", "b"]
     assert len(handovers) == 0
+
+
+def test_waiting_for_handed_over_streams_keeps_the_workers_heartbeat() -> None:
+    """A stopping worker beats while it waits (else gunicorn's arbiter aborts it as hung), and stops at its bound."""
+    handovers = StreamHandovers()
+    release = gevent.event.Event()
+    beats: list[float] = []
+
+    def beat() -> None:
+        beats.append(time.monotonic())
+        if len(beats) == 3:
+            release.set()
+
+    handovers.spawn(release.wait)
+    assert handovers.wait(10, beat=beat, every=0.01)
+    assert len(beats) == 3, "beat while it waited, and no more once the stream ended"
+
+    stuck = gevent.event.Event()
+    handovers.spawn(stuck.wait)  # does not end while waited for
+    beats.clear()
+    assert not handovers.wait(0.05, beat=lambda: beats.append(time.monotonic()), every=0.01)
+    assert beats, "beat until the bound"
+    stuck.set()
+    assert handovers.wait(10)

@@ -29,6 +29,7 @@ streams run as the request, as before.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -65,9 +66,19 @@ class StreamHandovers:
     def __len__(self) -> int:
         return len(self._group)
 
-    def wait(self, timeout: float) -> bool:
-        """Until every handed-over stream has ended, at most ``timeout`` seconds; whether they all have."""
-        return bool(self._group.join(timeout=timeout))
+    def wait(self, timeout: float, *, beat: Callable[[], None] | None = None, every: float = 1.0) -> bool:
+        """Until every handed-over stream has ended, at most ``timeout`` seconds; whether they all have.
+
+        ``beat``: called at least every ``every`` seconds while it waits (the worker's heartbeat: gunicorn's
+        arbiter takes a worker silent for ``timeout`` seconds for a hung one and aborts it, exit or not).
+        """
+        deadline = time.monotonic() + timeout
+        while not self._group.join(timeout=max(0.0, min(every, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return False
+            if beat is not None:
+                beat()
+        return True
 
 
 def enable(app: Flask) -> StreamHandovers:
