@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
 
+import gevent
 import gevent.event
+import gevent.socket
 
 from webapp.api.handover import StreamHandovers, serve_chunked
+from webapp.api.write_deadline import WriteDeadline
 
 
 class _Body:
@@ -56,6 +60,27 @@ def test_serve_chunked_closes_the_body_quietly_when_the_client_has_gone() -> Non
     body = _Body([b"retry: 1000\n\n"] * 3)
     serve_chunked(server, body, [b"HTTP/1.1 200 OK\r\n\r\n"], "/sse/task-status/x")
     assert body.closed
+    assert server.fileno() == -1
+
+
+def test_the_last_chunk_is_bounded_by_the_write_deadline() -> None:
+    """A client that stopped reading as the body ended cannot hold the stream on the last chunk's write."""
+    server, client = gevent.socket.socketpair()
+    deadline = WriteDeadline(server, 0.05)
+
+    def body() -> Iterator[bytes]:
+        yield b"event: end\ndata: {}\n\n"
+        server.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # the client reads nothing more: fill the connection
+            while True:
+                server.send(b"x" * 65536)
+        server.setblocking(True)
+
+    with client:
+        serving = gevent.spawn(serve_chunked, server, body(), [b"HTTP/1.1 200 OK\r\n\r\n"], "/sse/x", deadline)
+        serving.join(10)
+        assert serving.dead, "the last chunk's write never ended"
+    assert deadline.expired
     assert server.fileno() == -1
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any, Protocol
 
 from flask import Flask, Response, current_app
@@ -39,6 +40,7 @@ from werkzeug.http import http_date
 
 from webapp import metrics
 from webapp.api.express import cooperative_socket
+from webapp.api.write_deadline import WriteDeadline
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +129,22 @@ class SSEResponse(Response):
     status line and headers as gunicorn would (chunked, and ``Connection:
     close``: the connection is not given back), takes the socket, moves onto it
     whatever of the stream writes to the socket (``moves``: the express writer,
-    the write deadline), hands the stream over (:func:`serve_chunked`) and
+    the write ``deadline``), hands the stream over (:func:`serve_chunked`) and
     raises ``StopIteration`` to end gunicorn's request. Anywhere else it is a
     plain response.
     """
 
-    def __init__(self, body: Iterable[bytes], *, moves: Iterable[_Movable | None] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        *,
+        moves: Iterable[_Movable | None] = (),
+        deadline: WriteDeadline | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(body, mimetype="text/event-stream", direct_passthrough=True, **kwargs)
-        self._moves = [moved for moved in moves if moved is not None]
+        self._moves = [moved for moved in (*moves, deadline) if moved is not None]
+        self._deadline = deadline
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         sock = environ.get("gunicorn.socket")
@@ -160,15 +170,20 @@ class SSEResponse(Response):
         taken = take_socket(sock)
         for moved in self._moves:
             moved.move_to(taken)
-        handovers.spawn(serve_chunked, taken, body, [head], environ.get("PATH_INFO", ""))
+        handovers.spawn(serve_chunked, taken, body, [head], environ.get("PATH_INFO", ""), self._deadline)
         raise StopIteration  # gunicorn: the connection is closed (the WebSocket's way out, flask-sock)
 
 
-def serve_chunked(sock: Any, body: Iterable[bytes], head: list[bytes], path: str) -> None:
+def serve_chunked(
+    sock: Any, body: Iterable[bytes], head: list[bytes], path: str, deadline: WriteDeadline | None = None
+) -> None:
     """Write the head (alone in ``head``), each item of ``body`` as an HTTP/1.1 chunk, then the last chunk; close both.
 
     As gunicorn writes an answer: a client gone (or a write deadline that shut
     the socket) ends it quietly, and the body is closed whatever happens.
+    The body bounds the writes of its own items; the last chunk, written
+    after it has ended, is bounded by ``deadline`` (a client that stopped
+    reading cannot hold the stream there either).
     ``head`` is taken out of its list, so that the greenlet, which keeps its
     arguments while it runs, does not keep it for the stream's life.
     """
@@ -178,7 +193,8 @@ def serve_chunked(sock: Any, body: Iterable[bytes], head: list[bytes], path: str
             if item:
                 sock.sendall(b"%s%X\r\n%s\r\n" % (pending, len(item), item))
                 pending = b""
-        sock.sendall(pending + b"0\r\n\r\n")
+        with deadline.bounding() if deadline is not None else nullcontext():
+            sock.sendall(pending + b"0\r\n\r\n")
     except OSError:
         pass
     except Exception:

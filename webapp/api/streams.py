@@ -263,7 +263,7 @@ class _Answer:
 
 def _sse_response(answer: _Answer, express: ExpressWriter | None, deadline: WriteDeadline | None) -> SSEResponse:
     """An SSE stream's answer, handed over to a greenlet of its own where it may be (:mod:`webapp.api.handover`)."""
-    response = SSEResponse(answer, moves=(express, deadline))
+    response = SSEResponse(answer, moves=(express,), deadline=deadline)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
