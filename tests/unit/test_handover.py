@@ -10,8 +10,11 @@ from collections.abc import Iterator
 import gevent
 import gevent.event
 import gevent.socket
+import pytest
+from flask import Flask
 
-from webapp.api.handover import StreamHandovers, serve_chunked
+from webapp.api import handover
+from webapp.api.handover import SSEResponse, StreamHandovers, serve_chunked
 from webapp.api.write_deadline import WriteDeadline
 
 
@@ -125,3 +128,17 @@ def test_waiting_for_handed_over_streams_keeps_the_workers_heartbeat() -> None:
     assert beats, "beat until the bound"
     stuck.set()
     assert handovers.wait(10)
+
+
+def test_an_sse_answer_that_fails_before_it_is_handed_over_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that never starts is closed all the same: its close gives the stream's slot back."""
+    monkeypatch.setattr(handover, "handovers_for", lambda sock: StreamHandovers())
+    app = Flask(__name__)
+    server, client = socket.socketpair()
+    body = _Body([b"retry: 1000\n\n"])
+    answer = SSEResponse(body)
+    answer.headers["X-Not-Latin-1"] = "\u2603"  # no header of jobpulse's can be this; anything that fails will do
+    environ = {"gunicorn.socket": server, "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/"}
+    with client, server, app.app_context(), pytest.raises(UnicodeEncodeError):
+        answer(environ, lambda *args: None)
+    assert body.closed

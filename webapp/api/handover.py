@@ -156,21 +156,28 @@ class SSEResponse(Response):
             or self.status_code != 200
         ):
             return super().__call__(environ, start_response)
-        body, status, headers = self.get_wsgi_response(environ)
-        server = str(environ.get("SERVER_SOFTWARE", "gunicorn")).partition("/")[0]
-        lines = [
-            f"HTTP/1.1 {status}",
-            f"Server: {server}",
-            f"Date: {http_date()}",
-            "Connection: close",
-            "Transfer-Encoding: chunked",
-            *(f"{name}: {value}" for name, value in headers if name.lower() not in _HOP_BY_HOP),
-        ]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        taken = take_socket(sock)
-        for moved in self._moves:
-            moved.move_to(taken)
-        handovers.spawn(serve_chunked, taken, body, [head], environ.get("PATH_INFO", ""), self._deadline)
+        taken = None
+        try:
+            body, status, headers = self.get_wsgi_response(environ)
+            server = str(environ.get("SERVER_SOFTWARE", "gunicorn")).partition("/")[0]
+            lines = [
+                f"HTTP/1.1 {status}",
+                f"Server: {server}",
+                f"Date: {http_date()}",
+                "Connection: close",
+                "Transfer-Encoding: chunked",
+                *(f"{name}: {value}" for name, value in headers if name.lower() not in _HOP_BY_HOP),
+            ]
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            taken = take_socket(sock)
+            for moved in self._moves:
+                moved.move_to(taken)
+            handovers.spawn(serve_chunked, taken, body, [head], environ.get("PATH_INFO", ""), self._deadline)
+        except BaseException:
+            self.close()  # never started, so never closed by anyone else: its close gives the stream's slot back
+            if taken is not None:
+                taken.close()
+            raise
         raise StopIteration  # gunicorn: the connection is closed (the WebSocket's way out, flask-sock)
 
 
