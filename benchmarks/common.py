@@ -325,6 +325,21 @@ def cpu_seconds(process: psutil.Process | None) -> float:
     return float(times.user + times.system)
 
 
+def machine_busy_seconds() -> float:
+    """The CPU time every core of the machine has spent busy so far (all processes, the kernel's own work too)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "steal", 0.0))
+
+
+def plane_cpu_seconds(plane: ControlPlane) -> float:
+    """The CPU time the control plane's processes (API server, etcd, controllers, ...) have used so far."""
+    total = 0.0
+    for proc in plane.procs.values():
+        with contextlib.suppress(psutil.Error):
+            total += cpu_seconds(psutil.Process(proc["pid"]))
+    return total
+
+
 # -- a run -----------------------------------------------------------------------
 
 
@@ -489,6 +504,31 @@ class Bench:
             yield result
         finally:
             result.summary = sampler.stop()
+
+    @contextlib.contextmanager
+    def plane_profiling(self, folder: Path | None, name: str, seconds: int) -> Iterator[ProfileResult]:
+        """When ``folder`` is given, a CPU profile of the API server over the first ``seconds`` of the block.
+
+        Saved as ``{name}-apiserver.pb.gz`` (``go tool pprof`` reads it); the summary is its top functions
+        by cumulative time when ``go`` is installed. The block should last at least ``seconds``: a profile
+        that outlasts it counts the quiet after it too.
+        """
+        result = ProfileResult()
+        if folder is None:
+            yield result
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}-apiserver.pb.gz"
+        taken: list[bytes] = []
+        sampler = threading.Thread(target=lambda: taken.append(self.plane.profile_apiserver(seconds)), daemon=True)
+        sampler.start()
+        try:
+            yield result
+        finally:
+            sampler.join(timeout=seconds + 60)
+            if taken:
+                path.write_bytes(taken[0])
+                result.summary = summarize_pprof(path)
 
     # -- Jobs and their changes --------------------------------------------------
 
@@ -694,6 +734,20 @@ class Profile:
         self._process.send_signal(2)  # SIGINT: py-spy writes its file and exits
         self._process.wait(timeout=60)
         return summarize_profile(self.path)
+
+
+def summarize_pprof(path: Path, top: int = 25) -> str | None:
+    """A Go CPU profile's functions with the most time on the stack (cumulative), as ``go tool pprof`` lists them."""
+    if shutil.which("go") is None:
+        return None
+    listed = subprocess.run(
+        ["go", "tool", "pprof", "-top", "-cum", f"-nodecount={top}", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return listed.stdout if listed.returncode == 0 else None
 
 
 def summarize_profile(path: Path, top: int = 12) -> str:

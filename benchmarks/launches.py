@@ -1,6 +1,7 @@
 """Measure 4: launch throughput and latency, donations per second through one worker, Jobs really created.
 
     python -m benchmarks.launches [--count 500] [--concurrency 8] [--before CHECKOUT] [--gc-pauses]
+                                  [--profile DIR] [--plane-profile DIR]
 
 A load-generator process posts ``--count`` donations to ``POST /api/donations``,
 ``--concurrency`` at a time, after a warm-up of ``2 * concurrency`` that is not
@@ -15,7 +16,14 @@ each row says how many ran while it was measured and how long the longest
 held the worker (a gevent worker runs nothing else meanwhile: every launch
 in flight waits). Each row also gives the CPU time the server's worker
 used per donation while measured (user and system, from the kernel's
-count: what the worker spends, whatever else the machine runs meanwhile).
+count: what the worker spends, whatever else the machine runs meanwhile),
+what the control plane's processes used (the API server, etcd and the
+controllers: what each app asks of Kubernetes) and what the whole machine
+spent busy (the load generator and anything else running too), per
+donation: on a machine whose cores every process shares, the rate follows
+the sum. ``--profile`` samples jobpulse's worker with py-spy;
+``--plane-profile`` takes a CPU profile of the API server in every row
+(Go's pprof, from its ``/debug/pprof``), to show what each app asks of it.
 """
 
 from __future__ import annotations
@@ -26,7 +34,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Bench, arguments, cpu_seconds, ms, percentiles, run_and_report
+from benchmarks.common import (
+    Bench,
+    arguments,
+    cpu_seconds,
+    machine_busy_seconds,
+    ms,
+    percentiles,
+    plane_cpu_seconds,
+    run_and_report,
+)
 
 
 def run(
@@ -37,11 +54,13 @@ def run(
     apps: tuple[str, ...] = ("baseline", "jobpulse"),
     before: Path | None = None,
     profile: Any = None,
+    plane_profile: Path | None = None,
     gc_pauses: bool = False,
 ) -> dict[str, Any]:
     """One row per app; with ``before``, a "jobpulse before" row (that checkout's code) ahead of "jobpulse".
 
     ``gc_pauses``: also count, in each row, the full garbage collections the server made while measured.
+    ``plane_profile``: also profile the API server over the first :data:`PLANE_PROFILE_SECONDS` of each row.
     """
     if before is not None and "jobpulse" in apps:
         at = apps.index("jobpulse")
@@ -59,11 +78,16 @@ def run(
             logged = server.log_path.stat().st_size if server.log_path.exists() else 0
             worker = bench.worker(server)
             cpu_before = cpu_seconds(worker)
-            with bench.profiling(
-                server, profile, "launches-before" if app == "jobpulse before" else "launches"
-            ) as where:
+            plane_before, machine_before = plane_cpu_seconds(bench.plane), machine_busy_seconds()
+            name = {"baseline": "baseline", "jobpulse before": "launches-before"}.get(app, "launches")
+            with (
+                bench.profiling(server, profile, name) as where,
+                bench.plane_profiling(plane_profile, name, PLANE_PROFILE_SECONDS) as plane_where,
+            ):
                 report = bench.donations(server, count=count, concurrency=concurrency)
             cpu = cpu_seconds(worker) - cpu_before
+            plane_cpu = plane_cpu_seconds(bench.plane) - plane_before
+            machine = machine_busy_seconds() - machine_before
             if gc_pauses:
                 with server.log_path.open(encoding="utf-8", errors="replace") as log:
                     log.seek(logged)
@@ -85,12 +109,18 @@ def run(
                 **percentiles(latencies, 50, 90, 99),
                 "max": max(latencies, default=float("nan")),
                 "worker_cpu_per_launch": cpu / max(len(results), 1),
+                "plane_cpu_per_launch": plane_cpu / max(len(results), 1),
+                "machine_cpu_per_launch": machine / max(len(results), 1),
                 "profile": where.summary,
+                **({"plane_profile": plane_where.summary} if plane_profile is not None else {}),
                 **({"gc_pauses": pauses} if pauses is not None else {}),
             }
         )
     return {"measure": "launches", "rows": rows}
 
+
+PLANE_PROFILE_SECONDS = 2
+"""How long ``--plane-profile`` samples the API server in each row: less than a row lasts at the default count."""
 
 GC_PAUSES_SITE = Path(__file__).resolve().parent / "gc_pauses"
 _GC_PAUSE = re.compile(r"^bench-gc-pause pid=\d+ ms=([\d.]+)", re.MULTILINE)
@@ -120,6 +150,8 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "p99 ms": ms(row["p99"]),
             "max ms": ms(row["max"]) if "max" in row else "",
             "worker CPU ms/launch": ms(row["worker_cpu_per_launch"]) if "worker_cpu_per_launch" in row else "",
+            "control plane CPU ms/launch": ms(row["plane_cpu_per_launch"]) if "plane_cpu_per_launch" in row else "",
+            "machine CPU ms/launch": ms(row["machine_cpu_per_launch"]) if "machine_cpu_per_launch" in row else "",
             **(
                 {"full GCs": row["gc_pauses"]["count"], "longest GC ms": ms(row["gc_pauses"]["max"])}
                 if "gc_pauses" in row
@@ -138,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
         "--before", type=Path, help='also serve this checkout\'s jobpulse ("jobpulse before"), same settings, same run'
     )
     parser.add_argument(
+        "--plane-profile",
+        type=Path,
+        help=f"profile the API server (Go pprof, CPU) over the first {PLANE_PROFILE_SECONDS} s of each row; here",
+    )
+    parser.add_argument(
         "--gc-pauses", action="store_true", help="count each server's full garbage collections and their pauses"
     )
     args: argparse.Namespace = parser.parse_args(argv)
@@ -150,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             concurrency=args.concurrency,
             before=args.before,
             profile=args.profile,
+            plane_profile=args.plane_profile,
             gc_pauses=args.gc_pauses,
         ),
         table,

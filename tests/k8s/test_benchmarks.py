@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -166,6 +167,8 @@ def test_launches_create_a_job_for_every_accepted_donation(
         assert row["p50"] <= row["p90"] <= row["p99"] <= row["max"], row
         assert row["gc_pauses"]["count"] >= 0 and row["gc_pauses"]["max"] <= row["gc_pauses"]["total"], row
         assert row["worker_cpu_per_launch"] > 0, row  # the worker's own CPU time per donation while measured
+        assert row["plane_cpu_per_launch"] > 0, row  # every create is work for the API server and etcd
+        assert row["machine_cpu_per_launch"] >= row["worker_cpu_per_launch"], row  # the worker's is part of it
 
     saved = tmp_path / "launches.json"
     saved.write_text(json.dumps({**results, "machine": machine(), "command": "python -m benchmarks.launches"}))
@@ -173,7 +176,18 @@ def test_launches_create_a_job_for_every_accepted_donation(
     table = capsys.readouterr().out
     assert "| baseline | 12 | 3 | 12 | 12 |" in table and "| jobpulse | 12 | 3 | 12 | 12 |" in table
     assert "| jobpulse before | 12 | 3 | 12 | 12 |" in table
-    assert "worker CPU ms/launch" in table
+    assert "worker CPU ms/launch" in table and "control plane CPU ms/launch" in table
+    assert "machine CPU ms/launch" in table
+
+
+def test_the_plane_profile_is_the_api_servers_own_cpu_profile(bench: Bench, tmp_path: Path) -> None:
+    """``--plane-profile``: a pprof CPU profile read from the API server while the block runs, and its summary."""
+    with bench.running(bench.baseline()) as server, bench.plane_profiling(tmp_path, "baseline", 1) as profiled:
+        bench.donations(server, count=6, concurrency=2)
+    taken = (tmp_path / "baseline-apiserver.pb.gz").read_bytes()
+    assert taken[:2] == b"\x1f\x8b", "gzip, as pprof writes it"
+    assert shutil.which("go"), "Go builds the control plane; `go tool pprof` reads its profiles"
+    assert profiled.summary is not None and "kube-apiserver" in profiled.summary, profiled.summary
 
 
 def test_launches_gc_pauses_are_noted_by_a_real_python_process_and_counted() -> None:
