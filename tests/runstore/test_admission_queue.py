@@ -229,3 +229,32 @@ def test_the_admitter_stops_within_a_second(make_queue: Callable[..., Queue]) ->
     queue.admitter.stop()
     assert time.monotonic() - started < 1.0
     assert not any(thread.name == "admission" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_a_run_being_admitted_is_not_taken_over_by_another_runner_meanwhile(
+    make_queue: Callable[..., Queue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between leaving the line in the store and its hand-over, an admitted run is being launched, not an orphan.
+
+    Another instance's runner renewing its leases (every 10 s) in that moment must not take it over: it would
+    start the run while the admitting instance's hand-over is refused and calls it ``Failed`` (``StartError``),
+    a run executed under a status that says it never started.
+    """
+    admitting = make_queue(admitter=False)
+    other = make_queue(admitter=False)
+    first = admitting.donate()
+    waiting = admitting.donate()
+    admitting.control.cancel(first.job_name)
+    admit_run = admitting.store.admit_run
+
+    def admit_then_renew(job_name: str) -> bool:
+        admitted = admit_run(job_name)
+        other.runner._leases.adopt_now()  # the other instance's lease renewal falls right here
+        return admitted
+
+    monkeypatch.setattr(admitting.store, "admit_run", admit_then_renew)
+    admitting.admitter.make_pass()
+    assert admitting.status(waiting.job_name).reason != "StartError"
+    assert other.runner._held_runs() == []
+    wait_for(lambda: admitting.status(waiting.job_name).status == Phase.RUNNING, what="the admitted run to start")
+    assert admitting.runner._held_runs() == [waiting.job_name]

@@ -18,17 +18,29 @@ from collections.abc import Callable, Iterable
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
 from webapp.runstore import Leases
-from webapp.status import JobStatus, utcnow
+from webapp.status import JobStatus, Phase, utcnow
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
 LAUNCH_SECONDS = 15.0
-"""A run still at its first status this young is being launched by some process: not an orphan."""
+"""A run still at its first status (or just admitted from the line) this young is being launched: not an orphan."""
 
 
 def being_launched(status: JobStatus) -> bool:
-    return status.seq == 1 and (utcnow() - status.created_at).total_seconds() < LAUNCH_SECONDS
+    """Whether some process is handing the run to its executor now: not an orphan to take over.
+
+    A run at its first status, or one just admitted from the line for capacity (``Queued`` with no reason
+    yet: :meth:`~webapp.launcher.Launcher.admit` took it out of the line in the store, its hand-over
+    follows), for :data:`LAUNCH_SECONDS` from then.
+    """
+    if status.seq == 1:
+        since = status.created_at
+    elif status.status == Phase.QUEUED and status.reason is None:
+        since = status.updated_at
+    else:
+        return False
+    return (utcnow() - since).total_seconds() < LAUNCH_SECONDS
 
 
 class RunLeases:
