@@ -6,6 +6,7 @@ A real door over a real SQLite store; only the one API read the diff makes
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from webapp.door import StatusDoor
 from webapp.executors.k8s_events import CreateFailureWatcher
 from webapp.executors.k8s_watch import LAUNCH_GRACE, JobWatcher
 from webapp.hub import StatusHub
+from webapp.runstore import WAITING_FOR_CAPACITY
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus, Phase, utcnow
 
@@ -91,6 +93,29 @@ def test_a_listing_writes_each_job_and_cancels_the_runs_whose_jobs_vanished_unfi
     assert status_of(door, "task-runner-w-0000000c").status == Phase.QUEUED
     assert status_of(door, "task-runner-w-0000000d").status == Phase.QUEUED
     assert sorted(batch.reads) == ["task-runner-w-0000000b", "task-runner-w-0000000c"]  # the young one: no call
+
+
+def test_a_run_admitted_from_the_line_just_now_is_not_cancelled_as_vanished(
+    door: StatusDoor, watcher: JobWatcher
+) -> None:
+    """A run that waited for capacity long ago and was just admitted has its Job being created: not vanished.
+
+    Admission takes it out of the line in the store before the Job is created (``Launcher.admit``); a
+    listing in between must not call it ``Cancelled`` (``Deleted``): its Job would then run unseen.
+    """
+    name = "task-runner-w-0000000e"
+    joined = JobStatus.new(
+        job_name=name, mode="k8s", spec="quick", pipeline_run_id="watch", at=utcnow() - LAUNCH_GRACE * 2
+    )
+    joined = dataclasses.replace(joined, reason=WAITING_FOR_CAPACITY, queue_position=1)
+    door.open(joined, manifest={"kind": "Job"}, client=None)
+    door.announce(joined)
+    door.change(name, durable=True, reason=None, message=None, queue_position=None)  # admitted: as Launcher.admit
+    door.store.admit_run(name)
+
+    watcher.on_list([], requested_at=utcnow())  # the Job is not created yet: a read now finds none
+
+    assert (status_of(door, name).status, status_of(door, name).reason) == (Phase.QUEUED, None)
 
 
 def test_events_move_a_run_on_and_a_deletion_before_the_end_is_a_cancel(door: StatusDoor, watcher: JobWatcher) -> None:

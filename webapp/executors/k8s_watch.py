@@ -38,13 +38,14 @@ from webapp.executors.k8s_events import CreateFailureWatcher
 from webapp.k8s_status import job_fields, new_status_for, pod_waiting
 from webapp.kube.client import JOB_NAME_LABEL, MANAGED_SELECTOR, raw_json
 from webapp.kube.reflector import Reflector, list_watch
+from webapp.runstore import launch_began
 from webapp.status import Phase, utcnow
 
 logger = logging.getLogger(__name__)
 
 POD_PROBE_SECONDS = 2.0
 LAUNCH_GRACE = timedelta(seconds=60)
-"""A run younger than this may be missing from a list because its Job is still being created."""
+"""A run younger than this (or admitted from the line so recently) may be missing from a list: its Job is new."""
 STOP_TIMEOUT = 2.0
 """How long ``stop()`` waits for the threads (the pod probe may be inside a short API call)."""
 
@@ -112,7 +113,7 @@ class JobWatcher:
             self.observe(job)
         settled = requested_at - LAUNCH_GRACE
         for status in self._door.store.unfinished(mode="k8s"):
-            if status.job_name not in seen and status.created_at < settled and self._is_gone(status.job_name):
+            if status.job_name not in seen and launch_began(status) < settled and self._is_gone(status.job_name):
                 self._door.change(
                     status.job_name,
                     status=Phase.CANCELLED,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
-from webapp.runstore import Leases
+from webapp.runstore import Leases, launch_began
 from webapp.status import JobStatus, Phase, utcnow
 
 logger = logging.getLogger(__name__)
@@ -28,19 +28,13 @@ LAUNCH_SECONDS = 15.0
 
 
 def being_launched(status: JobStatus) -> bool:
-    """Whether some process is handing the run to its executor now: not an orphan to take over.
+    """Whether some process is handing the run to its executor now (:func:`~webapp.runstore.launch_began`).
 
-    A run at its first status, or one just admitted from the line for capacity (``Queued`` with no reason
-    yet: :meth:`~webapp.launcher.Launcher.admit` took it out of the line in the store, its hand-over
-    follows), for :data:`LAUNCH_SECONDS` from then.
+    A run at its first status, or one just admitted from the line for capacity, for :data:`LAUNCH_SECONDS`.
     """
-    if status.seq == 1:
-        since = status.created_at
-    elif status.status == Phase.QUEUED and status.reason is None:
-        since = status.updated_at
-    else:
+    if status.seq != 1 and not (status.status == Phase.QUEUED and status.reason is None):
         return False
-    return (utcnow() - since).total_seconds() < LAUNCH_SECONDS
+    return (utcnow() - launch_began(status)).total_seconds() < LAUNCH_SECONDS
 
 
 class RunLeases:

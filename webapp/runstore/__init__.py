@@ -44,6 +44,16 @@ def awaits_admission(status: JobStatus) -> bool:
     return status.status == Phase.QUEUED and status.reason == WAITING_FOR_CAPACITY
 
 
+def launch_began(status: JobStatus) -> datetime:
+    """When the hand-over of the run to its executor began, as far as its status tells.
+
+    Its creation; or, for a run that waited for capacity and was just admitted (``Queued`` with no reason:
+    :meth:`~webapp.launcher.Launcher.admit` takes it out of the line before its executor has it), its
+    admission. Until the hand-over has had time to end, the run is being launched, not an orphan.
+    """
+    return status.updated_at if status.status == Phase.QUEUED and status.reason is None else status.created_at
+
+
 class PendingWebhook:
     """A completion webhook waiting to be delivered (the outbox row)."""
 
