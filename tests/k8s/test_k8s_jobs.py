@@ -183,3 +183,35 @@ def test_an_unreachable_api_server_is_503_and_leaves_nothing(
     assert refused.get_json()["error"] == "executor_unavailable"
     assert app.extensions["jobpulse"].store.recent(10) == []
     assert len(jobs_in(cluster, k8s_namespace)) == before
+
+
+def test_a_cancel_while_the_job_is_being_created_leaves_no_job_running(
+    k8s_app: Flask, cluster: ControlPlane, k8s_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is recorded before its Job is created: a cancel in between finds no Job to delete.
+
+    The Job the launch then creates must not run on under a run that says ``Cancelled`` (nobody would ever
+    see or stop it).
+    """
+    client = k8s_app.test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30, what="the first list")
+    runtime = k8s_app.extensions["jobpulse"]
+    executor = runtime.executors["k8s"]
+    create = executor._create_job
+
+    def cancel_then_create(manifest: dict[str, Any]) -> Any:
+        runtime.runs.cancel(manifest["metadata"]["name"])  # an operator's cancel, just before the create lands
+        return create(manifest)
+
+    monkeypatch.setattr(executor, "_create_job", cancel_then_create)
+    launched = client.post("/api/jobs", json={"spec": "medium"}, headers=ADMIN)
+    assert launched.status_code == 202, launched.get_json()
+    name = launched.get_json()["job_name"]
+    assert (until(client, name, "Cancelled")["reason"]) == "Cancelled"
+    wait_for(
+        lambda: (
+            cluster.request("GET", f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/{name}", missing_ok=True) is None
+        ),
+        timeout=30,
+        what="the Job created after the cancel to be deleted",
+    )

@@ -81,7 +81,12 @@ class KubernetesExecutor:
                 response.read()
             finally:
                 response.release_conn()
-        self._door.change(name, status=Phase.PENDING, known=status)  # (the launcher saved it: no need to read it back)
+        current = self._door.change(name, status=Phase.PENDING, known=status)  # (the launcher saved it: no read)
+        if current is not None and (current.terminal or current.cancel_requested):
+            # cancelled while the Job was being created: that cancel found no Job to delete, so delete it here
+            # (a cancel says so in the store before it deletes, so one of the two deletes sees the Job)
+            logger.info("job.cancelled_while_created", extra={"job_name": name, "mode": self.mode})
+            self._delete_quietly(name)
 
     def _create_job(self, manifest: dict[str, Any]) -> Any:
         """``POST`` the manifest as it is; the API server's answer, unread (``ApiException`` unless 2xx).
