@@ -415,11 +415,14 @@ class Launcher:
         """Start the dual-mode shadow run; its failure never fails the donor's request.
 
         The shadow is saved with no client: it is our comparison, not a second donation, so it does not count
-        against the donor's fair share (it does count against ``MAX_ACTIVE_JOBS``: it takes a slot).
+        against the donor's fair share (it does count against ``MAX_ACTIVE_JOBS``: it takes a slot). The shadow
+        of a primary that waits for capacity waits too, in line behind it: it starts when the admitter says.
         """
         shadow = JobStatus.new(job_name=job_name, mode=mode, spec=spec.name, pipeline_run_id=primary.pipeline_run_id)
         shadow = dataclasses.replace(shadow, shadow_job_name=primary.job_name)
         try:
+            if awaits_admission(primary):
+                shadow = dataclasses.replace(shadow, **self.waiting_fields(self._store.count_waiting() + 1))
             self._start(shadow, spec, params, client=None, base_url=base_url, task_image=self._settings.task_image)
         except Exception as error:
             metrics.LAUNCHES.labels(mode=mode, result="shadow_failed").inc()

@@ -89,3 +89,32 @@ def test_a_shadow_that_cannot_start_never_fails_the_donor(
     (mismatch,) = body["recent_mismatches"]
     assert mismatch["k8s_status"] == "NotLaunched"
     assert "unreachable" in mismatch["k8s_reason"]
+
+
+def test_the_shadow_of_a_run_waiting_for_capacity_waits_too(
+    make_app: Any, k8s_env: dict[str, str], cluster: Any, k8s_namespace: str
+) -> None:
+    """Over ``MAX_ACTIVE_JOBS`` a launch waits in line: its shadow must not start past the limit meanwhile.
+
+    Else every launch in a line of ``MAX_QUEUED_JOBS`` starts its shadow at once, and the other mode runs
+    that many tasks over the limit the line exists to keep.
+    """
+    env = {"EXECUTION_MODE": "dual", "MAX_ACTIVE_JOBS": "2", "MAX_QUEUED_JOBS": "4", "MAX_ACTIVE_JOBS_PER_CLIENT": "0"}
+    client = make_app(**{**k8s_env, **env}).test_client()
+    ready(client)
+    first = client.post("/api/jobs", json={"spec": "medium"}, headers=ADMIN).get_json()
+    second = client.post("/api/jobs", json={"spec": "medium"}, headers=ADMIN).get_json()
+    assert (second["status"], second["reason"]) == ("Queued", "WaitingForCapacity")
+    shadow = client.get(f"/api/jobs/{second['shadow_job_name']}").get_json()
+    assert (shadow["status"], shadow["reason"], shadow["queue_position"]) == ("Queued", "WaitingForCapacity", 2)
+    jobs = f"/apis/batch/v1/namespaces/{k8s_namespace}/jobs/"
+    assert cluster.request("GET", jobs + second["shadow_job_name"], missing_ok=True) is None
+
+    for name in (first["job_name"], first["shadow_job_name"]):  # capacity frees: both wait no more
+        assert client.delete(f"/api/jobs/{name}", headers=ADMIN).status_code == 200
+    for name in (second["job_name"], second["shadow_job_name"]):
+        wait_for(
+            lambda name=name: client.get(f"/api/jobs/{name}").get_json()["status"] == "Running",
+            timeout=60,
+            what=f"{name} to be admitted and run",
+        )
