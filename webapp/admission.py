@@ -14,7 +14,8 @@ leaves the line (its hub listener), and every ``PASS_SECONDS`` anyway; a pass
    admits it), handed to its executor by the launcher
    (:meth:`~webapp.launcher.Launcher.admit`), then marked admitted
    (:meth:`~webapp.runstore.Runs.admit_run`). A run another instance is
-   admitting ends the pass: nobody is admitted past it.
+   admitting ends the pass: nobody is admitted past it. So does a run its
+   executor cannot take now: the launcher puts it back in line, for a later pass.
 2. tells each waiting run whose place changed its place now
    (``queue_position``, 1 = next), through the door, only if the run still
    waits when the change is saved.
@@ -53,7 +54,7 @@ class Admits(Protocol):
     """What the admitter asks of the launcher."""
 
     def admit(self, job_name: str) -> JobStatus | None:
-        """Hand a waiting run to its executor."""
+        """Hand a waiting run to its executor; its status (waiting again if the executor cannot take it now)."""
 
     def waiting_fields(self, place: int) -> dict[str, Any]:
         """The status fields of a run waiting at ``place``."""
@@ -137,7 +138,9 @@ class Admitter:
                 return
             if not self._store.claim_admission(status.job_name, owner=self.owner, lease_seconds=self._lease_seconds):
                 break  # another instance is admitting it: it counts as active in the next pass
-            self._launcher.admit(status.job_name)
+            if (now := self._launcher.admit(status.job_name)) is not None and awaits_admission(now):
+                self._wake.clear()  # (its return to the line woke us: the next pass is the regular one)
+                break  # its executor cannot take it now: it waits on, and so does everyone behind it
             self._unmarked.add(status.job_name)
             self._mark_admitted(status.job_name)
             admitted += 1

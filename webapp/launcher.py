@@ -371,8 +371,10 @@ class Launcher:
 
         The caller holds the run's admission (:meth:`~webapp.runstore.Runs.claim_admission`). The run leaves
         the line first (its status says so, saved before anything starts); ``None`` if it is no longer
-        ``Queued`` (cancelled meanwhile): nothing starts. An executor that refuses it, or a manifest that is
-        gone, makes it ``Failed`` (``StartError``): a waiting run is never dropped silently.
+        ``Queued`` (cancelled meanwhile): nothing starts. An executor that cannot take it now
+        (:class:`ExecutorUnavailable`: the API server is away, the runner is stopping) puts it back in line, at
+        its place, for a later pass (its status says it waits again); one that refuses it for good, or a
+        manifest that is gone, makes it ``Failed`` (``StartError``): a waiting run is never dropped silently.
         """
         status = self._door.change(
             job_name,
@@ -390,8 +392,17 @@ class Launcher:
         manifest = self._store.manifest(job_name)
         try:
             if manifest is None:
-                raise ExecutorUnavailable("its manifest is missing from the run store")
+                raise Conflict("its manifest is missing from the run store")
             self._hand_over(status, manifest)
+        except ExecutorUnavailable as error:  # it passes: the run waits on, and is admitted again later
+            back = self._back_in_line(job_name, error)
+            if back is not None:
+                return back
+            metrics.LAUNCHES.labels(mode=status.mode, result="unavailable").inc()
+            logger.warning("job.error", extra={"job_name": job_name, "mode": status.mode, "error": str(error)})
+            return self._door.change(
+                job_name, status=Phase.FAILED, reason="StartError", message=f"it could not be started: {error}"
+            )
         except Exception as error:
             metrics.LAUNCHES.labels(mode=status.mode, result="unavailable").inc()
             logger.warning("job.error", extra={"job_name": job_name, "mode": status.mode, "error": str(error)})
@@ -401,6 +412,18 @@ class Launcher:
         metrics.LAUNCHES.labels(mode=status.mode, result="launched").inc()
         logger.info("job.admitted", extra={"job_name": job_name, "mode": status.mode, "spec": status.spec})
         return self._door.current(job_name) or status
+
+    def _back_in_line(self, job_name: str, error: ExecutorUnavailable) -> JobStatus | None:
+        """Put an admitted run its executor cannot take now back in line; its status (``None``: the store refused)."""
+        try:
+            if not self._store.return_to_line(job_name):
+                return self._door.current(job_name)  # it finished meanwhile (a cancel)
+        except RunStoreUnavailable:
+            return None
+        logger.warning("job.admission_deferred", extra={"job_name": job_name, "error": str(error)})
+        fields = {**self.waiting_fields(1), "message": f"it could not be started yet ({error}); it waits in line"}
+        changed = self._door.change(job_name, only_if=lambda current: current.status == Phase.QUEUED, **fields)
+        return changed or self._door.current(job_name)  # (not Queued any more: its executor reports it, or a cancel)
 
     def _start_shadow(
         self,

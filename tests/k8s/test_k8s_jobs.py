@@ -14,6 +14,7 @@ from tests.cluster.controlplane import ControlPlane
 from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT
 from tests.helpers import wait_for
 from tests.k8s.conftest import jobs_in, write_kubeconfig_to_nowhere
+from webapp.admission import Admitter
 from webapp.jobspecs import load_jobspecs, render_job
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -215,3 +216,28 @@ def test_a_cancel_while_the_job_is_being_created_leaves_no_job_running(
         timeout=30,
         what="the Job created after the cancel to be deleted",
     )
+
+
+def test_a_waiting_run_admitted_while_the_api_server_is_down_is_not_failed(
+    make_app: Any, k8s_env: dict[str, str], cluster: ControlPlane
+) -> None:
+    """A run accepted into the line (``202``) must not be lost because the API server blinked at its turn.
+
+    Its hand-over is refused for a reason that passes (``ExecutorUnavailable``): it should wait on and be
+    admitted again, not end ``Failed`` (``StartError``) as if its spec could never run.
+    """
+    app = make_app(**{**k8s_env, "MAX_ACTIVE_JOBS": "1", "MAX_QUEUED_JOBS": "3", "MAX_ACTIVE_JOBS_PER_CLIENT": "0"})
+    runtime = app.extensions["jobpulse"]
+    runtime.admitter.stop()  # this test makes the one pass, at the moment it wants
+    client = app.test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30, what="the first list")
+    first = client.post("/api/jobs", json={"spec": "quick"}, headers=ADMIN).get_json()["job_name"]
+    waiting = client.post("/api/jobs", json={"spec": "quick"}, headers=ADMIN).get_json()
+    assert (waiting["status"], waiting["reason"]) == ("Queued", "WaitingForCapacity")
+    until(client, first, "Succeeded")
+    with cluster.apiserver_stopped():
+        Admitter(door=runtime.door, launcher=runtime.launcher, max_active=1).make_pass()
+        after = client.get(f"/api/jobs/{waiting['job_name']}").get_json()
+    assert (after["status"], after["reason"]) == ("Queued", "WaitingForCapacity"), after
+    Admitter(door=runtime.door, launcher=runtime.launcher, max_active=1).make_pass()  # the API server is back
+    until(client, waiting["job_name"], "Succeeded")

@@ -488,6 +488,26 @@ def test_a_run_first_saved_waiting_for_capacity_waits_for_admission_once_across_
     assert not first.admit_run("task-runner-w2")
 
 
+def test_an_admitted_run_returns_to_its_place_in_line_unclaimed(stores: tuple[RunStore, RunStore]) -> None:
+    first, second = stores
+    ahead = run("r1", reason="WaitingForCapacity", queue_position=1)
+    behind = run("r2", reason="WaitingForCapacity", queue_position=2)
+    first.save(ahead, manifest=MANIFEST)
+    first.save(behind, manifest=MANIFEST)
+    assert first.claim_admission(ahead.job_name, owner="instance-a", lease_seconds=30)
+    assert first.admit_run(ahead.job_name)
+    assert [s.job_name for s in second.waiting()] == [behind.job_name]
+
+    assert second.return_to_line(ahead.job_name)  # its executor could not take it now
+    assert [s.job_name for s in first.waiting()] == [ahead.job_name, behind.job_name], "at its place again"
+    assert (first.count_waiting(), first.unfinished()) == (2, [])
+    assert second.claim_admission(ahead.job_name, owner="instance-b", lease_seconds=30), "claimed by nobody"
+
+    first.save(behind.evolve(status=Phase.CANCELLED))
+    assert not first.return_to_line(behind.job_name), "a finished run stays out"
+    assert [s.job_name for s in second.waiting()] == [ahead.job_name]
+
+
 def test_an_expired_admission_lets_another_instance_admit_the_run(stores: tuple[RunStore, RunStore]) -> None:
     first, second = stores
     waiting = run("x1", reason="WaitingForCapacity", queue_position=1)

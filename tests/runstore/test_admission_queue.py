@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import wait_for
 from webapp.admission import Admitter
 from webapp.door import StatusDoor
-from webapp.errors import ExecutorUnavailable, TooManyActiveJobs
+from webapp.errors import ExecutorUnavailable, InvalidRequest, TooManyActiveJobs
 from webapp.executors.local import LocalRunner
 from webapp.hub import StatusHub
 from webapp.jobspecs import load_jobspecs
@@ -176,15 +176,44 @@ def test_a_run_its_executor_refuses_when_its_turn_comes_fails_and_is_not_lost(
     queue.control.cancel(first.job_name)
 
     def refuse(status: JobStatus, manifest: dict[str, Any]) -> None:
-        raise ExecutorUnavailable("the local runner is shutting down")
+        raise InvalidRequest("the task has no command")
 
     monkeypatch.setattr(queue.runner, "launch", refuse)
     queue.admitter.make_pass()
     failed = queue.status(waiting.job_name)
     assert (failed.status, failed.reason) == (Phase.FAILED, "StartError")
-    assert failed.message == "it could not be started: the local runner is shutting down"
+    assert failed.message == "it could not be started: the task has no command"
     assert queue.store.count_waiting() == 0
     assert queue.store.count_unfinished() == 0
+
+
+def test_a_run_its_executor_cannot_take_now_waits_on_in_line_and_is_admitted_later(
+    make_queue: Callable[..., Queue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An accepted run is not lost to a passing refusal (the API server away, a runner stopping) at its turn."""
+    queue = make_queue(admitter=False)
+    first = queue.donate()
+    waiting = queue.donate()
+    behind = queue.donate()
+    queue.control.cancel(first.job_name)
+    launch = queue.runner.launch
+
+    def unavailable(status: JobStatus, manifest: dict[str, Any]) -> None:
+        raise ExecutorUnavailable("the local runner is shutting down")
+
+    monkeypatch.setattr(queue.runner, "launch", unavailable)
+    queue.admitter.make_pass()
+    assert queue.places([waiting, behind]) == [("Queued", WAITING, 1), ("Queued", WAITING, 2)]
+    assert queue.status(waiting.job_name).message == (
+        "it could not be started yet (the local runner is shutting down); it waits in line"
+    )
+    assert [s.job_name for s in queue.store.waiting()] == [waiting.job_name, behind.job_name]
+    assert queue.store.unfinished() == [], "no executor sees it"
+
+    monkeypatch.setattr(queue.runner, "launch", launch)
+    queue.admitter.make_pass()
+    wait_for(lambda: queue.status(waiting.job_name).status == Phase.RUNNING, what="the run to be admitted at last")
+    assert queue.places([behind]) == [("Queued", WAITING, 1)]
 
 
 def test_the_line_outlives_a_restart(make_queue: Callable[..., Queue]) -> None:

@@ -205,6 +205,12 @@ class Runs(Protocol):
     def admit_run(self, job_name: str) -> bool:
         """The run no longer waits for admission (its executor has it); ``False`` if it did not wait (any more)."""
 
+    def return_to_line(self, job_name: str) -> bool:
+        """An admitted run waits for admission again, claimed by nobody (its executor could not take it now).
+
+        ``False`` if it is finished. It keeps its place: the line is in order of creation.
+        """
+
     def manifest(self, job_name: str) -> dict[str, Any] | None: ...
 
     def delete(self, job_name: str) -> None: ...

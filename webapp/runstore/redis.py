@@ -207,6 +207,14 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: run, waiting   ARGV: job_name
+_RETURN_TO_LINE = """
+if redis.call('HGET', KEYS[1], 'terminal') ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], 'waiting', '1', 'admitter', '', 'admit_until', '0')
+redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'created_at'), ARGV[1])
+return 1
+"""
+
 # KEYS: run, owner set   ARGV: job_name, owner, lease_seconds, owner-set ttl, dead owner to replace ('' = none)
 _CLAIM_RUN = (
     _NOW
@@ -379,6 +387,7 @@ class RedisRunStore:
         self._claim_run = self._redis.register_script(_CLAIM_RUN)
         self._claim_admission = self._redis.register_script(_CLAIM_ADMISSION)
         self._admit_run = self._redis.register_script(_ADMIT_RUN)
+        self._return_to_line = self._redis.register_script(_RETURN_TO_LINE)
         self._release_runs = self._redis.register_script(_RELEASE_RUNS)
         self._release_key = self._redis.register_script(_RELEASE_IDEMPOTENCY_KEY)
         self._replace_key = self._redis.register_script(_REPLACE_IDEMPOTENCY_KEY)
@@ -558,6 +567,12 @@ class RedisRunStore:
         with self._reaching_redis():
             admitted = self._admit_run(keys=[self._run_key(job_name), self._waiting], args=[job_name])
         return bool(admitted)
+
+    def return_to_line(self, job_name: str) -> bool:
+        """The run waits for admission again, claimed by nobody (one script)."""
+        with self._reaching_redis():
+            returned = self._return_to_line(keys=[self._run_key(job_name), self._waiting], args=[job_name])
+        return bool(returned)
 
     def count_unfinished(self, *, client: str | None = None) -> int:
         with self._reaching_redis():

@@ -323,6 +323,14 @@ class SQLiteRunStore:
             self._write("UPDATE runs SET waiting = 0 WHERE job_name = ? AND waiting = 1 AND terminal = 0", (job_name,))
         )
 
+    def return_to_line(self, job_name: str) -> bool:
+        return bool(
+            self._write(
+                "UPDATE runs SET waiting = 1, admitter = NULL, admit_until = 0 WHERE job_name = ? AND terminal = 0",
+                (job_name,),
+            )
+        )
+
     def manifest(self, job_name: str) -> dict[str, Any] | None:
         row = self._one("SELECT manifest FROM runs WHERE job_name = ?", (job_name,))
         return json.loads(row[0]) if row and row[0] else None
