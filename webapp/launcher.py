@@ -18,6 +18,7 @@ only, linked both ways (``rerun_of`` / ``reruns``). Every status it writes goes 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -422,8 +423,13 @@ class Launcher:
             return None
         logger.warning("job.admission_deferred", extra={"job_name": job_name, "error": str(error)})
         fields = {**self.waiting_fields(1), "message": f"it could not be started yet ({error}); it waits in line"}
-        changed = self._door.change(job_name, only_if=lambda current: current.status == Phase.QUEUED, **fields)
-        return changed or self._door.current(job_name)  # (not Queued any more: its executor reports it, or a cancel)
+        changed = self._door.change(job_name, only_if=_as_admitted, **fields)
+        if changed is not None:
+            return changed
+        # moved on meanwhile (a cancel; a process that executes it after all): it is not waiting
+        with contextlib.suppress(RunStoreUnavailable):  # (if the store refuses, the admitter's next pass marks it)
+            self._store.admit_run(job_name)
+        return self._door.current(job_name)
 
     def _start_shadow(
         self,
@@ -481,6 +487,11 @@ PER_RUN_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation",
 """What the API server writes into a Job's metadata for one Job: never part of another run's manifest."""
 PER_RUN_ANNOTATIONS = (LEGACY_TASK_ID_ANNOTATION,)
 """What an executor writes into a run's stored manifest for that run alone (the HTTP runner's task id)."""
+
+
+def _as_admitted(status: JobStatus) -> bool:
+    """Whether ``status`` is still as :meth:`Launcher.admit` left it: out of the line, not yet moved on by anyone."""
+    return status.status == Phase.QUEUED and status.reason is None
 
 
 def _unknown(job_name: str) -> JobStatus:
