@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from webapp.comparison import migration_report
-from webapp.door import StatusDoor
+from webapp.door import OPERATOR_CANCEL, StatusDoor
 from webapp.errors import (
     Conflict,
     ExecutorUnavailable,
@@ -67,10 +67,18 @@ class RunControl:
         return status
 
     def cancel(self, job_name: str) -> JobStatus:
+        """Cancel an unfinished run: one waiting for capacity here (no executor has it), others by their executor."""
         status = self.status(job_name)
-        if not status.terminal:
-            self._executor_for(status).cancel(job_name)
-            logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
+        if status.terminal:
+            return status
+        executor = self._executor_for(status)
+        # a run still in line has nothing to stop: it leaves the line (unless it was admitted meanwhile)
+        left_line = awaits_admission(status) and (
+            self._door.change(job_name, only_if=awaits_admission, **OPERATOR_CANCEL) is not None
+        )
+        if not left_line:
+            executor.cancel(job_name)
+        logger.info("job.cancelled", extra={"job_name": job_name, "mode": status.mode})
         return self.status(job_name)
 
     def set_suspended(self, job_name: str, *, suspended: bool, operator: str) -> JobStatus:

@@ -241,3 +241,20 @@ def test_a_waiting_run_admitted_while_the_api_server_is_down_is_not_failed(
     assert (after["status"], after["reason"]) == ("Queued", "WaitingForCapacity"), after
     Admitter(door=runtime.door, launcher=runtime.launcher, max_active=1).make_pass()  # the API server is back
     until(client, waiting["job_name"], "Succeeded")
+
+
+def test_a_run_waiting_for_capacity_is_cancelled_while_the_api_server_is_down(
+    make_app: Any, k8s_env: dict[str, str], cluster: ControlPlane
+) -> None:
+    """A waiting run has no Job yet: cancelling it needs nothing of the API server, and it never starts after."""
+    app = make_app(**{**k8s_env, "MAX_ACTIVE_JOBS": "1", "MAX_QUEUED_JOBS": "3", "MAX_ACTIVE_JOBS_PER_CLIENT": "0"})
+    client = app.test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30, what="the first list")
+    first = client.post("/api/jobs", json={"spec": "medium"}, headers=ADMIN).get_json()["job_name"]
+    waiting = client.post("/api/jobs", json={"spec": "quick"}, headers=ADMIN).get_json()["job_name"]
+    with cluster.apiserver_stopped():
+        cancelled = client.delete(f"/api/jobs/{waiting}", headers=ADMIN)
+    assert cancelled.status_code == 200, cancelled.get_json()
+    assert (cancelled.get_json()["status"], cancelled.get_json()["reason"]) == ("Cancelled", "Cancelled")
+    assert client.delete(f"/api/jobs/{first}", headers=ADMIN).status_code == 200
+    assert app.extensions["jobpulse"].store.count_waiting() == 0
