@@ -176,16 +176,21 @@ class WebhookSender:
             "User-Agent": "jobpulse-webhooks/1",
         }
         try:
-            response = self._session.post(self._url, data=body, headers=headers, timeout=(5, 10))
+            # Not streamed, the answer's body would be read whole, however long or slow; the status line
+            # decides. A redirect is not followed: a 302 turns the POST into a GET of another page.
+            with self._session.post(
+                self._url, data=body, headers=headers, timeout=(5, 10), stream=True, allow_redirects=False
+            ) as response:
+                code = response.status_code
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {exc}"  # names the URL: for the log only
             shown = delivery_failure(exc)
         else:
-            if 200 <= response.status_code < 300:
+            if 200 <= code < 300:
                 self._store.complete_webhook(item.job_name)
                 logger.info("webhook.delivered", extra={"job_name": item.job_name, "attempts": item.attempts + 1})
                 return True
-            error = shown = f"HTTP {response.status_code}"
+            error = shown = f"HTTP {code}"
         attempts = item.attempts + 1
         if attempts >= self._max_attempts:
             self._store.complete_webhook(item.job_name, gave_up=shown)

@@ -271,3 +271,58 @@ def test_a_failed_delivery_stores_no_url_and_logs_it_whole(tmp_path: Path, close
         error = record.__dict__["error"]
         assert error.startswith("ConnectionError: HTTPConnectionPool(host='127.0.0.1'")
         assert "/hooks/s3cr3t-path?token=s3cr3t-query" in error and "Connection refused" in error
+
+
+def test_a_redirect_is_not_followed_nor_taken_for_a_delivery(tmp_path: Path, receiver: Any) -> None:
+    """A 302 would turn the POST into a GET of another page: its 2xx says nothing of the status sent."""
+    login = "https://hooks.example.org/login"
+    receiver.post(RECEIVER, status=302, headers={"Location": login})
+    receiver.get(login, status=200)
+    receiver.post(login, status=200)
+    hub, store = StatusHub(), SQLiteRunStore(tmp_path / "db.sqlite3")
+    webhooks = sender(hub, store)
+    hub.publish(finished())
+    assert webhooks.deliver_due() == 0
+    assert [call.request.method for call in receiver.calls] == ["POST"]
+    delivery = store.webhook_delivery(finished().job_name)
+    assert delivery is not None
+    assert delivery.to_dict() == {"state": "failing", "attempts": 1, "last_error": "HTTP 302"}
+
+
+@pytest.fixture
+def answers_200_then_stalls() -> Iterator[tuple[int, list[bytes]]]:
+    """A receiver that answers ``200 OK`` and a long body's first bytes at once, then nothing until the test ends."""
+    requests_seen: list[bytes] = []
+    ending = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                requests_seen.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nok")
+                ending.wait()
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        yield listener.getsockname()[1], requests_seen
+        ending.set()
+        server.join(timeout=5)
+
+
+def test_a_2xx_is_a_delivery_however_long_or_slow_its_body(
+    tmp_path: Path, answers_200_then_stalls: tuple[int, list[bytes]]
+) -> None:
+    """The status line decides: the body is not read (it could be endless, or trickle in for ever)."""
+    port, requests_seen = answers_200_then_stalls
+    hub, store = StatusHub(), SQLiteRunStore(tmp_path / "db.sqlite3")
+    webhooks = WebhookSender(store=store, url=f"http://127.0.0.1:{port}/hooks", secret=SECRET)
+    hub.add_listener(webhooks.on_status)
+    hub.publish(finished())
+    assert webhooks.deliver_due() == 1
+    assert len(requests_seen) == 1
+    delivery = store.webhook_delivery(finished().job_name)
+    assert delivery is not None
+    assert delivery.to_dict() == {"state": "delivered", "attempts": 0, "last_error": None}
