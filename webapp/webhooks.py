@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Jobpulse-Signature"
 LEASE_SECONDS = 60.0
+"""How long a claimed delivery is this sender's: ample for one attempt (5 s to connect, 10 s to answer)."""
+BATCH = 20
+"""Deliveries sent in one pass of the sender's loop, at most."""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -161,10 +164,20 @@ class WebhookSender:
             self._wake.clear()
 
     def deliver_due(self) -> int:
-        """Send what is due now; return how many were delivered."""
+        """Send what is due now (at most :data:`BATCH` deliveries); return how many were delivered.
+
+        Each delivery is claimed just before its attempt, so its lease covers that attempt alone: a batch
+        claimed at once would outlast the lease of its last ones behind a slow receiver, and another
+        instance would claim and send those while this one still meant to.
+        """
         delivered = 0
-        for item in self._store.claim_webhooks(owner=self._owner, lease_seconds=LEASE_SECONDS, limit=20):
-            delivered += self._deliver(item)
+        tried: set[str] = set()
+        for _ in range(BATCH):
+            claimed = self._store.claim_webhooks(owner=self._owner, lease_seconds=LEASE_SECONDS, limit=1)
+            if not claimed or claimed[0].job_name in tried:  # one attempt per pass (it stays ours for the next)
+                break
+            tried.add(claimed[0].job_name)
+            delivered += self._deliver(claimed[0])
         return delivered
 
     def _deliver(self, item: PendingWebhook) -> bool:
