@@ -1,7 +1,7 @@
 """Measure 4: launch throughput and latency, donations per second through one worker, Jobs really created.
 
     python -m benchmarks.launches [--count 500] [--concurrency 8] [--before CHECKOUT] [--gc-pauses]
-                                  [--profile DIR] [--plane-profile DIR]
+                                  [--profile DIR] [--plane-profile DIR [--plane-profile-seconds 2]]
 
 A load-generator process posts ``--count`` donations to ``POST /api/donations``,
 ``--concurrency`` at a time, after a warm-up of ``2 * concurrency`` that is not
@@ -55,12 +55,13 @@ def run(
     before: Path | None = None,
     profile: Any = None,
     plane_profile: Path | None = None,
+    plane_profile_seconds: int = 2,
     gc_pauses: bool = False,
 ) -> dict[str, Any]:
     """One row per app; with ``before``, a "jobpulse before" row (that checkout's code) ahead of "jobpulse".
 
     ``gc_pauses``: also count, in each row, the full garbage collections the server made while measured.
-    ``plane_profile``: also profile the API server over the first :data:`PLANE_PROFILE_SECONDS` of each row.
+    ``plane_profile``: also profile the API server over the first ``plane_profile_seconds`` of each row.
     """
     if before is not None and "jobpulse" in apps:
         at = apps.index("jobpulse")
@@ -82,7 +83,7 @@ def run(
             name = {"baseline": "baseline", "jobpulse before": "launches-before"}.get(app, "launches")
             with (
                 bench.profiling(server, profile, name) as where,
-                bench.plane_profiling(plane_profile, name, PLANE_PROFILE_SECONDS) as plane_where,
+                bench.plane_profiling(plane_profile, name, plane_profile_seconds) as plane_where,
             ):
                 report = bench.donations(server, count=count, concurrency=concurrency)
             cpu = cpu_seconds(worker) - cpu_before
@@ -118,9 +119,6 @@ def run(
         )
     return {"measure": "launches", "rows": rows}
 
-
-PLANE_PROFILE_SECONDS = 2
-"""How long ``--plane-profile`` samples the API server in each row: less than a row lasts at the default count."""
 
 GC_PAUSES_SITE = Path(__file__).resolve().parent / "gc_pauses"
 _GC_PAUSE = re.compile(r"^bench-gc-pause pid=\d+ ms=([\d.]+)", re.MULTILINE)
@@ -172,7 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--plane-profile",
         type=Path,
-        help=f"profile the API server (Go pprof, CPU) over the first {PLANE_PROFILE_SECONDS} s of each row; here",
+        help="profile the API server (Go pprof, CPU) at the start of each row; the profiles go here",
+    )
+    parser.add_argument(
+        "--plane-profile-seconds",
+        type=int,
+        default=2,
+        help="how long each row's API server profile lasts (keep it under the row's own time)",
     )
     parser.add_argument(
         "--gc-pauses", action="store_true", help="count each server's full garbage collections and their pauses"
@@ -188,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             before=args.before,
             profile=args.profile,
             plane_profile=args.plane_profile,
+            plane_profile_seconds=args.plane_profile_seconds,
             gc_pauses=args.gc_pauses,
         ),
         table,

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Jobpulse-Signature"
 LEASE_SECONDS = 60.0
+"""How long a claimed delivery is this sender's: ample for one attempt (5 s to connect, 10 s to answer)."""
+BATCH = 20
+"""Deliveries sent in one pass of the sender's loop, at most."""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -161,10 +164,20 @@ class WebhookSender:
             self._wake.clear()
 
     def deliver_due(self) -> int:
-        """Send what is due now; return how many were delivered."""
+        """Send what is due now (at most :data:`BATCH` deliveries); return how many were delivered.
+
+        Each delivery is claimed just before its attempt, so its lease covers that attempt alone: a batch
+        claimed at once would outlast the lease of its last ones behind a slow receiver, and another
+        instance would claim and send those while this one still meant to.
+        """
         delivered = 0
-        for item in self._store.claim_webhooks(owner=self._owner, lease_seconds=LEASE_SECONDS, limit=20):
-            delivered += self._deliver(item)
+        tried: set[str] = set()
+        for _ in range(BATCH):
+            claimed = self._store.claim_webhooks(owner=self._owner, lease_seconds=LEASE_SECONDS, limit=1)
+            if not claimed or claimed[0].job_name in tried:  # one attempt per pass (it stays ours for the next)
+                break
+            tried.add(claimed[0].job_name)
+            delivered += self._deliver(claimed[0])
         return delivered
 
     def _deliver(self, item: PendingWebhook) -> bool:
@@ -176,16 +189,21 @@ class WebhookSender:
             "User-Agent": "jobpulse-webhooks/1",
         }
         try:
-            response = self._session.post(self._url, data=body, headers=headers, timeout=(5, 10))
+            # Not streamed, the answer's body would be read whole, however long or slow; the status line
+            # decides. A redirect is not followed: a 302 turns the POST into a GET of another page.
+            with self._session.post(
+                self._url, data=body, headers=headers, timeout=(5, 10), stream=True, allow_redirects=False
+            ) as response:
+                code = response.status_code
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {exc}"  # names the URL: for the log only
             shown = delivery_failure(exc)
         else:
-            if 200 <= response.status_code < 300:
+            if 200 <= code < 300:
                 self._store.complete_webhook(item.job_name)
                 logger.info("webhook.delivered", extra={"job_name": item.job_name, "attempts": item.attempts + 1})
                 return True
-            error = shown = f"HTTP {response.status_code}"
+            error = shown = f"HTTP {code}"
         attempts = item.attempts + 1
         if attempts >= self._max_attempts:
             self._store.complete_webhook(item.job_name, gave_up=shown)

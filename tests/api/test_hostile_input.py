@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -108,6 +109,20 @@ def test_a_launch_with_a_trailing_newline_in_a_name_stores_nothing(
     assert response.status_code == 400
     assert field in response.get_json()["fields"]
     assert runs(app) == []
+
+
+@pytest.mark.parametrize("value", ["a\u0000b", "\ud800", "ok \udfff"], ids=["nul", "lone-high-surrogate", "lone-low"])
+def test_a_launch_param_no_process_environment_can_hold_is_a_400_not_a_failed_run(
+    client: FlaskClient, app: Flask, admin: dict[str, str], errors_logged: list[logging.LogRecord], value: str
+) -> None:
+    """A NUL or a lone surrogate cannot be put in a task's environment: refused at the edge, not launched to fail."""
+    body = json.dumps({"spec": "quick", "params": {"NOTE": value}})  # the raw escapes, as a client sends them
+    response = client.post("/api/jobs", data=body, headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "validation_error"
+    assert list(response.get_json()["fields"]) == ["params"]
+    assert runs(app) == []
+    assert no_errors(errors_logged)
 
 
 @pytest.mark.parametrize("value", ["\u0661\u0660", "1_0", " 5", "+5", "5 "])

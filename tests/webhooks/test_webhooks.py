@@ -8,8 +8,11 @@ import json
 import re
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,9 +23,10 @@ from tests.conftest import ADMIN_TOKEN
 from tests.helpers import captured_logs, wait_for
 from tests.storage import SmallDisk
 from webapp.hub import StatusHub
+from webapp.runstore import sqlite as sqlite_store
 from webapp.runstore.sqlite import SQLiteRunStore
 from webapp.status import JobStatus
-from webapp.webhooks import SIGNATURE_HEADER, WebhookSender, delivery_failure
+from webapp.webhooks import LEASE_SECONDS, SIGNATURE_HEADER, WebhookSender, delivery_failure
 
 RECEIVER = "https://hooks.example.org/jobpulse"
 SECRET = "webhook-secret-0123456789"
@@ -271,3 +275,100 @@ def test_a_failed_delivery_stores_no_url_and_logs_it_whole(tmp_path: Path, close
         error = record.__dict__["error"]
         assert error.startswith("ConnectionError: HTTPConnectionPool(host='127.0.0.1'")
         assert "/hooks/s3cr3t-path?token=s3cr3t-query" in error and "Connection refused" in error
+
+
+def test_a_redirect_is_not_followed_nor_taken_for_a_delivery(tmp_path: Path, receiver: Any) -> None:
+    """A 302 would turn the POST into a GET of another page: its 2xx says nothing of the status sent."""
+    login = "https://hooks.example.org/login"
+    receiver.post(RECEIVER, status=302, headers={"Location": login})
+    receiver.get(login, status=200)
+    receiver.post(login, status=200)
+    hub, store = StatusHub(), SQLiteRunStore(tmp_path / "db.sqlite3")
+    webhooks = sender(hub, store)
+    hub.publish(finished())
+    assert webhooks.deliver_due() == 0
+    assert [call.request.method for call in receiver.calls] == ["POST"]
+    delivery = store.webhook_delivery(finished().job_name)
+    assert delivery is not None
+    assert delivery.to_dict() == {"state": "failing", "attempts": 1, "last_error": "HTTP 302"}
+
+
+@pytest.fixture
+def answers_200_then_stalls() -> Iterator[tuple[int, list[bytes]]]:
+    """A receiver that answers ``200 OK`` and a long body's first bytes at once, then nothing until the test ends."""
+    requests_seen: list[bytes] = []
+    ending = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                requests_seen.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nok")
+                ending.wait()
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        yield listener.getsockname()[1], requests_seen
+        ending.set()
+        server.join(timeout=5)
+
+
+def test_a_2xx_is_a_delivery_however_long_or_slow_its_body(
+    tmp_path: Path, answers_200_then_stalls: tuple[int, list[bytes]]
+) -> None:
+    """The status line decides: the body is not read (it could be endless, or trickle in for ever)."""
+    port, requests_seen = answers_200_then_stalls
+    hub, store = StatusHub(), SQLiteRunStore(tmp_path / "db.sqlite3")
+    webhooks = WebhookSender(store=store, url=f"http://127.0.0.1:{port}/hooks", secret=SECRET)
+    hub.add_listener(webhooks.on_status)
+    hub.publish(finished())
+    assert webhooks.deliver_due() == 1
+    assert len(requests_seen) == 1
+    delivery = store.webhook_delivery(finished().job_name)
+    assert delivery is not None
+    assert delivery.to_dict() == {"state": "delivered", "attempts": 0, "last_error": None}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_deliveries_a_slow_receiver_keeps_waiting_are_not_sent_again_by_another_instance(
+    tmp_path: Path, receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each delivery's lease covers its own attempt: one not started yet when a batch's first lease ran out is not
+    claimed by a second sender and then sent again by the first."""
+    clock = _Clock()
+    monkeypatch.setattr(sqlite_store, "time", SimpleNamespace(time=clock.time, monotonic=time.monotonic))
+    path = tmp_path / "shared.sqlite3"
+    first = WebhookSender(store=SQLiteRunStore(path), url=RECEIVER, secret=SECRET)
+    second = WebhookSender(store=SQLiteRunStore(path), url=RECEIVER, secret=SECRET)
+    names = [f"task-runner-w-0000bee{i}" for i in range(6)]
+    store = SQLiteRunStore(path)
+    for name in names:
+        store.enqueue_webhook(name, finished(name).json)
+        clock.now += 0.001
+    started = clock.now
+    second_ran = False
+
+    def slow_answer(request: Any) -> tuple[int, dict[str, str], str]:
+        nonlocal second_ran
+        if clock.now - started > LEASE_SECONDS and not second_ran:  # the other instance's sender looks now
+            second_ran = True
+            second.deliver_due()
+        clock.now += 15  # each attempt takes as long as the timeouts allow (5 s to connect, 10 s to answer)
+        return 200, {}, ""
+
+    receiver.add_callback(responses.POST, RECEIVER, callback=slow_answer)
+    first.deliver_due()
+    first.deliver_due()
+    assert second_ran
+    sent = Counter(call.request.headers["X-Jobpulse-Delivery"] for call in receiver.calls)
+    assert sent == dict.fromkeys(names, 1)

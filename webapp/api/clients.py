@@ -11,6 +11,7 @@ one answer.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -53,7 +54,7 @@ def trust_proxies(app: Flask, *, hops: int) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1, x_host=1, x_port=1).__call__  # type: ignore[method-assign]
 
 
-def own_root() -> str:
+def own_root() -> str | None:
     """This server's own root URL, from the address the request came in on: never from what the client sent.
 
     ``SERVER_NAME`` and ``SERVER_PORT`` are the listening socket's address
@@ -61,8 +62,13 @@ def own_root() -> str:
     proxy rewrote them (ProxyFix keeps the originals). A task posts its
     progress here unless ``SERVICE_URL`` says otherwise, so a request's
     ``Host`` header must not choose where a task sends its run's token.
+    ``None`` for a request that came in on a unix socket: gunicorn makes
+    ``SERVER_NAME`` of its ``Host`` header there, and the socket has no URL.
     """
     environ = request.environ
+    sock = environ.get("gunicorn.socket")
+    if getattr(sock, "family", None) == socket.AF_UNIX:
+        return None
     original = environ.get("werkzeug.proxy_fix.orig") or {}
     scheme = original.get("wsgi.url_scheme") or environ.get("wsgi.url_scheme", "http")
     host = original.get("SERVER_NAME") or environ.get("SERVER_NAME") or "127.0.0.1"

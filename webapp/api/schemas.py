@@ -29,6 +29,9 @@ AMOUNT_PATTERN = re.compile(r"\A-?[0-9]+(?:\.[0-9]+)?\Z")
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 """Control characters (C0, DEL, C1 such as NEL and CSI), lone surrogates, line and paragraph separators."""
 
+_NOT_IN_AN_ENVIRONMENT = re.compile("[\x00\ud800-\udfff]")
+"""What no process environment holds: NUL ends a C string, a lone surrogate has no UTF-8."""
+
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 """Unicode's Bidi_Control characters: they reorder how the text around them is shown."""
 
@@ -131,6 +134,12 @@ def donation_schema(currencies: tuple[str, ...]) -> DonationSchema:
 def _valid_params(params: dict[str, str]) -> None:
     if len(params) > 50:
         raise ValidationError("at most 50 parameters")
+    unfit = [name for name, value in params.items() if _NOT_IN_AN_ENVIRONMENT.search(value)]
+    if unfit:
+        # a task's environment holds neither: the launch would be taken, then fail to start
+        raise ValidationError(
+            "parameter values must not contain NUL or lone surrogates: " + ", ".join(repr(name) for name in unfit)
+        )
     bad = [name for name in params if not PARAM_NAME_PATTERN.fullmatch(name)]
     if bad:
         raise ValidationError(
