@@ -55,6 +55,7 @@
   // ---------------------------------------------------------------- form --
 
   let idempotencyKey = newIdempotencyKey();
+  let keySentWith = null; // the fill the key went out with: a retry of it keeps the key, an edited fill is new
   let submitting = false;
 
   function newIdempotencyKey() {
@@ -97,12 +98,17 @@
       return;
     }
 
+    const fill = JSON.stringify(payload);
+    if (keySentWith !== null && keySentWith !== fill) idempotencyKey = newIdempotencyKey();
+    keySentWith = fill;
+
     setSubmitting(true);
     try {
       const response = await postDonation(payload, idempotencyKey);
       const body = await readJson(response);
       if ((response.status === 202 || response.status === 200) && body && body.job_name) {
         idempotencyKey = newIdempotencyKey(); // this fill launched its task
+        keySentWith = null;
         followJob(body);
       } else {
         showResponseError(response, body);

@@ -80,6 +80,18 @@ def test_json_nested_too_deep_is_a_400(
     assert no_errors(errors_logged)
 
 
+def test_a_number_too_long_to_read_is_a_400_that_says_so(
+    client: FlaskClient, app: Flask, errors_logged: list[logging.LogRecord]
+) -> None:
+    body = '{"amount": ' + "9" * 5_000 + ', "currency": "EUR", "donor_name": "A", "donor_email": "a@example.org"}'
+    response = client.post("/api/donations", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert response.get_json()["message"] == "the body's JSON has a number of 5000 digits: too long to read"
+    assert runs(app) == []
+    assert no_errors(errors_logged)
+
+
 @pytest.mark.parametrize(
     "path",
     [

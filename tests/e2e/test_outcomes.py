@@ -160,3 +160,30 @@ def test_a_retry_after_a_lost_answer_shows_the_first_task_and_launches_nothing_n
     assert donation.job_name() == lost[0]
     assert donation.transport_text() == "Not needed (finished)"
     assert [run["job_name"] for run in runs(live_server)] == lost
+
+
+def test_an_edited_form_after_a_lost_answer_is_a_new_donation_not_a_conflict(
+    live_server: LiveServer, page: Page
+) -> None:
+    """The same fill keeps its Idempotency-Key (above); a fill the donor changed since is another donation."""
+    lost: list[str] = []
+
+    def lose_first_answer(route: Route) -> None:
+        if lost:
+            route.continue_()
+            return
+        answer = route.fetch()  # the server launches the task ...
+        lost.append(answer.json()["job_name"])
+        route.abort("connectionreset")  # ... but the donor never hears of it
+
+    page.route("**/api/donations", lose_first_answer)
+    donation = DonationPage(page, live_server.url).open()
+    donation.fill(amount="5.00").donate()
+    expect(page.locator("#form-error")).to_contain_text("Could not reach the server")
+
+    donation.fill(amount="7.00").donate()  # the donor changed the amount: not the request the key went with
+
+    assert donation.wait_until_finished() == "Succeeded"
+    assert donation.job_name() not in lost
+    assert len(lost) == 1
+    assert {run["job_name"] for run in runs(live_server)} == {lost[0], donation.job_name()}

@@ -351,6 +351,20 @@ def test_claims_respect_the_limit_and_the_holder_keeps_its_lease(store: RunStore
     assert len(store.claim_webhooks(owner="a", lease_seconds=30, limit=5)) == 2, "its own lease is renewed"
 
 
+def test_a_claim_finds_free_deliveries_past_many_another_sender_holds(store: RunStore) -> None:
+    """What is due is read a page at a time (a sender claims one delivery at a time); none is skipped."""
+    names = [f"task-runner-p{index:03}" for index in range(250)]
+    for name in names:
+        store.enqueue_webhook(name, "{}")
+    held = [w.job_name for w in store.claim_webhooks(owner="a", lease_seconds=30, limit=220)]
+    assert len(held) == 220
+    for name in held[:40]:
+        store.complete_webhook(name)  # delivered meanwhile: no longer due
+    free = [w.job_name for w in store.claim_webhooks(owner="b", lease_seconds=30, limit=100)]
+    assert sorted(free) == sorted(set(names) - set(held))
+    assert store.claim_webhooks(owner="c", lease_seconds=30, limit=1) == []
+
+
 def test_an_expired_webhook_lease_lets_another_sender_claim_it(stores: tuple[RunStore, RunStore]) -> None:
     first, second = stores
     first.enqueue_webhook("task-runner-x1", "{}")

@@ -204,12 +204,25 @@ class ProgressReportSchema(Schema):
             raise ValidationError("must be at least done, or null when unknown", "total")
 
 
+class _NumberTooLong(ValueError):
+    """A JSON integer longer than Python converts (``sys.get_int_max_str_digits``)."""
+
+
+def _json_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as error:  # (the JSON scanner gives digits only: too many of them is the one way here)
+        raise _NumberTooLong(len(text)) from error
+
+
 def json_body(request: Request) -> Any:
     """The request's JSON body (decimals kept exact), or 415/400 in the error shape."""
     if not request.is_json:
         raise _UnsupportedMediaType()
     try:
-        return json.loads(_whole_body(request) or b"null", parse_float=Decimal)
+        return json.loads(_whole_body(request) or b"null", parse_float=Decimal, parse_int=_json_int)
+    except _NumberTooLong as error:
+        raise InvalidRequest(f"the body's JSON has a number of {error.args[0]} digits: too long to read") from error
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"the body is not valid JSON: {error}") from error
     except RecursionError as error:  # the decoder recurses once per level: "[[[[..." hits Python's limit

@@ -313,23 +313,31 @@ local t = now()
 local limit = tonumber(ARGV[4])
 local claimed = {}
 if limit <= 0 then return claimed end
-for _, job in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(t))) do
-  local key = ARGV[1] .. job
-  local hook = redis.call('HMGET', key, 'body', 'attempts', 'owner', 'lease_until', 'delivered')
-  if hook[1] == false or (hook[5] or '0') ~= '0' then
-    redis.call('ZREM', KEYS[1], job)
-  else
-    local holder = hook[3] or ''
-    if holder == '' or holder == ARGV[2] or tonumber(hook[4] or '0') < t then
-      redis.call('HSET', key, 'owner', ARGV[2], 'lease_until', fmt(t + tonumber(ARGV[3])))
-      table.insert(claimed, job)
-      table.insert(claimed, hook[1])
-      table.insert(claimed, hook[2])
-      if #claimed >= limit * 3 then break end
+-- page through what is due (a sender claims one at a time: never the whole backlog per claim)
+local offset = 0
+while true do
+  local jobs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(t), 'LIMIT', offset, 100)
+  if #jobs == 0 then return claimed end
+  local removed = 0
+  for _, job in ipairs(jobs) do
+    local key = ARGV[1] .. job
+    local hook = redis.call('HMGET', key, 'body', 'attempts', 'owner', 'lease_until', 'delivered')
+    if hook[1] == false or (hook[5] or '0') ~= '0' then
+      redis.call('ZREM', KEYS[1], job)
+      removed = removed + 1
+    else
+      local holder = hook[3] or ''
+      if holder == '' or holder == ARGV[2] or tonumber(hook[4] or '0') < t then
+        redis.call('HSET', key, 'owner', ARGV[2], 'lease_until', fmt(t + tonumber(ARGV[3])))
+        table.insert(claimed, job)
+        table.insert(claimed, hook[1])
+        table.insert(claimed, hook[2])
+        if #claimed >= limit * 3 then return claimed end
+      end
     end
   end
+  offset = offset + #jobs - removed  -- (what this page removed no longer comes before the next one)
 end
-return claimed
 """
 )
 
