@@ -32,6 +32,7 @@ import ctypes
 import datetime as _dt
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -775,7 +776,7 @@ class ControlPlane:
         os.replace(tmp, self.pod_log_file)
 
     def restart_apiserver(self, *, grace: float = 1.0, timeout: float = 90.0) -> None:
-        """Stop kube-apiserver and start it again on the same port; wait for /readyz.
+        """Stop kube-apiserver and start it again on the same port; wait for /readyz and for Jobs to run again.
 
         It gets SIGTERM, then SIGKILL after ``grace`` seconds (a graceful
         kube-apiserver shutdown waits up to 60 s for open watches): clients
@@ -787,12 +788,14 @@ class ControlPlane:
             self._spawn("kube-apiserver", info["args"])
             self._write_state()
             self._wait_apiserver(time.monotonic() + timeout)
+            self._wait_until_jobs_run(time.monotonic() + timeout)
 
     @contextlib.contextmanager
     def apiserver_stopped(self, *, grace: float = 1.0, timeout: float = 90.0) -> Iterator[None]:
         """kube-apiserver stopped for the block (its port refuses connections), then started again on the same port.
 
-        Stopped as :meth:`restart_apiserver` stops it; after the block it waits for /readyz.
+        Stopped as :meth:`restart_apiserver` stops it; after the block it waits for /readyz and for Jobs to
+        run again (:meth:`_wait_until_jobs_run`).
         """
         with self._lock:
             info = self.procs["kube-apiserver"]
@@ -804,6 +807,36 @@ class ControlPlane:
                 self._spawn("kube-apiserver", info["args"])
                 self._write_state()
                 self._wait_apiserver(time.monotonic() + timeout)
+                self._wait_until_jobs_run(time.monotonic() + timeout)
+
+    def _wait_until_jobs_run(self, deadline: float) -> None:
+        """After the API server came back: wait until a probe Job runs to its end (the lock held).
+
+        The controllers, the scheduler and kwok retry a lost API server with client-go's backoff, which
+        doubles up to 30 s (jitter up to twice that) and resets only after two quiet minutes: after a few
+        restarts in a row they come back up to a minute late, and until its pod informer has caught up
+        the Job controller syncs no Job at all ("read version ... is not as new as written version").
+        A Job that succeeds has been through all of them; the next test's Jobs then run as ever.
+        """
+        name = f"probe-{secrets.token_hex(4)}"
+        container = {"name": "probe", "image": "probe:latest", "command": ["true"]}
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+        }
+        path = f"/apis/batch/v1/namespaces/default/jobs/{name}"
+        self.request("POST", "/apis/batch/v1/namespaces/default/jobs", job)
+        try:
+            self._wait(
+                "a probe Job to succeed after the API server came back",
+                lambda: ((self.request("GET", path).get("status") or {}).get("succeeded") or 0) >= 1,
+                deadline,
+                list(BINARIES),
+            )
+        finally:
+            self.request("DELETE", path + "?propagationPolicy=Background", missing_ok=True)
 
     def profile_apiserver(self, seconds: int) -> bytes:
         """A CPU profile of the API server over the next ``seconds`` (Go's pprof format, gzipped), read as admin."""

@@ -135,9 +135,8 @@ def test_eight_tabs_each_follow_their_donation_live_to_succeeded(
     assert {run["job_name"] for run in runs(live_server)} == names
 
 
-def test_a_retry_after_a_lost_answer_shows_the_first_task_and_launches_nothing_new(
-    live_server: LiveServer, page: Page
-) -> None:
+def losing_the_first_answer(page: Page) -> list[str]:
+    """The page's first donation is launched, but its answer is lost on the way; the list gets its job name."""
     lost: list[str] = []
 
     def lose_first_answer(route: Route) -> None:
@@ -149,6 +148,13 @@ def test_a_retry_after_a_lost_answer_shows_the_first_task_and_launches_nothing_n
         route.abort("connectionreset")  # ... but the donor never hears of it
 
     page.route("**/api/donations", lose_first_answer)
+    return lost
+
+
+def test_a_retry_after_a_lost_answer_shows_the_first_task_and_launches_nothing_new(
+    live_server: LiveServer, page: Page
+) -> None:
+    lost = losing_the_first_answer(page)
     donation = DonationPage(page, live_server.url).open()
     donation.fill().donate()
     expect(page.locator("#form-error")).to_contain_text("Could not reach the server")
@@ -166,17 +172,7 @@ def test_an_edited_form_after_a_lost_answer_is_a_new_donation_not_a_conflict(
     live_server: LiveServer, page: Page
 ) -> None:
     """The same fill keeps its Idempotency-Key (above); a fill the donor changed since is another donation."""
-    lost: list[str] = []
-
-    def lose_first_answer(route: Route) -> None:
-        if lost:
-            route.continue_()
-            return
-        answer = route.fetch()  # the server launches the task ...
-        lost.append(answer.json()["job_name"])
-        route.abort("connectionreset")  # ... but the donor never hears of it
-
-    page.route("**/api/donations", lose_first_answer)
+    lost = losing_the_first_answer(page)
     donation = DonationPage(page, live_server.url).open()
     donation.fill(amount="5.00").donate()
     expect(page.locator("#form-error")).to_contain_text("Could not reach the server")
