@@ -113,12 +113,12 @@ def test_an_indexed_job_reports_its_progress_up_to_n_of_n_and_succeeds(k8s_app: 
 # -- FailedCreate: a Job whose pods cannot be created -----------------------------------
 
 CREATE_FAILURE_SEEN = 60
-"""How long a run may take to say ``FailedCreate``: the Job controller's first failed try, or its retries.
+"""How long a run may take to say ``FailedCreate``: usually within a second of the Job controller's first try.
 
-The first try's Event usually arrives within a second. On a loaded machine, soon after an API server
-restart in an earlier test, a run has still not said it after 20 s (once in CI); the controller retries
-with a backoff that doubles from 1 s, and each failed try records the failure again (the same Event, its
-count grown), so the run says it at the first that arrives.
+The bound leaves room for its retries on a loaded machine (a backoff that doubles from 1 s; each failed
+try records the failure again). Once in CI it was not said in 20 s: the Job controller synced no Job for
+up to a minute after several API server restarts in earlier tests, which the test control plane now
+waits out after each restart (``ControlPlane._wait_until_jobs_run``).
 """
 
 
