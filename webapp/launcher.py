@@ -53,7 +53,7 @@ from webapp.jobspecs import (
     render_job,
 )
 from webapp.names import new_job_name, new_pipeline_run_id
-from webapp.runstore import WAITING_FOR_CAPACITY, IdempotencyClaim, RunStore, awaits_admission
+from webapp.runstore import WAITING_FOR_CAPACITY, IdempotencyClaim, RunStore, awaits_admission, just_admitted
 from webapp.settings import Settings
 from webapp.status import JobStatus, Phase, finished_by
 
@@ -423,7 +423,7 @@ class Launcher:
             return None
         logger.warning("job.admission_deferred", extra={"job_name": job_name, "error": str(error)})
         fields = {**self.waiting_fields(1), "message": f"it could not be started yet ({error}); it waits in line"}
-        changed = self._door.change(job_name, only_if=_as_admitted, **fields)
+        changed = self._door.change(job_name, only_if=just_admitted, **fields)
         if changed is not None:
             return changed
         # moved on meanwhile (a cancel; a process that executes it after all): it is not waiting
@@ -487,11 +487,6 @@ PER_RUN_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation",
 """What the API server writes into a Job's metadata for one Job: never part of another run's manifest."""
 PER_RUN_ANNOTATIONS = (LEGACY_TASK_ID_ANNOTATION,)
 """What an executor writes into a run's stored manifest for that run alone (the HTTP runner's task id)."""
-
-
-def _as_admitted(status: JobStatus) -> bool:
-    """Whether ``status`` is still as :meth:`Launcher.admit` left it: out of the line, not yet moved on by anyone."""
-    return status.status == Phase.QUEUED and status.reason is None
 
 
 def _unknown(job_name: str) -> JobStatus:

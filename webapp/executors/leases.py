@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 
 from webapp.errors import RunStoreUnavailable
 from webapp.identity import process_owner
-from webapp.runstore import Leases, launch_began
-from webapp.status import JobStatus, Phase, utcnow
+from webapp.runstore import Leases, just_admitted, launch_began
+from webapp.status import JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def being_launched(status: JobStatus) -> bool:
 
     A run at its first status, or one just admitted from the line for capacity, for :data:`LAUNCH_SECONDS`.
     """
-    if status.seq != 1 and not (status.status == Phase.QUEUED and status.reason is None):
+    if status.seq != 1 and not just_admitted(status):
         return False
     return (utcnow() - launch_began(status)).total_seconds() < LAUNCH_SECONDS
 

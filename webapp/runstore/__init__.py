@@ -44,6 +44,12 @@ def awaits_admission(status: JobStatus) -> bool:
     return status.status == Phase.QUEUED and status.reason == WAITING_FOR_CAPACITY
 
 
+def just_admitted(status: JobStatus) -> bool:
+    """Whether the run is as :meth:`~webapp.launcher.Launcher.admit` leaves it: out of the line, ``Queued`` with no
+    reason, its executor not told yet (or not yet moved on by it)."""
+    return status.status == Phase.QUEUED and status.reason is None
+
+
 def launch_began(status: JobStatus) -> datetime:
     """When the hand-over of the run to its executor began, as far as its status tells.
 
@@ -51,7 +57,7 @@ def launch_began(status: JobStatus) -> datetime:
     :meth:`~webapp.launcher.Launcher.admit` takes it out of the line before its executor has it), its
     admission. Until the hand-over has had time to end, the run is being launched, not an orphan.
     """
-    return status.updated_at if status.status == Phase.QUEUED and status.reason is None else status.created_at
+    return status.updated_at if just_admitted(status) else status.created_at
 
 
 class PendingWebhook:
